@@ -1,0 +1,121 @@
+"""Leakage-free train/val/test splits: stratified by label, grouped by identity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+SPLITS = ("train", "val", "test")
+
+
+class LeakageError(RuntimeError):
+    """A group or an identical file appears in more than one split."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of the data (by group) held out for validation and test.
+
+    Attributes:
+        val_frac: share of groups in the validation split.
+        test_frac: share of groups in the test split.
+        seed: seed of the shuffle that assigns groups.
+    """
+
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("val_frac", "test_frac"):
+            v = getattr(self, name)
+            if not 0 < v < 0.5:
+                raise ValueError(f"split.{name} must be in (0, 0.5), got {v}")
+
+
+def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:
+    """Boolean mask of a stratified, group-disjoint hold-out of about ``frac`` of ``frame``."""
+    n_splits = max(2, int(round(1 / frac)))
+    n_groups = frame["group"].nunique()
+    if n_groups < n_splits:
+        raise ValueError(f"only {n_groups} groups: too few to hold out {frac:.0%} of them; add data or raise the fraction")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(cv.split(frame, frame["target"], frame["group"]))
+    mask = np.zeros(len(frame), bool)
+    mask[held] = True
+    return mask
+
+
+def split_dataset(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.DataFrame:
+    """Assign each row of an indexed dataset to ``train``, ``val`` or ``test``.
+
+    Groups (identities, videos) never cross splits; the label ratio is kept close to the
+    whole set's in each split. Deterministic given ``cfg.seed``.
+
+    Returns:
+        A copy of ``frame`` with a ``split`` column.
+    """
+    frame = frame.reset_index(drop=True).copy()
+    test = _holdout(frame, cfg.test_frac, cfg.seed)
+    rest = frame[~test]
+    val_rest = _holdout(rest, cfg.val_frac / (1 - cfg.test_frac), cfg.seed + 1)
+    split = np.full(len(frame), "train", dtype=object)
+    split[test] = "test"
+    split[np.flatnonzero(~test)[val_rest]] = "val"
+    frame["split"] = split
+    return frame
+
+
+def leakage_report(frame: pd.DataFrame) -> dict:
+    """Groups and identical files (by ``sha256``) found in more than one split."""
+    groups = frame.groupby("group")["split"].nunique()
+    shared_groups = sorted(groups[groups > 1].index)
+    shared_files: list[str] = []
+    if "sha256" in frame.columns:
+        per_hash = frame.groupby("sha256")["split"].nunique()
+        shared_files = sorted(per_hash[per_hash > 1].index)
+    return {
+        "groups_across_splits": shared_groups,
+        "identical_files_across_splits": shared_files,
+        "n_groups": int(frame["group"].nunique()),
+        "n_images": int(len(frame)),
+    }
+
+
+def check_leakage(frame: pd.DataFrame) -> dict:
+    """Return the leakage report, raising ``LeakageError`` when anything crosses splits."""
+    rep = leakage_report(frame)
+    g, f = rep["groups_across_splits"], rep["identical_files_across_splits"]
+    if g or f:
+        raise LeakageError(
+            f"{len(g)} group(s) and {len(f)} identical file(s) appear in more than one split "
+            f"(e.g. group {g[:3]}, sha256 {[h[:12] for h in f[:3]]}); fix the groups or remove the duplicates"
+        )
+    return rep
+
+
+def balance_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Images per split and label, with groups per split and the fake share."""
+    t = pd.crosstab(frame["split"], frame["label"]).reindex(index=list(SPLITS), columns=["real", "fake"], fill_value=0)
+    t["total"] = t["real"] + t["fake"]
+    t["groups"] = frame.groupby("split")["group"].nunique().reindex(list(SPLITS), fill_value=0)
+    t["fake_share"] = (t["fake"] / t["total"].where(t["total"] > 0)).round(3)
+    t.columns.name = None
+    return t
+
+
+def write_splits(frame: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write one CSV manifest per split (``train.csv``, ``val.csv``, ``test.csv``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in SPLITS:
+        p = out / f"{name}.csv"
+        frame[frame["split"] == name].drop(columns="split").to_csv(p, index=False)
+        paths[name] = p
+    return paths

@@ -1,0 +1,105 @@
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from deepfake.data import (
+    DatasetLayoutError,
+    FaceDataset,
+    UnreadableImageError,
+    build_transforms,
+    index_dataset,
+    load_image,
+    read_split,
+    sha256_file,
+)
+
+
+def _img(path, color=(200, 10, 10), size=(20, 20), fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format=fmt)
+    return path
+
+
+def test_index_folder_layout_any_depth_and_case(tmp_path):
+    _img(tmp_path / "real" / "a.jpg")
+    _img(tmp_path / "Real" / "sub" / "b.png", (1, 2, 3))
+    _img(tmp_path / "fake" / "deep" / "er" / "c.webp", (9, 9, 9))
+    (tmp_path / "fake" / "notes.txt").write_text("not an image")
+    df = index_dataset(tmp_path)
+    assert list(df["path"]) == ["Real/sub/b.png", "fake/deep/er/c.webp", "real/a.jpg"]
+    assert dict(zip(df["path"], df["target"])) == {"Real/sub/b.png": 0, "fake/deep/er/c.webp": 1, "real/a.jpg": 0}
+    assert list(df["group"]) == list(df["path"])  # no group info: one group per file
+    assert df["sha256"].str.len().eq(64).all()
+
+
+def test_index_uses_manifest_with_groups(tiny_dataset):
+    df = index_dataset(tiny_dataset)
+    assert len(df) == 48 and df["group"].nunique() == 12
+    assert set(df["label"]) == {"real", "fake"}
+    assert (df["target"] == (df["label"] == "fake")).all()
+
+
+def test_manifest_errors_name_the_problem(tmp_path):
+    _img(tmp_path / "real" / "a.jpg")
+    (tmp_path / "manifest.csv").write_text("file,label\nreal/a.jpg,maybe\n")
+    with pytest.raises(DatasetLayoutError, match="maybe"):
+        index_dataset(tmp_path)
+    (tmp_path / "manifest.csv").write_text("file,label\nreal/missing.jpg,real\n")
+    with pytest.raises(DatasetLayoutError, match="missing.jpg"):
+        index_dataset(tmp_path)
+    (tmp_path / "manifest.csv").write_text("path,y\nreal/a.jpg,real\n")
+    with pytest.raises(DatasetLayoutError, match="file"):
+        index_dataset(tmp_path)
+
+
+def test_missing_or_empty_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetLayoutError, match="does not exist"):
+        index_dataset(tmp_path / "nope")
+    (tmp_path / "real").mkdir()
+    with pytest.raises(DatasetLayoutError, match="no images"):
+        index_dataset(tmp_path)
+
+
+def test_load_image_converts_to_rgb_and_names_bad_files(tmp_path):
+    gray = tmp_path / "g.png"
+    Image.new("L", (5, 5), 128).save(gray)
+    assert load_image(gray).mode == "RGB"
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(UnreadableImageError, match="bad.jpg"):
+        load_image(bad)
+
+
+def test_sha256_matches_hashlib(tmp_path):
+    import hashlib
+
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"abc" * 1000)
+    assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_transforms_give_normalised_tensor_of_requested_size():
+    im = Image.new("RGB", (50, 30), (124, 116, 104))  # about the ImageNet mean
+    for train in (False, True):
+        x = build_transforms(40, train)(im)
+        assert x.shape == (3, 40, 40) and x.dtype == torch.float32
+    x = build_transforms(40, False)(im)
+    assert x.abs().max() < 0.05
+
+
+def test_face_dataset_returns_tensor_and_target(tiny_dataset):
+    df = index_dataset(tiny_dataset)
+    ds = FaceDataset(df, tiny_dataset, build_transforms(32, False))
+    x, y = ds[len(ds) - 1]
+    assert x.shape == (3, 32, 32) and y.item() == df["target"].iloc[-1]
+
+
+def test_read_split_missing_says_which_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="split stage"):
+        read_split(tmp_path, "train")
+
+
+def test_read_split_keeps_groups_as_strings(tmp_path):
+    pd.DataFrame({"path": ["a.jpg"], "label": ["real"], "target": [0], "group": ["007"]}).to_csv(tmp_path / "val.csv", index=False)
+    assert read_split(tmp_path, "val")["group"].iloc[0] == "007"

@@ -23,6 +23,7 @@ $(VENV)/.deepfake-installed: pyproject.toml
 
 data: install
 	$(BIN)/python -m deepfake synth --if-missing
+	$(BIN)/dvc status data.dvc
 
 repro: data
 	$(BIN)/dvc repro

@@ -25,7 +25,7 @@ from .utils import write_json
 C = TypeVar("C")
 
 #: The tiny dataset and training run behind the notebooks' default parameters.
-QUICK_SYNTH = SynthConfig(n_identities=16, images_per_identity=2, image_size=64, seed=0, workers=1)
+QUICK_SYNTH = SynthConfig(n_identities=32, images_per_identity=1, image_size=64, seed=0, workers=1)
 QUICK_TRAIN = {"weights": "none", "epochs": 1, "batch_size": 16, "image_size": 64, "device": "cpu"}
 
 

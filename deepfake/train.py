@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, build_transforms, make_loader, read_split

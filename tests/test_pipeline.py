@@ -41,6 +41,8 @@ def _notebook_parameters(path):
 
 def _cmd_parameters(cmd):
     words = shlex.split(cmd)
+    while re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # leading environment assignments
+        words = words[1:]
     names = [words[i + 1] for i, w in enumerate(words) if w == "-p"]
     names += [words[i + 1].split(":")[0] for i, w in enumerate(words) if w == "-y"]
     return words, names
@@ -70,12 +72,12 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
     result = pipeline.run_split(tiny_dataset, tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25))
     assert {p.name for p in (tmp_path / "splits").iterdir()} == {"train.csv", "val.csv", "test.csv"}
     leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
-    assert leak == {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 12, "n_images": 48}
+    assert leak == {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 6, "n_images": 48}
     assert result.balance["total"].sum() == 48
 
 
 def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=8, images_per_identity=2, image_size=32, workers=1))
+    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=32, images_per_identity=1, image_size=32, workers=1))
     monkeypatch.setitem(pipeline.QUICK_TRAIN, "image_size", 32)
     q = tmp_path / "quick"
     pipeline.ensure_quick_reports(q / "raw", q / "splits", q / "model", q / "train", q / "eval")

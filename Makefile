@@ -28,7 +28,7 @@ data: install
 repro: data
 	$(BIN)/dvc repro
 
-test: install
+test: install clean-quick
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
 
 clean-quick:

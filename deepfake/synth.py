@@ -360,7 +360,9 @@ def render(ident: dict, scene: dict, size: int, rng: np.random.Generator) -> tup
     """Render a lit photo-like image (size, size, 3) float32 in 0..255 and its region masks."""
     rgb, alpha, masks = _render_face_layer(ident, scene, size * _SS)
     m = _pose_matrix(scene, size)
-    warp = lambda a: cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_AREA if False else cv2.INTER_LINEAR)  # noqa: E731
+    def warp(a: np.ndarray) -> np.ndarray:  # canonical 2x canvas -> posed image
+        return cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR)
+
     rgb, alpha = warp(rgb), warp(alpha)
     masks = {k: np.clip(warp(v), 0, 1) for k, v in masks.items()}
     img = _background(scene, size, rng) * (1 - alpha[..., None]) + rgb * alpha[..., None]

@@ -7,9 +7,10 @@ of workers, of GPUs, or on whether a run was resumed.
 
 * In the worker, on the decoded ``uint8`` image (these need the CPU): Gaussian blur and JPEG
   re-compression, the degradations detectors must be robust to.
-* Batched, on ``uint8`` batches moved to the training device (GPU or CPU): horizontal flip,
-  rotation, colour jitter (brightness, contrast, saturation, hue) and normalisation. The
-  worker only samples their parameters, one row of ``N_PARAMS`` numbers per image.
+* Batched, on ``uint8`` batches moved to the training device (GPU or CPU): horizontal flip
+  and rotation (one ``grid_sample``), colour jitter (brightness, contrast, saturation, hue as
+  one per-image colour matrix) and normalisation. The worker only samples their parameters,
+  one row of ``N_PARAMS`` numbers per image.
 """
 
 from __future__ import annotations
@@ -140,42 +141,56 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).float().div_(255)  # (B, 3, H, W), channels-last strides
 
 
+_GRAY = (0.2989, 0.587, 0.114)  # luma weights, as torchvision's rgb_to_grayscale
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
-    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)  # (B, 1, H, W), weights as torchvision
+    return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1)  # (B, 1, H, W)
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(1)  # each (B, H, W)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
-    return torch.stack((h, s, maxc), 1)
-
-
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    h6 = h * 6.0
-    k = torch.stack(((5.0 + h6) % 6.0, (3.0 + h6) % 6.0, (1.0 + h6) % 6.0), 1)  # (B, 3, H, W)
-    k = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * k
-
-
-def _rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by its angle (degrees, counter-clockwise) about its centre, zero fill."""
+def _geometry(x: torch.Tensor, flip: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Flip (where ``flip``), then rotate by ``angles`` (degrees, counter-clockwise) about the
+    centre with bilinear sampling and zero fill, in one ``grid_sample``."""
     b, _, h, w = x.shape
-    rad = angles.to(x.dtype) * (math.pi / 180)
+    rad = angles.to(x.device, x.dtype) * (math.pi / 180)
     cos, sin = torch.cos(rad), torch.sin(rad)
+    mirror = 1 - 2 * flip.to(x.device, x.dtype)  # -1 flips: the input x coordinate is negated
     theta = torch.zeros(b, 2, 3, dtype=x.dtype, device=x.device)  # output -> input, normalised coords
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * h / w
+    theta[:, 0, 0], theta[:, 0, 1] = mirror * cos, -mirror * sin * h / w
     theta[:, 1, 0], theta[:, 1, 1] = sin * w / h, cos
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def colour_transform(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image linear colour map of brightness, contrast, saturation and hue, in that order.
+
+    Each step is linear in the pixel (contrast adds an offset proportional to the image's mean
+    luma), so the four compose into one ``3x3`` matrix ``M`` plus ``c_off`` times the mean
+    luma of the input image. Hue rotates the chroma plane of YIQ by ``hue`` turns (a
+    luma-preserving hue shift, as NVIDIA DALI's), rather than going through HSV.
+
+    Returns:
+        ``M`` ``(B, 3, 3)`` and ``c_off`` ``(B, 3)``: ``out = M @ rgb + c_off * mean_luma(in)``.
+    """
+    p = params.double()
+    b, c, s, h = p[:, 2], p[:, 3], p[:, 4], p[:, 5]
+    n = len(p)
+    eye = torch.eye(3, dtype=p.dtype).expand(n, 3, 3)
+    gray = torch.tensor(_GRAY, dtype=p.dtype)
+    sat = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * gray.expand(3, 3)  # each row: s * e_i + (1 - s) * gray
+    yiq = torch.tensor(_RGB_TO_YIQ, dtype=p.dtype)
+    ang = -2 * math.pi * h  # sign chosen so a positive hue turns red towards yellow/green, as in HSV
+    rot = torch.zeros(n, 3, 3, dtype=p.dtype)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)
+    hue = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
+    hs = hue @ sat
+    m = (c * b).view(-1, 1, 1) * hs
+    c_off = ((1 - c) * b).view(-1, 1) * hs.sum(-1)  # contrast pulls towards the mean luma (after brightness)
+    return m.float(), c_off.float()
 
 
 def apply_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -183,31 +198,29 @@ def apply_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 
     Args:
         x: images, values in [0, 1].
-        params: ``(B, N_PARAMS)`` rows from ``sample_augment`` (columns ``PARAM_NAMES``).
+        params: ``(B, N_PARAMS)`` rows from ``sample_augment`` (columns ``PARAM_NAMES``), on the
+            CPU (the decisions about which steps to run are taken there, without a device sync).
 
     Returns:
-        The augmented batch, values in [0, 1]; steps whose parameters are the identity for
-        the whole batch are skipped.
+        The augmented batch, values in [0, 1]. Geometry is one ``grid_sample``; the colour
+        steps are one per-image affine map (``colour_transform``) clamped to [0, 1] once, so a
+        brightness that saturates a pixel is not clamped before contrast as torchvision's
+        sequential ``ColorJitter`` would. Steps that are the identity for the whole batch are skipped.
     """
-    p = params.to(x.device, x.dtype)
-    flip, angle, bright, contrast, sat, hue = p.unbind(1)  # each (B,)
-    if bool((flip > 0).any()):
-        x = torch.where((flip > 0).view(-1, 1, 1, 1), x.flip(-1), x)
+    params = params.detach().cpu().float()
+    flip, angle = params[:, 0], params[:, 1]
     if bool((angle != 0).any()):
-        x = _rotate(x, angle)
-    if bool((bright != 1).any()):
-        x = (x * bright.view(-1, 1, 1, 1)).clamp_(0, 1)
-    if bool((contrast != 1).any()):
-        c = contrast.view(-1, 1, 1, 1)
-        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-        x = (c * x + (1 - c) * mean).clamp_(0, 1)
-    if bool((sat != 1).any()):
-        s = sat.view(-1, 1, 1, 1)
-        x = (s * x + (1 - s) * _grayscale(x)).clamp_(0, 1)
-    if bool((hue != 0).any()):
-        hsv = _rgb_to_hsv(x)
-        hsv[:, 0] = (hsv[:, 0] + hue.view(-1, 1, 1)) % 1.0
-        x = _hsv_to_rgb(hsv)
+        x = _geometry(x, flip, angle)
+    elif bool((flip > 0).any()):
+        x = torch.where((flip > 0).to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    colour = params[:, 2:]
+    if bool((colour != torch.tensor([1.0, 1.0, 1.0, 0.0])).any()):
+        m, c_off = (t.to(x.device) for t in colour_transform(params))
+        out = torch.einsum("bij,bjhw->bihw", m, x)  # (B, 3, H, W)
+        if bool((params[:, 3] != 1).any()):
+            luma = (x.mean(dim=(2, 3)) @ torch.tensor(_GRAY, device=x.device)).view(-1, 1)  # (B, 1)
+            out = out + (c_off * luma).view(-1, 3, 1, 1)
+        x = out.clamp_(0, 1)
     return x
 
 

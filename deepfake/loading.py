@@ -134,7 +134,7 @@ def finish_batch(batch: Batch, device: torch.device, augment: bool, mean=IMAGENE
     else:
         x = to_float(batch.images.to(device, non_blocking=True))  # (B, 3, H, W) in [0, 1]
         if augment:
-            x = apply_batch(x, batch.params.to(device, non_blocking=True))
+            x = apply_batch(x, batch.params)  # parameters stay on the CPU: no device sync to decide what to run
         x = normalize(x, mean, std)
     x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return Batch(x, batch.targets.to(device, non_blocking=True), batch.indices, batch.params, ready=True)

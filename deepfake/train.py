@@ -162,6 +162,11 @@ class TrainResult:
     is_main: bool = True
 
 
+def _quiet(show: bool) -> dict:
+    """tqdm arguments: silent on non-main ranks, else tqdm's defaults (``TQDM_DISABLE`` applies)."""
+    return {} if show else {"disable": True}
+
+
 # --------------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------------
@@ -244,7 +249,7 @@ def train_one_epoch(
         The accumulator: loss sum, labels and fake-probabilities of this process's images.
     """
     stats = stats or EpochStats()
-    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=not show)):
+    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
         b = finish_batch(batch, device, augment, channels_last=channels_last)  # images (B, 3, H, W)
         with autocast(device, amp):
             logits = model(b.images).squeeze(1)  # (B,)
@@ -284,7 +289,7 @@ def predict(
     info = dist_info or D.DistInfo()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total, ys, ps, idx = torch.zeros((), dtype=torch.float64), [], [], []
-    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=not show)):
+    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
         if max_batches and i >= max_batches:
             break
         if isinstance(batch, Batch):

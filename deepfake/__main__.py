@@ -36,6 +36,30 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .pipeline import load_params, make_config, run_train
+    from .train import TrainConfig
+
+    params = load_params(args.params)
+    base = params.get("base", {})
+    values = {"seed": base.get("seed", 0), "device": base.get("device", "auto"), **params.get("train", {})}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set expects key=value, got {item!r}", file=sys.stderr)
+            return 2
+        values[key] = yaml.safe_load(value)
+    cfg = make_config(TrainConfig, values)
+    result = run_train(cfg, args.raw_dir, args.splits_dir, args.model_dir, args.reports_dir)
+    if result.is_main:
+        s = result.summary
+        print(f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
+              f"checkpoints in {result.best_checkpoint.parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepfake", description="Deepfake detection toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the folder exists")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params.yaml whose 'base' and 'train' sections are used")
+    p.add_argument("--raw-dir", default="data/raw", help="dataset folder the split manifests point into")
+    p.add_argument("--splits-dir", default="reports/split", help="folder with train.csv and val.csv")
+    p.add_argument("--model-dir", default="models", help="where best.pt and last.pt are written")
+    p.add_argument("--reports-dir", default="reports/train", help="where history.csv and metrics.json are written")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a train key (YAML value), e.g. --set epochs=3")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -83,9 +83,10 @@ def run_train(cfg, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, mo
     from .train import train, write_history
 
     result = train(cfg, paths.resolve(splits_dir), paths.resolve(raw_dir), paths.resolve(model_dir))
-    out = paths.resolve(reports_dir)
-    write_history(result.history, out / "history.csv")
-    write_json(out / "metrics.json", result.summary)
+    if result.is_main:  # under torchrun, rank 0 writes the reports
+        out = paths.resolve(reports_dir)
+        write_history(result.history, out / "history.csv")
+        write_json(out / "metrics.json", result.summary)
     return result
 
 

@@ -83,7 +83,7 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
     assert {p.name for p in (tmp_path / "splits").iterdir()} == {"train.csv", "val.csv", "test.csv"}
     leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
     assert {k: leak[k] for k in ("groups_across_splits", "identical_files_across_splits", "n_groups", "n_images")} == \
-        {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 6, "n_images": 48}
+        {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 12, "n_images": 48}
     assert leak["exact_duplicate_pairs_across_splits"] == leak["near_duplicate_pairs_across_splits"] == leak["removed_duplicates"] == 0
     assert (tmp_path / "reports" / "duplicates.csv").read_text().startswith("kind,distance,cross_split,")
     assert result.balance["total"].sum() == 48

@@ -26,8 +26,10 @@ from .utils import write_json
 C = TypeVar("C")
 
 #: The tiny dataset and training run behind the notebooks' default parameters.
-QUICK_SYNTH = SynthConfig(n_identities=16, images_per_identity=2, image_size=64, seed=0, workers=1)
+QUICK_SYNTH = SynthConfig(n_identities=32, images_per_identity=1, image_size=64, seed=0, workers=1)
 QUICK_TRAIN = {"weights": "none", "epochs": 1, "batch_size": 16, "image_size": 64, "device": "cpu"}
+#: A second tiny dataset (other seed and resolution) standing in for a cross-dataset test.
+QUICK_CROSS_SYNTH = SynthConfig(n_identities=8, images_per_identity=2, image_size=48, seed=1, workers=1)
 
 
 def load_params(path: str | os.PathLike = paths.PARAMS_FILE) -> dict[str, Any]:
@@ -107,39 +109,115 @@ def run_train(cfg, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, mo
     from .train import train, write_history
 
     result = train(cfg, paths.resolve(splits_dir), paths.resolve(raw_dir), paths.resolve(model_dir))
-    out = paths.resolve(reports_dir)
-    write_history(result.history, out / "history.csv")
-    write_json(out / "metrics.json", result.summary)
+    if result.is_main:  # under torchrun, rank 0 writes the reports
+        out = paths.resolve(reports_dir)
+        write_history(result.history, out / "history.csv")
+        write_json(out / "metrics.json", result.summary)
     return result
 
 
 def run_evaluate(cfg, checkpoint: str | os.PathLike, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports_dir: str | os.PathLike,
-                 split: str = "test"):
-    """Score one split with a checkpoint and write predictions, metrics and ROC points."""
+                 split: str = "test", calibration_split: str = "val"):
+    """Evaluate one split with a checkpoint, calibrated and thresholded on another.
+
+    Fits the temperature and picks the threshold on ``calibration_split`` (never the split
+    being evaluated), then writes predictions, metrics (with bootstrap intervals, video level
+    and robustness), curves and ``calibration.json`` under ``reports_dir``.
+
+    Returns:
+        The ``deepfake.evaluate.EvalResult``.
+    """
     from .evaluate import evaluate, write_outputs
 
-    frame = read_split(paths.resolve(splits_dir), split)
-    preds, metrics = evaluate(paths.resolve(checkpoint), frame, paths.resolve(raw_dir), cfg)
-    metrics["split"] = split
-    write_outputs(preds, metrics, paths.resolve(reports_dir))
-    return preds, metrics
+    if split == calibration_split:
+        raise ValueError(f"the threshold and temperature must come from another split than the evaluated one ({split!r})")
+    splits = paths.resolve(splits_dir)
+    frame, val = read_split(splits, split), read_split(splits, calibration_split)
+    result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(raw_dir), cfg, val=val)
+    result.metrics = {"split": split, "calibration_split": calibration_split, **result.metrics}
+    write_outputs(result, paths.resolve(reports_dir), write_calibration=True, ece_bins=cfg.ece_bins)
+    return result
 
 
-def run_plots(train_reports: str | os.PathLike, eval_reports: str | os.PathLike, figures_dir: str | os.PathLike, threshold: float = 0.5) -> dict[str, Path]:
-    """Draw the standard figures from the train and evaluate reports into ``figures_dir``."""
+def run_cross_evaluate(cfg, checkpoint: str | os.PathLike, calibration_file: str | os.PathLike, data_dir: str | os.PathLike,
+                       reports_dir: str | os.PathLike, figures: bool = True):
+    """Score every image of a second dataset with a trained model, without fitting anything on it.
+
+    ``data_dir`` has the layouts ``data.index_dataset`` reads (``real/`` and ``fake/``, or a
+    ``manifest.csv``). The temperature and threshold are the in-distribution ones from
+    ``calibration_file``. Writes predictions, metrics and curves (and figures) under
+    ``reports_dir``, apart from the in-distribution results.
+
+    Returns:
+        The ``deepfake.evaluate.EvalResult``.
+    """
+    from .calibration import load_calibration
+    from .evaluate import evaluate, write_outputs
+
+    data = paths.resolve(data_dir)
+    calib_path = paths.resolve(calibration_file)
+    frame = index_dataset(data, hashes=False)
+    result = evaluate(paths.resolve(checkpoint), frame, data, cfg, calibration=load_calibration(calib_path))
+    result.metrics = {"dataset": str(data), "split": "all images (cross-dataset, nothing fitted on it)",
+                      "calibration_from": str(calib_path), **result.metrics}
+    out = paths.resolve(reports_dir)
+    write_outputs(result, out, write_calibration=False, ece_bins=cfg.ece_bins)
+    if figures:
+        threshold = result.calibration["threshold"]
+        _draw(_eval_figures(result.predictions, out, threshold, data, result.metrics), out / "figures")
+    return result
+
+
+def _eval_figures(preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir: Path, metrics: dict, gallery_size: int = 6) -> dict:
+    """The figures drawn from one evaluation's files."""
     from . import plots
+
+    figs = {
+        "confusion_matrix": lambda: plots.confusion(preds),
+        "roc_curve": lambda: plots.roc_curve(pd.read_csv(eval_dir / "roc.csv"), preds, threshold),
+        "pr_curve": lambda: plots.pr_curve(pd.read_csv(eval_dir / "pr.csv"), preds, threshold),
+        "score_distributions": lambda: plots.score_distributions(preds, threshold),
+    }
+    tables = {name: eval_dir / f"reliability_{name}.csv" for name in ("uncalibrated", "calibrated")}
+    if all(p.exists() for p in tables.values()):
+        cal = metrics.get("calibration", {})
+        eces = {"uncalibrated": cal.get("ece_before"), "calibrated": cal.get("ece_after")}
+        figs["reliability_diagram"] = lambda: plots.reliability_diagram(
+            {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None})
+    robust = eval_dir / "robustness.csv"
+    if robust.exists() and len(table := pd.read_csv(robust, keep_default_na=True)) > 1:
+        figs["robustness_curves"] = lambda: plots.robustness_curves(table)
+    if gallery_size > 0:
+        figs["confident_mistakes"] = lambda: plots.mistakes_gallery(preds, raw_dir, gallery_size)
+    return figs
+
+
+def _draw(figs: dict, out: Path) -> dict[str, Path]:
+    from . import plots
+
+    return {name: plots.save(make(), out / f"{name}.png") for name, make in figs.items()}
+
+
+def run_plots(train_reports: str | os.PathLike, eval_reports: str | os.PathLike, figures_dir: str | os.PathLike,
+              raw_dir: str | os.PathLike, gallery_size: int = 6) -> dict[str, Path]:
+    """Draw the standard figures from the train and evaluate reports into ``figures_dir``.
+
+    The threshold drawn is the one of ``calibration.json`` (chosen on validation); the
+    gallery shows images from ``raw_dir``.
+    """
+    import json
+
+    from . import plots
+    from .calibration import load_calibration
 
     train_dir, eval_dir, out = paths.resolve(train_reports), paths.resolve(eval_reports), paths.resolve(figures_dir)
     history = pd.read_csv(train_dir / "history.csv")
-    preds = pd.read_csv(eval_dir / "predictions.csv", dtype={"group": str}, keep_default_na=False)
-    roc = pd.read_csv(eval_dir / "roc.csv")
-    figs = {
-        "training_curves": plots.training_curves(history),
-        "confusion_matrix": plots.confusion(preds),
-        "roc_curve": plots.roc_curve(roc, preds),
-        "score_distributions": plots.score_distributions(preds, threshold),
-    }
-    return {name: plots.save(fig, out / f"{name}.png") for name, fig in figs.items()}
+    preds = pd.read_csv(eval_dir / "predictions.csv", dtype={"group": str, "path": str}, keep_default_na=False)
+    threshold = load_calibration(eval_dir / "calibration.json")["threshold"]
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    figs = {"training_curves": lambda: plots.training_curves(history),
+            **_eval_figures(preds, eval_dir, threshold, paths.resolve(raw_dir), metrics, gallery_size)}
+    return _draw(figs, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,12 +256,13 @@ def ensure_quick_model(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike
 
 def ensure_quick_reports(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, model_dir: str | os.PathLike,
                          train_reports: str | os.PathLike, eval_reports: str | os.PathLike) -> None:
-    """Quick model plus its training history and test evaluation, created when missing."""
+    """Quick model plus its training history and test evaluation (with calibration), created when missing."""
     from .evaluate import EvalConfig
 
     ensure_quick_model(raw_dir, splits_dir, model_dir, train_reports)
-    if not (paths.resolve(eval_reports) / "predictions.csv").exists():
-        run_evaluate(EvalConfig(device="cpu", latency_images=5), paths.resolve(model_dir) / "best.pt", raw_dir, splits_dir, eval_reports)
+    needed = ("predictions.csv", "calibration.json", "robustness.csv", "reliability_calibrated.csv")
+    if not all((paths.resolve(eval_reports) / f).exists() for f in needed):
+        run_evaluate(EvalConfig(device="cpu", latency_images=5, bootstrap=200), paths.resolve(model_dir) / "best.pt", raw_dir, splits_dir, eval_reports)
 
 
 def ensure_quick_mixed_dataset(raw_dir: str | os.PathLike) -> Path:
@@ -224,3 +303,11 @@ def ensure_quick_mixed_dataset(raw_dir: str | os.PathLike) -> Path:
     pd.concat([manifest, extra], ignore_index=True).fillna("").to_csv(tmp / "manifest.csv", index=False)
     tmp.rename(raw)
     return raw
+
+
+def ensure_quick_cross_dataset(data_dir: str | os.PathLike) -> Path:
+    """A second tiny synthetic dataset (other seed, other image size) for the cross-dataset quick check."""
+    data = paths.resolve(data_dir)
+    if not data.exists():
+        generate(data, QUICK_CROSS_SYNTH, progress=False)
+    return data

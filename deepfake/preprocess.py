@@ -264,7 +264,7 @@ def _check_out_dir(out: Path, inv: Inventory) -> None:
     out_r, root_r = out.resolve(), inv.root.resolve()
     holds_sources = any(out_r in s.path.resolve().parents for s in inv.sources)
     if out_r == root_r or out_r in root_r.parents or root_r in out_r.parents or holds_sources:
-        raise ValueError(f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. data/faces)")
+        raise ValueError(f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. cache/faces)")
     if out.exists() and any(out.iterdir()) and not (out / STATE_NAME).is_file():
         raise FileExistsError(f"{out} is not empty and holds no {STATE_NAME}: it is not a preprocess cache; "
                               f"choose an empty or new folder (its files would be replaced)")

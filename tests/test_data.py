@@ -35,7 +35,7 @@ def test_index_folder_layout_any_depth_and_case(tmp_path):
 
 def test_index_uses_manifest_with_groups(tiny_dataset):
     df = index_dataset(tiny_dataset)
-    assert len(df) == 48 and df["group"].nunique() == 12
+    assert len(df) == 48 and df["group"].nunique() == 6
     assert set(df["label"]) == {"real", "fake"}
     assert (df["target"] == (df["label"] == "fake")).all()
 

@@ -194,7 +194,9 @@ def process_source(job: tuple[Source, str]) -> dict:
                 rec["skips"] = [{"frame": "all", "reason": "no_face", "detail": f"no face in any of the {len(frames)} sampled frames"}]
     except BadInputError as e:
         rec["skips"].append({"frame": "", "reason": e.reason, "detail": e.detail})
-    except (OSError, ValueError, cv2.error, MemoryError) as e:  # anything else about this one file: record, go on
+    except MemoryError as e:
+        rec["skips"].append({"frame": "", "reason": "too_large", "detail": f"out of memory while decoding: {e}"[:300]})
+    except (OSError, ValueError, cv2.error) as e:  # anything else about this one file: record, go on
         rec["skips"].append({"frame": "", "reason": "corrupt", "detail": f"{type(e).__name__}: {e}"[:300]})
     return rec
 
@@ -372,7 +374,11 @@ def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, 
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
             # forkserver: children never inherit the caller's threads (torch, OpenCV pools), whose
             # locks a plain fork can copy in a held state and deadlock on
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
+            else:
+                ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), True)) as ex:
                 for rec in ex.map(process_source, jobs, chunksize=chunk):
                     results.append(rec)

@@ -126,7 +126,7 @@ def _dataset_with_given_split(tiny_dataset, root):
     shutil.copytree(tiny_dataset, root)
     man = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
     groups = sorted(man["group"].unique())
-    man["split"] = ["test" if g in groups[:3] else "val" if g in groups[3:5] else "train" for g in man["group"]]
+    man["split"] = ["test" if g in groups[:2] else "val" if g in groups[2:3] else "train" for g in man["group"]]
     src = man[man["split"] == "train"].iloc[0]
     shutil.copy(root / src["file"], root / "fake" / "leaked.jpg")
     man.loc[len(man)] = {**src.to_dict(), "file": "fake/leaked.jpg", "group": "someone-else", "split": "test"}
@@ -144,13 +144,13 @@ def test_split_stage_fails_on_duplicates_then_dedupes_when_asked(tiny_dataset, t
     assert res.audit["removed_duplicates"] == 1 and "fake/leaked.jpg" not in set(res.frame["path"])
     assert original in set(pd.read_csv(tmp_path / "s" / "train.csv")["path"])
     test = pd.read_csv(tmp_path / "s" / "test.csv", dtype=str)
-    assert test["group"].nunique() == 3  # the dataset's own split was kept
+    assert test["group"].nunique() == 2  # the dataset's own split was kept
 
 
 def test_given_split_gets_a_validation_split_when_it_has_none(tiny_dataset):
     frame = index_dataset(tiny_dataset)
     groups = sorted(frame["group"].unique())
-    frame["split"] = ["test" if g in groups[:3] else "train" for g in frame["group"]]
+    frame["split"] = ["test" if g in groups[:1] else "train" for g in frame["group"]]
     out = keep_given_split(frame, SplitConfig(val_frac=0.25))
     assert set(out["split"]) == {"train", "val", "test"}
     assert (out.loc[frame["split"] == "test", "split"] == "test").all()  # test untouched

@@ -66,8 +66,7 @@ def _user_path(arg: str) -> Path:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import PredictConfig, get_predictor, list_inputs
-    from .predict import predictions_csv, predictions_table
+    from .predict import PredictConfig, get_predictor, list_inputs, predictions_csv, predictions_table
 
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
@@ -76,12 +75,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files and not missing:
         print(f"error: no images or videos found in {' '.join(args.paths)}", file=sys.stderr)
         return 1
-    cfg = PredictConfig(face=args.face, backend=args.backend, batch_size=args.batch_size, video_frames=args.frames,
-                        calibration_file=str(_user_path(args.calibration)) if args.calibration else "", int8_calibration=tuple(args.int8_calibration or ()))
     try:
+        cfg = PredictConfig(face=args.face, backend=args.backend, batch_size=args.batch_size, video_frames=args.frames,
+                            calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
+                            int8_calibration=tuple(args.int8_calibration or ()))
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: cannot load the model: {e}", file=sys.stderr)
+    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+        print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
     results = predictor.predict_many(files, on_error="collect", progress=show_bar)
@@ -102,7 +102,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .predict import health
 
-    info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration))
+    info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else "")
     if args.json:
         import json
 

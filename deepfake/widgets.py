@@ -35,13 +35,15 @@ class DemoConfig:
     """Widget settings.
 
     Attributes:
-        max_upload_mb: larger uploads are refused with a message.
+        max_upload_mb: larger uploads are refused with a message. A Jupyter server carries at
+            most 10 MiB per websocket message unless its ``tornado_settings`` raise
+            ``websocket_max_message_size``; larger files do not reach the kernel at all.
         video_frames: frames sampled from an uploaded video (0: the predictor's setting).
         display_px: side of the displayed images.
         auto_predict: score as soon as a file is uploaded (else on the button).
     """
 
-    max_upload_mb: float = 50.0
+    max_upload_mb: float = 10.0
     video_frames: int = 0
     display_px: int = 224
     auto_predict: bool = True

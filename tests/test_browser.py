@@ -3,7 +3,7 @@
 Runs every cell of ``notebooks/05_demo.ipynb`` (its quick-check defaults), uploads an image of
 the default synthetic dataset through the page's file input, reads the verdict from the page,
 checks it against the Python API, and saves a screenshot of the widget to
-``reports/figures/demo_widget.png``. Skipped only when Chromium or Playwright is missing
+``reports/demo/demo_widget.png``. Skipped only when Chromium or Playwright is missing
 (``.ci/run`` installs both).
 """
 
@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 NOTEBOOK = paths.NOTEBOOKS_DIR / "05_demo.ipynb"
-SCREENSHOT = paths.FIGURES_DIR / "demo_widget.png"
+SCREENSHOT = paths.REPORTS_DIR / "demo" / "demo_widget.png"  # figures/ is the plots stage output
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 # the notebook's quick-check defaults

@@ -6,8 +6,10 @@ One command prints the whole table (markdown) and the machine it ran on:
 
 1. ``preprocess`` into fresh temporary caches: face detection on with 1 worker and with
    every core, and detection off (decode and resize only), in images per second.
-2. One training epoch (ResNet18, random init, same images, same augmentation, same seed)
-   reading (a) the cache's PNG crops, (b) the original files decoded and resized every epoch,
+2. One training epoch as ``deepfake.train`` runs it on the CPU (``deepfake.loading``'s
+   batched sampler and uint8 path, ResNet18 from random init, same images, augmentation and seed)
+   reading (a) the cache's PNG crops, (b) the original files decoded and resized every epoch
+   (the training loader's own fast path: JPEG draft-mode decoding at a reduced scale),
    (c) the originals decoded, face-detected and cropped every epoch (what the cache saves);
    plus the data loading alone for each, without the model.
 
@@ -26,33 +28,38 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
 
-from deepfake.data import build_transforms, make_loader
+from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment
 from deepfake.faces import crop_face, default_detector
 from deepfake.ingest import read_image, read_manifest
+from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader
 from deepfake.models import build_model
 from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers
-from deepfake.train import train_one_epoch
+from deepfake.train import TrainConfig, train_one_epoch
 from deepfake.utils import seed_everything
 
 
-class OnTheFlyFaces(Dataset):
-    """Originals decoded, face-detected and cropped at every access (no cache)."""
+class OnTheFlyFaces(ImageDataset):
+    """The training dataset, but decoding the original, detecting and cropping the face at every access."""
 
-    def __init__(self, files: list[Path], targets: list[int], size: int, margin: float, transform) -> None:
-        self.files, self.targets, self.size, self.margin, self.transform = files, torch.tensor(targets, dtype=torch.float32), size, margin, transform
+    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment, margin: float) -> None:
+        super().__init__(frame, root, image_size, augment)
+        self.margin = margin
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        rgb = read_image(self.files[i])
-        box = default_detector().largest(rgb)
-        return self.transform(Image.fromarray(crop_face(rgb, box, self.size, self.margin))), self.targets[i]
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, 0)
+        rgb = read_image(self.paths[i])
+        img = crop_face(rgb, default_detector().largest(rgb), self.image_size, self.margin)  # (H, W, 3) uint8
+        params = IDENTITY_PARAMS
+        if self.augment is not None:  # as ImageDataset does
+            aug = sample_augment(self.augment, np.random.default_rng(seed))
+            img, params = degrade(img, aug), aug.params
+        img = np.require(img, requirements=["C", "W"])
+        return torch.from_numpy(img), torch.tensor(self.targets[i]), i, torch.from_numpy(params.copy())
 
 
 def machine() -> dict:
@@ -101,42 +108,41 @@ def bench_preprocess(source: Path, workdir: Path, size: int, cores: int) -> tupl
     return rows, kept[0], kept[1]
 
 
-def _time_epoch(loader, model_fn, train: bool, seed: int) -> float:
+def _time_epoch(dataset: ImageDataset, batch: int, workers: int, train: bool, arch: str, seed: int) -> float:
+    """One epoch as ``deepfake.train`` runs it on the CPU (batched sampler, augmentation in the
+    collate, summed BCE), or only the data loading when ``train`` is false."""
     seed_everything(seed)
+    sampler = EpochBatchSampler(len(dataset), batch, seed, shuffle=True, drop_last=True)
+    loader = make_batch_loader(dataset, sampler, workers, finish_in_workers=True, seed=seed)
     t0 = time.perf_counter()
     if train:
-        model = model_fn()
+        model = build_model(arch, "none")[0].train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        train_one_epoch(model, loader, opt, torch.device("cpu"), amp=False, desc="bench")
+        train_one_epoch(model, loader, opt, torch.device("cpu"), nn.BCEWithLogitsLoss(reduction="sum"), sampler.global_sizes(),
+                        amp=False, augment=dataset.augment is not None, show=False)
     else:
-        for _x, _y in loader:
+        for _batch in loader:
             pass
     return time.perf_counter() - t0
 
 
 def bench_epochs(cache: Path, manifest: pd.DataFrame, source_root: Path, size: int, margin: float, batch: int, workers: int,
-                 seed: int, repeats: int) -> list[dict]:
+                 seed: int, repeats: int, arch: str) -> list[dict]:
     frame = manifest[["path", "label", "target", "source"]].copy()
     frame["target"] = frame["target"].astype(int)
-    originals = [Path(s) if Path(s).is_absolute() else source_root / s for s in frame["source"]]
-    tf = build_transforms(size, train=True)
-    orig_frame = pd.DataFrame({"path": [str(p) for p in originals], "target": frame["target"]})
-    loaders = {
-        "cache (PNG crops)": lambda: make_loader(frame, cache, tf, batch, True, workers, torch.Generator().manual_seed(seed)),
-        "originals, decode + resize": lambda: make_loader(orig_frame, "/", tf, batch, True, workers, torch.Generator().manual_seed(seed)),
-        "originals, decode + detect + crop": lambda: DataLoader(OnTheFlyFaces(originals, frame["target"].tolist(), size, margin, tf), batch_size=batch,
-                                                                shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(seed),
-                                                                persistent_workers=workers > 0),
+    originals = frame.assign(path=[s if Path(s).is_absolute() else str(source_root / s) for s in frame["source"]])
+    augment = TrainConfig(image_size=size).augment  # flip, rotation, colour jitter
+    datasets = {
+        "cache (PNG crops)": ImageDataset(frame, cache, size, augment),
+        "originals, decode + resize": ImageDataset(originals, "/", size, augment),
+        "originals, decode + detect + crop": OnTheFlyFaces(originals, "/", size, augment, margin),
     }
-    model_fn = lambda: build_model("resnet18", "none")[0]  # noqa: E731
-    warm = make_loader(frame.head(batch), cache, tf, batch, False)  # first-step allocations out of the timings
-    m = model_fn()
-    train_one_epoch(m, warm, torch.optim.Adam(m.parameters()), torch.device("cpu"), amp=False, desc="warm-up")
+    _time_epoch(ImageDataset(frame.head(2 * batch), cache, size, augment), batch, 0, True, arch, seed)  # warm-up: first allocations
     times: dict[tuple[bool, str], list[float]] = {}
     for _ in range(repeats):  # rounds interleave the variants, so drifting load hits them alike
         for train in (False, True):
-            for name, make in loaders.items():
-                times.setdefault((train, name), []).append(_time_epoch(make(), model_fn, train, seed))
+            for name in datasets:
+                times.setdefault((train, name), []).append(_time_epoch(datasets[name], batch, workers, train, arch, seed))
                 print(f"  {'train' if train else 'load'} {name}: {times[(train, name)][-1]:.2f} s", file=sys.stderr, flush=True)
     rows = []
     for (train, name), ts in times.items():
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="dataset folder (real/ and fake/, or manifest.csv)")
     ap.add_argument("--size", type=int, default=96, help="crop / training size")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--arch", default="resnet18", help="model of the epoch timings (resnet18 | dilated_cnn)")
     ap.add_argument("--loader-workers", type=int, default=0, help="DataLoader workers for the epoch timings")
     ap.add_argument("--limit", type=int, default=0, help="use the first N images only (0: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, cache, manifest = bench_preprocess(source, workdir, args.size, cores)
         root = source.parent if source.is_file() else source
         rows += bench_epochs(cache, manifest, root, args.size, PreprocessConfig().margin, args.batch_size, args.loader_workers, args.seed,
-                             args.repeats)
+                             args.repeats, args.arch)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     info["load_avg_end"] = os.getloadavg()

@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
 
-.PHONY: install data repro test clean-quick
+.PHONY: install data repro test cross clean-quick
 
 install: $(VENV)/.deepfake-installed
 
@@ -23,12 +23,24 @@ $(VENV)/.deepfake-installed: pyproject.toml
 
 data: install
 	$(BIN)/python -m deepfake synth --if-missing
+	$(BIN)/dvc status data.dvc
 
 repro: data
 	$(BIN)/dvc repro
 
-test: install
+test: install clean-quick
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
+
+# Cross-dataset test of the trained model on another dataset folder, without retraining:
+#   make cross CROSS_DATA=../shared/real-faces/yonsei-rffd CROSS_NAME=yonsei   -> reports/cross/yonsei/
+# (or name it under cross_dataset in params.yaml and run dvc repro: stage cross@NAME)
+CROSS_NAME ?= other
+cross: install
+	test -n "$(CROSS_DATA)" || { echo "set CROSS_DATA=<folder with real/ and fake/ or a manifest.csv>"; exit 2; }
+	mkdir -p reports/notebooks
+	$(BIN)/papermill notebooks/03b_cross_dataset.ipynb reports/notebooks/cross_$(CROSS_NAME).ipynb --no-progress-bar \
+		-p data_dir $(CROSS_DATA) -p reports_dir reports/cross/$(CROSS_NAME) -p checkpoint models/best.pt \
+		-p calibration reports/eval/calibration.json -p device auto -p bootstrap 1000 -p quick False
 
 clean-quick:
 	rm -rf build/quick

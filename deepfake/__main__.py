@@ -60,6 +60,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_path(arg: str) -> Path:
+    """A path given on the command line: as typed when it exists there, else from the project root."""
+    return Path(arg) if Path(arg).exists() else paths.resolve(arg)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import PredictConfig, get_predictor, list_inputs, predictions_csv, predictions_table
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    for p in missing:
+        print(f"error: {p} does not exist", file=sys.stderr)
+    files = list_inputs([p for p in args.paths if Path(p).exists()])
+    if not files and not missing:
+        print(f"error: no images or videos found in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    try:
+        cfg = PredictConfig(face=args.face, backend=args.backend, batch_size=args.batch_size, video_frames=args.frames,
+                            calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
+                            int8_calibration=tuple(args.int8_calibration or ()))
+        predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
+    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+        print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
+    results = predictor.predict_many(files, on_error="collect", progress=show_bar)
+    errors = [r for r in results if getattr(r, "error", None)]
+    for r in errors:
+        print(f"error: {r.error}", file=sys.stderr)
+    if args.json:
+        import json
+
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif args.csv:
+        sys.stdout.write(predictions_csv(results))
+    else:
+        print(predictions_table(results, predictor.calibration.threshold))
+    return 1 if errors or missing else 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .predict import health
+
+    info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else "")
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepfake", description="Deepfake detection toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,12 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)")
     p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params.yaml whose 'base' and 'train' sections are used")
-    p.add_argument("--raw-dir", default="data/raw", help="dataset folder the split manifests point into")
+    p.add_argument("--raw-dir", default="cache/faces", help="dataset folder the split manifests point into (the preprocess cache)")
     p.add_argument("--splits-dir", default="reports/split", help="folder with train.csv and val.csv")
     p.add_argument("--model-dir", default="models", help="where best.pt and last.pt are written")
     p.add_argument("--reports-dir", default="reports/train", help="where history.csv and metrics.json are written")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a train key (YAML value), e.g. --set epochs=3")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="score images, videos and folders with a trained model")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON (one object per input, frames for videos)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV (one row per input)")
+    p.add_argument("--checkpoint", default="models/best.pt", help="trained checkpoint (default: models/best.pt)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--face", default="auto", choices=("auto", "detect", "none"),
+                   help="auto: detect faces in photos larger than 256 px, use smaller images (crops) whole")
+    p.add_argument("--calibration", default="reports/eval/calibration.json", help="temperature and threshold JSON, used when present")
+    p.add_argument("--backend", default="eager", choices=("eager", "jit", "int8"), help="model runtime (int8 needs --int8-calibration)")
+    p.add_argument("--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on")
+    p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("info", help="versions, device, and whether a trained model is present and loads (exit 1 if not)")
+    p.add_argument("--checkpoint", default="models/best.pt")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--calibration", default="reports/eval/calibration.json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 

@@ -1,22 +1,46 @@
-"""Evaluation of a trained checkpoint on a split: predictions, metrics, curves, latency."""
+"""Evaluation of a trained checkpoint: calibration and operating point on validation, then the
+test split's metrics with group-bootstrap intervals, video-level scores, robustness to image
+degradations, and latency.
+
+The order matters and is fixed here so no number can leak from the test split:
+
+1. score the validation split; fit the temperature on its logits; choose the threshold on its
+   calibrated probabilities by the configured rule;
+2. score the test split once and apply that temperature and threshold;
+3. re-score the test split under each perturbation with the same temperature and threshold.
+
+A second dataset (cross-dataset test) is scored with the calibration of the first
+(``calibration=`` argument): nothing is fitted on it.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from .calibration import apply_temperature, fit_temperature, logits_from_probs, nll, save_calibration
 from .data import build_transforms, load_image, make_loader
-from .metrics import binary_metrics, roc_points
+from .metrics import (THRESHOLD_RULES, binary_metrics, choose_threshold, expected_calibration_error, group_bootstrap_ci,
+                      pr_points, reliability_table, roc_points)
 from .models import build_model
+from .robustness import Perturbation, PerturbedTransform, perturbation_grid
 from .train import predict
 from .utils import atomic_path, resolve_device, write_json
+
+#: Columns of the per-video table (empty when the data has no videos).
+VIDEO_COLUMNS = ["video", "label", "target", "n_frames", "score_mean", "score_max"]
+#: Columns of the robustness table.
+ROBUSTNESS_COLUMNS = ["perturbation", "kind", "level", "input_size", "n", "roc_auc", "average_precision", "accuracy",
+                      "balanced_accuracy", "delta_auc", "error"]
 
 
 @dataclass(frozen=True)
@@ -24,22 +48,89 @@ class EvalConfig:
     """Evaluation settings.
 
     Attributes:
-        threshold: fake-probability at or above which an image is called fake.
+        threshold: the threshold of the ``fixed`` rule, and the fallback when validation lacks
+            a class; applied to calibrated fake-probabilities.
+        threshold_rule: how the threshold is chosen on validation: ``balanced_accuracy``
+            (maximise it), ``target_fpr`` (highest recall with a false-positive rate at most
+            ``target_fpr``) or ``fixed``.
+        target_fpr: false-positive-rate budget of the ``target_fpr`` rule.
+        calibrate: fit a temperature on validation (else temperature 1).
+        ece_bins: equal-width bins of the expected calibration error and reliability diagram.
+        bootstrap: bootstrap replicates of the confidence intervals (0 disables them).
+        ci_level: coverage of the confidence intervals.
+        seed: seed of the bootstrap.
         batch_size: images per forward pass when scoring a split.
         latency_images: images timed one at a time (file to probability) for the latency figure.
         device: ``auto`` | ``cpu`` | ``cuda``.
         num_workers: DataLoader worker processes.
+        robust_jpeg: JPEG qualities of the robustness test (``"90,70"``; empty for none).
+        robust_blur: Gaussian blur sigmas in pixels of the stored image.
+        robust_downscale: down-and-up-scaling factors in (0, 1).
+        robust_resize: network input sizes other than the training size.
     """
 
     threshold: float = 0.5
+    threshold_rule: str = "balanced_accuracy"
+    target_fpr: float = 0.05
+    calibrate: bool = True
+    ece_bins: int = 15
+    bootstrap: int = 1000
+    ci_level: float = 0.95
+    seed: int = 0
     batch_size: int = 64
     latency_images: int = 20
     device: str = "auto"
     num_workers: int = 0
+    robust_jpeg: str = "90,70,50,30"
+    robust_blur: str = "0.5,1,2"
+    robust_downscale: str = "0.5,0.25"
+    robust_resize: str = "64,128,160"
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
             raise ValueError(f"evaluate.threshold must be in (0, 1), got {self.threshold}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"evaluate.threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}")
+        if not 0 <= self.target_fpr < 1:
+            raise ValueError(f"evaluate.target_fpr must be in [0, 1), got {self.target_fpr}")
+        if self.ece_bins < 1 or self.bootstrap < 0:
+            raise ValueError(f"evaluate.ece_bins must be >= 1 and evaluate.bootstrap >= 0, got {self.ece_bins}, {self.bootstrap}")
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"evaluate.ci_level must be in (0, 1), got {self.ci_level}")
+        self.perturbations()  # fail now, not after scoring, on a malformed robustness level
+
+    def perturbations(self) -> list[Perturbation]:
+        """The clean reference plus every robustness level configured (just the clean one when none)."""
+        return perturbation_grid(self.robust_jpeg, self.robust_blur, self.robust_downscale, self.robust_resize)
+
+    def without_robustness(self) -> "EvalConfig":
+        """The same settings with every robustness level removed."""
+        from dataclasses import replace
+
+        return replace(self, robust_jpeg="", robust_blur="", robust_downscale="", robust_resize="")
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produced.
+
+    Attributes:
+        predictions: one row per scored image: ``score`` is the calibrated fake-probability,
+            ``score_raw`` the network's own, ``predicted`` the label at the threshold.
+        metrics: the metrics JSON (frame level at top level; ``ci``, ``calibration``,
+            ``video_level``, ``robustness`` sub-sections).
+        calibration: temperature, threshold, threshold rule and how they were obtained.
+        val_predictions: the validation split's predictions (None when none was scored).
+        robustness: one row per perturbation level (the first is the clean test split).
+        videos: one row per video with mean and max frame score (empty without videos).
+    """
+
+    predictions: pd.DataFrame
+    metrics: dict
+    calibration: dict
+    val_predictions: pd.DataFrame | None = None
+    robustness: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROBUSTNESS_COLUMNS))
+    videos: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VIDEO_COLUMNS))
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -57,9 +148,10 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 
 
 def score_frame(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
-                batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
-    """Fake-probability for every row of ``frame`` (same order)."""
-    loader = make_loader(frame, root, build_transforms(image_size, False), batch_size, False, num_workers)
+                batch_size: int = 64, num_workers: int = 0, transform: Callable | None = None) -> np.ndarray:
+    """Fake-probability for every row of ``frame`` (same order); ``transform`` replaces the evaluation transforms."""
+    tf = transform if transform is not None else build_transforms(image_size, False)
+    loader = make_loader(frame, root, tf, batch_size, False, num_workers)
     _, _, p = predict(model, loader, device, amp=device.type == "cuda", desc="score")
     return p
 
@@ -85,36 +177,307 @@ def measure_latency(model: nn.Module, paths: list[Path], image_size: int, device
             "torch_threads": torch.get_num_threads(), "device": str(device)}
 
 
-def predictions_frame(frame: pd.DataFrame, scores: np.ndarray, threshold: float) -> pd.DataFrame:
-    """Per-image predictions: path, group, label, score, predicted label."""
-    out = frame[["path", "group", "label", "target"]].copy()
-    out["score"] = np.round(scores.astype(float), 6)
-    out["predicted"] = np.where(scores >= threshold, "fake", "real")
+def predictions_frame(frame: pd.DataFrame, scores: np.ndarray, threshold: float, raw_scores: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-image predictions: path, group (and video), label, score, raw score, predicted label."""
+    cols = ["path", "group", "label", "target"] + (["video"] if "video" in frame.columns else [])
+    out = frame[cols].copy().reset_index(drop=True)
+    out["score"] = np.round(np.asarray(scores, dtype=float), 6)
+    if raw_scores is not None:
+        out["score_raw"] = np.round(np.asarray(raw_scores, dtype=float), 6)
+    out["predicted"] = np.where(np.asarray(scores) >= threshold, "fake", "real")
     return out
 
 
-def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.PathLike, cfg: EvalConfig = EvalConfig()) -> tuple[pd.DataFrame, dict]:
-    """Score ``frame`` with a checkpoint; returns the predictions and the metrics (with latency)."""
+# --------------------------------------------------------------------------------------------
+# Calibration and operating point (validation split)
+# --------------------------------------------------------------------------------------------
+
+
+def calibrate(val_scores: np.ndarray, val_targets: np.ndarray, cfg: EvalConfig) -> dict:
+    """Fit the temperature on validation logits and choose the threshold on calibrated scores.
+
+    Returns:
+        ``temperature``, ``threshold``, ``threshold_rule`` (the keys inference reads), plus
+        ``fit_split``, ``n_val``, whether the temperature hit its search bound, and the
+        validation NLL and ECE before and after.
+    """
+    y = np.asarray(val_targets).astype(int)
+    z = logits_from_probs(val_scores)
+    both = len(np.unique(y)) == 2
+    if cfg.calibrate and both:
+        temperature, at_bound = fit_temperature(z, y)
+        how = "fitted on the validation split (NLL of the fake-logit)"
+    else:
+        temperature, at_bound = 1.0, False
+        how = "not fitted (calibrate is off)" if not cfg.calibrate else "not fitted (validation split has one class)"
+    p_cal = apply_temperature(val_scores, temperature)
+    choice = choose_threshold(y, p_cal, cfg.threshold_rule, cfg.target_fpr, cfg.threshold)
+    return {
+        "temperature": float(temperature),
+        "threshold": choice.pop("threshold"),
+        "threshold_rule": choice.pop("threshold_rule"),
+        "threshold_rule_name": cfg.threshold_rule,
+        "threshold_applies_to": "calibrated fake-probability sigmoid(logit / temperature)",
+        "temperature_fit": how,
+        "temperature_at_bound": bool(at_bound),
+        "fit_split": "val",
+        "n_val": int(y.size),
+        "val_nll_before": nll(z, y, 1.0),
+        "val_nll_after": nll(z, y, temperature),
+        "val_ece_before": expected_calibration_error(y, val_scores, cfg.ece_bins),
+        "val_ece_after": expected_calibration_error(y, p_cal, cfg.ece_bins),
+        **choice,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Video level
+# --------------------------------------------------------------------------------------------
+
+
+def video_unit(frame: pd.DataFrame) -> tuple[str | None, str]:
+    """The column that identifies videos in ``frame``, or None, with the reason.
+
+    A ``video`` column is used when present (rows without a video are left out of the video
+    level). Otherwise ``group`` is used when some group holds several frames and every group
+    holds one class; groups that mix real and fake images are identities, not videos.
+    """
+    if "video" in frame.columns and (frame["video"].astype(str) != "").any():
+        return "video", "frames grouped by the 'video' column"
+    sizes = frame.groupby("group")["target"].agg(["size", "nunique"])
+    if (sizes["size"] <= 1).all():
+        return None, "no videos: every group holds a single image"
+    if (sizes["nunique"] > 1).any():
+        return None, (f"no videos: {int((sizes['nunique'] > 1).sum())} of {len(sizes)} groups hold both real and fake "
+                      "images (identities, not videos)")
+    return "group", "frames grouped by 'group' (each group holds frames of one class)"
+
+
+def video_table(preds: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Per video: label (fake when any frame is fake), frame count, mean and max calibrated score."""
+    rows = preds[preds[unit].astype(str) != ""]
+    g = rows.groupby(unit, sort=True)
+    out = pd.DataFrame({
+        "video": list(g.groups),
+        "target": g["target"].max().to_numpy(),
+        "n_frames": g.size().to_numpy(),
+        "score_mean": g["score"].mean().round(6).to_numpy(),
+        "score_max": g["score"].max().round(6).to_numpy(),
+    })
+    out.insert(1, "label", np.where(out["target"] == 1, "fake", "real"))
+    return out[VIDEO_COLUMNS]
+
+
+def video_metrics(videos: pd.DataFrame, threshold: float, unit: str, reason: str) -> dict:
+    """Video-level AUC of the mean and of the max frame score, and accuracy of the mean at ``threshold``."""
+    mean_m = binary_metrics(videos["target"], videos["score_mean"], threshold)
+    max_m = binary_metrics(videos["target"], videos["score_max"], threshold)
+    return {"applicable": True, "unit": unit, "note": reason, "n_videos": int(len(videos)),
+            "n_frames": int(videos["n_frames"].sum()), "roc_auc_mean": mean_m["roc_auc"], "roc_auc_max": max_m["roc_auc"],
+            "average_precision_mean": mean_m["average_precision"], "accuracy_mean": mean_m["accuracy"],
+            "balanced_accuracy_mean": mean_m["balanced_accuracy"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness
+# --------------------------------------------------------------------------------------------
+
+
+def robustness_table(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
+                     perturbations: list[Perturbation], temperature: float, threshold: float, clean_scores: np.ndarray,
+                     batch_size: int = 64, num_workers: int = 0) -> pd.DataFrame:
+    """Re-score ``frame`` under each perturbation with a fixed temperature and threshold.
+
+    The clean reference reuses ``clean_scores``. A network input size the model cannot take
+    is recorded in the ``error`` column instead of stopping the evaluation.
+    """
+    y = frame["target"].to_numpy()
+    rows, clean_auc = [], None
+    for pert in perturbations:
+        size = pert.input_size(image_size)
+        row = {"perturbation": pert.name, "kind": pert.kind, "level": pert.level, "input_size": size, "n": int(len(frame)), "error": ""}
+        try:
+            raw = clean_scores if pert.kind == "none" else score_frame(
+                model, frame, root, size, device, batch_size, num_workers,
+                transform=PerturbedTransform(pert, build_transforms(size, False)))
+        except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
+            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            continue
+        m = binary_metrics(y, apply_temperature(raw, temperature), threshold)
+        if pert.kind == "none":
+            clean_auc = m["roc_auc"]
+        rows.append({**row, **{k: m[k] for k in ("roc_auc", "average_precision", "accuracy", "balanced_accuracy")}})
+    table = pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
+    for col in ("level", "roc_auc", "average_precision", "accuracy", "balanced_accuracy", "delta_auc"):
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    if clean_auc is not None:
+        table["delta_auc"] = table["roc_auc"] - clean_auc
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _none_if_nan(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.PathLike, cfg: EvalConfig = EvalConfig(),
+             val: pd.DataFrame | None = None, calibration: dict | None = None) -> EvalResult:
+    """Score ``frame`` with a checkpoint and compute every metric.
+
+    Args:
+        checkpoint: ``best.pt`` of a training run.
+        frame: the images to evaluate (``path`` relative to ``root``, ``target``, ``group``,
+            optionally ``video``).
+        root: dataset folder.
+        cfg: evaluation settings.
+        val: validation images (same root) to fit the temperature and choose the threshold on.
+        calibration: a calibration to apply as is (``temperature``, ``threshold``,
+            ``threshold_rule``), e.g. the in-distribution one for a cross-dataset test; takes
+            precedence over ``val``. With neither, temperature 1 and ``cfg.threshold``.
+
+    Returns:
+        The predictions, metrics, calibration, validation predictions, robustness and video tables.
+    """
+    if len(frame) == 0:
+        raise ValueError("no images to evaluate (empty frame)")
     device = resolve_device(cfg.device)
     model, ckpt = load_checkpoint(checkpoint, device)
-    scores = score_frame(model, frame, root, ckpt["image_size"], device, cfg.batch_size, cfg.num_workers)
-    preds = predictions_frame(frame, scores, cfg.threshold)
-    metrics = binary_metrics(preds["target"], scores, cfg.threshold)
+    size = int(ckpt["image_size"])
+    score = lambda f, **kw: score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, **kw)  # noqa: E731
+
+    val_preds = None
+    if calibration is not None:
+        calib = {**calibration, "fit_split": calibration.get("fit_split", "given")}
+    elif val is not None and len(val):
+        val_raw = score(val)
+        calib = calibrate(val_raw, val["target"].to_numpy(), cfg)
+        val_preds = predictions_frame(val, apply_temperature(val_raw, calib["temperature"]), calib["threshold"], val_raw)
+    else:
+        calib = {"temperature": 1.0, "threshold": float(cfg.threshold), "fit_split": "none",
+                 "threshold_rule": f"fixed threshold {cfg.threshold:g} (no validation split given)"}
+    temperature, threshold = float(calib["temperature"]), float(calib["threshold"])
+
+    raw = score(frame)
+    cal = apply_temperature(raw, temperature)
+    y = frame["target"].to_numpy()
+    preds = predictions_frame(frame, cal, threshold, raw)
+
+    metrics: dict = {"level": "frame", **binary_metrics(y, cal, threshold),
+                     "threshold_rule": calib["threshold_rule"], "temperature": temperature}
+    metrics["calibration"] = {
+        "temperature": temperature, "fit_split": calib["fit_split"], "ece_bins": cfg.ece_bins,
+        "ece_before": expected_calibration_error(y, raw, cfg.ece_bins), "ece_after": expected_calibration_error(y, cal, cfg.ece_bins),
+        "log_loss_before": binary_metrics(y, raw)["log_loss"], "log_loss_after": metrics["log_loss"],
+        "brier_before": binary_metrics(y, raw)["brier"], "brier_after": metrics["brier"],
+    }
+    if calibration is None:  # the fit's own validation figures; a given calibration's belong to another dataset
+        metrics["calibration"].update({k: calib[k] for k in ("val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after")
+                                       if k in calib})
+    if cfg.bootstrap > 0:
+        metrics["ci"] = group_bootstrap_ci(y, cal, frame["group"].tolist(), threshold, cfg.bootstrap, cfg.ci_level, cfg.seed)
+
+    unit, reason = video_unit(frame)
+    videos = pd.DataFrame(columns=VIDEO_COLUMNS)
+    if unit is None:
+        metrics["video_level"] = {"applicable": False, "note": reason}
+    else:
+        videos = video_table(preds, unit)
+        metrics["video_level"] = video_metrics(videos, threshold, unit, reason)
+    metrics["video_level"]["frame_roc_auc"] = metrics["roc_auc"]
+
+    robust = robustness_table(model, frame, root, size, device, cfg.perturbations(), temperature, threshold, raw,
+                              cfg.batch_size, cfg.num_workers)
+    if len(robust) > 1:
+        metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}
+
     if cfg.latency_images > 0:
         paths = [Path(root) / p for p in frame["path"].iloc[: cfg.latency_images]]
-        metrics.update(measure_latency(model, paths, ckpt["image_size"], device))
-    metrics.update({"arch": ckpt["arch"], "weights_used": ckpt.get("weights_used", "unknown"), "checkpoint_epoch": int(ckpt.get("epoch", 0))})
-    return preds, metrics
+        metrics.update(measure_latency(model, paths, size, device))
+    metrics.update({"arch": ckpt["arch"], "weights_used": ckpt.get("weights_used", "unknown"), "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+                    "image_size": size})
+    calib.update({"arch": ckpt["arch"], "image_size": size, "checkpoint_epoch": int(ckpt.get("epoch", 0))})
+    return EvalResult(preds, metrics, calib, val_preds, robust, videos)
 
 
-def write_outputs(preds: pd.DataFrame, metrics: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``predictions.csv``, ``metrics.json`` and ``roc.csv`` under ``out_dir``."""
+def write_outputs(result: EvalResult, out_dir: str | os.PathLike, write_calibration: bool = True, ece_bins: int = 15) -> dict[str, Path]:
+    """Write the evaluation's files under ``out_dir``.
+
+    ``predictions.csv`` (and ``val_predictions.csv``), ``metrics.json``, ``roc.csv``,
+    ``pr.csv``, ``reliability_uncalibrated.csv`` / ``reliability_calibrated.csv`` (the test
+    split before and after temperature scaling), ``robustness.csv``, ``videos.csv`` (header
+    only without videos) and, when ``write_calibration``, ``calibration.json``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"predictions": out / "predictions.csv", "metrics": out / "metrics.json", "roc": out / "roc.csv"}
-    with atomic_path(paths["predictions"]) as tmp:
-        preds.to_csv(tmp, index=False)
-    with atomic_path(paths["roc"]) as tmp:
-        pd.DataFrame(roc_points(preds["target"], preds["score"])).to_csv(tmp, index=False, float_format="%.6g")
-    write_json(paths["metrics"], metrics)
-    return paths
+    preds = result.predictions
+    y = preds["target"]
+    tables = {
+        "predictions": preds,
+        "roc": pd.DataFrame(roc_points(y, preds["score"])),
+        "pr": pd.DataFrame(pr_points(y, preds["score"])),
+        "reliability_calibrated": reliability_table(y, preds["score"], ece_bins),
+        "robustness": result.robustness,
+        "videos": result.videos,
+    }
+    if "score_raw" in preds.columns:
+        tables["reliability_uncalibrated"] = reliability_table(y, preds["score_raw"], ece_bins)
+    if result.val_predictions is not None:
+        tables["val_predictions"] = result.val_predictions
+    written = {}
+    for name, table in tables.items():
+        written[name] = out / f"{name}.csv"
+        with atomic_path(written[name]) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+    written["metrics"] = write_json(out / "metrics.json", result.metrics)
+    if write_calibration:
+        c = result.calibration
+        extra = {k: v for k, v in c.items() if k not in ("temperature", "threshold", "threshold_rule")}
+        written["calibration"] = save_calibration(out / "calibration.json", c["temperature"], c["threshold"], c["threshold_rule"], **extra)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Report tables (notebooks)
+# --------------------------------------------------------------------------------------------
+
+_SUMMARY_ROWS = (
+    ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("precision", "precision (fake)"),
+    ("recall", "recall (fake) = TPR"), ("specificity", "specificity (real) = 1 - FPR"), ("f1", "F1 (fake)"),
+    ("roc_auc", "ROC-AUC"), ("average_precision", "average precision"), ("eer", "equal error rate"), ("log_loss", "log-loss"),
+    ("brier", "Brier score"), ("mean_confidence_fake", "mean p(fake) on fakes"), ("mean_confidence_real", "mean p(real) on reals"),
+    ("tn", "true negatives"), ("fp", "false positives"), ("fn", "false negatives"), ("tp", "true positives"),
+)
+
+
+def summary_table(metrics: dict) -> pd.DataFrame:
+    """Frame-level metrics as a table with their bootstrap interval where one exists."""
+    ci = metrics.get("ci") or {}
+    labels, values, cis = [], [], []
+    for key, label in _SUMMARY_ROWS:
+        v, low, high = metrics.get(key), ci.get(f"{key}_low"), ci.get(f"{key}_high")
+        labels.append(label)
+        values.append(round(v, 4) if isinstance(v, float) else v)
+        cis.append(f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    table = pd.DataFrame({"value": pd.array(values, dtype=object), "ci": cis}, index=pd.Index(labels, name="metric"))
+    if ci:
+        table.attrs["ci"] = f"{ci['level']:.0%} percentile bootstrap over {ci['n_groups']} {ci['unit']}s, {ci['n_boot']} replicates"
+    return table
+
+
+def calibration_summary(metrics: dict) -> pd.DataFrame:
+    """ECE, log-loss and Brier score before and after temperature scaling (test, and validation where fitted)."""
+    c = metrics["calibration"]
+    name = "test" if metrics.get("split", "test") == "test" else "evaluated"
+    rows = [
+        {"split": name, "measure": f"ECE ({c['ece_bins']} bins)", "before": c["ece_before"], "after": c["ece_after"]},
+        {"split": name, "measure": "log-loss", "before": c["log_loss_before"], "after": c["log_loss_after"]},
+        {"split": name, "measure": "Brier score", "before": c["brier_before"], "after": c["brier_after"]},
+    ]
+    if "val_ece_before" in c:
+        rows += [{"split": "val (fit)", "measure": f"ECE ({c['ece_bins']} bins)", "before": c["val_ece_before"], "after": c["val_ece_after"]},
+                 {"split": "val (fit)", "measure": "log-loss", "before": c["val_nll_before"], "after": c["val_nll_after"]}]
+    return pd.DataFrame(rows).set_index(["split", "measure"])

@@ -1,4 +1,6 @@
-"""Seaborn figures of a run: training curves, confusion matrix, ROC curve, score distributions."""
+"""Seaborn figures of a run: training curves, confusion matrix, ROC and PR curves with the
+operating point, score distributions, reliability diagram, robustness curves, and a gallery
+of the most confident mistakes."""
 
 from __future__ import annotations
 
@@ -6,15 +8,20 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
+from .data import load_image
 from .utils import atomic_path
 
 _LABEL_ORDER = ["real", "fake"]
-_PALETTE = {"real": "#4C72B0", "fake": "#DD8452", "train": "#4C72B0", "val": "#DD8452"}
+_PALETTE = {"real": "#4C72B0", "fake": "#DD8452", "train": "#4C72B0", "val": "#DD8452",
+            "uncalibrated": "#C44E52", "calibrated": "#55A868"}
+_KIND_TITLES = {"jpeg": "JPEG quality", "blur": "Gaussian blur sigma (px)", "downscale": "down-scaling factor",
+                "resize": "network input size (px)"}
 
 
 def training_curves(history: pd.DataFrame) -> plt.Figure:
@@ -33,27 +40,60 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
 
 
 def confusion(preds: pd.DataFrame) -> plt.Figure:
-    """Confusion matrix of true versus predicted labels, counts and row-normalised shares."""
+    """Confusion matrix of true versus predicted labels: counts (left) and row-normalised shares (right)."""
     cm = confusion_matrix(preds["label"], preds["predicted"], labels=_LABEL_ORDER)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    annot = np.array([[f"{c}\n{s:.1%}" for c, s in zip(rc, rs)] for rc, rs in zip(cm, share)])
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    sns.heatmap(share, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.6))
+    sns.heatmap(cm, annot=cm.astype(str), fmt="", cmap="Blues", cbar=False, ax=axes[0],
                 xticklabels=_LABEL_ORDER, yticklabels=_LABEL_ORDER)
-    ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (n={int(cm.sum())})")
+    axes[0].set(xlabel="predicted", ylabel="true", title=f"counts (n={int(cm.sum())})")
+    sns.heatmap(share, annot=np.vectorize(lambda v: f"{v:.1%}")(share), fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False,
+                ax=axes[1], xticklabels=_LABEL_ORDER, yticklabels=_LABEL_ORDER)
+    axes[1].set(xlabel="predicted", ylabel="true", title="normalised by true class")
     fig.tight_layout()
     return fig
 
 
-def roc_curve(roc: pd.DataFrame, preds: pd.DataFrame | None = None) -> plt.Figure:
-    """ROC curve from ``fpr``/``tpr`` points, with the AUC in the title when ``preds`` is given."""
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+def _operating_point(preds: pd.DataFrame, threshold: float) -> tuple[float, float, float]:
+    """(fpr, tpr, precision) of ``score >= threshold``."""
+    y, pred = preds["target"].to_numpy(), (preds["score"].to_numpy() >= threshold)
+    fpr = pred[y == 0].mean() if (y == 0).any() else np.nan
+    tpr = pred[y == 1].mean() if (y == 1).any() else np.nan
+    precision = y[pred].mean() if pred.any() else np.nan
+    return float(fpr), float(tpr), float(precision)
+
+
+def roc_curve(roc: pd.DataFrame, preds: pd.DataFrame | None = None, threshold: float | None = None) -> plt.Figure:
+    """ROC curve from ``fpr``/``tpr`` points; the AUC in the title and the operating point marked when ``preds`` is given."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
     sns.lineplot(roc, x="fpr", y="tpr", drawstyle="steps-post", errorbar=None, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     title = "ROC curve"
     if preds is not None and preds["target"].nunique() == 2:
         title += f" (AUC {roc_auc_score(preds['target'], preds['score']):.3f})"
+        if threshold is not None:
+            fpr, tpr, _ = _operating_point(preds, threshold)
+            ax.plot([fpr], [tpr], "o", color="black", label=f"threshold {threshold:.3f}\nFPR {fpr:.3f}, TPR {tpr:.3f}")
+            ax.legend(loc="lower right", fontsize=8)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    fig.tight_layout()
+    return fig
+
+
+def pr_curve(pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = None) -> plt.Figure:
+    """Precision-recall curve (fake is the positive class) with the operating point and the chance level."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    sns.lineplot(pr, x="recall", y="precision", drawstyle="steps-post", errorbar=None, ax=ax)
+    base = float(preds["target"].mean())
+    ax.axhline(base, color="grey", lw=0.8, ls=":", label=f"chance ({base:.2f})")
+    title = "precision-recall curve"
+    if preds["target"].nunique() == 2:
+        title += f" (AP {average_precision_score(preds['target'], preds['score']):.3f})"
+        if threshold is not None:
+            _, tpr, precision = _operating_point(preds, threshold)
+            ax.plot([tpr], [precision], "o", color="black", label=f"threshold {threshold:.3f}\nP {precision:.3f}, R {tpr:.3f}")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set(xlabel="recall (fakes found)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
     fig.tight_layout()
     return fig
 
@@ -65,6 +105,91 @@ def score_distributions(preds: pd.DataFrame, threshold: float = 0.5) -> plt.Figu
                  element="step", stat="count", common_norm=False, ax=ax)
     ax.axvline(threshold, color="black", lw=1, ls="--")
     ax.set(xlabel="predicted probability of fake", title="score distribution per true class", xlim=(0, 1))
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(tables: dict[str, pd.DataFrame], eces: dict[str, float] | None = None) -> plt.Figure:
+    """Observed share of fakes against mean predicted probability per bin, one line per table.
+
+    Args:
+        tables: e.g. ``{"uncalibrated": ..., "calibrated": ...}``, each from
+            :func:`deepfake.metrics.reliability_table`.
+        eces: expected calibration error per table, shown in the legend.
+    """
+    fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.4), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    width = 1 / max(max((len(t) for t in tables.values()), default=1), 1)
+    for i, (name, t) in enumerate(tables.items()):
+        label = name if not eces or name not in eces else f"{name} (ECE {eces[name]:.3f})"
+        color = _PALETTE.get(name)
+        ax.plot(t["mean_score"], t["frac_fake"], "o-", color=color, label=label, ms=4)
+        centers = (t["bin_lower"] + t["bin_upper"]) / 2
+        w = (t["bin_upper"] - t["bin_lower"]).min() if len(t) else width
+        axh.bar(centers + (i - 0.5) * w / 2, t["count"], width=w / 2, color=color, alpha=0.8)
+    ax.set(ylabel="observed share of fakes", title="reliability diagram", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    axh.set(xlabel="predicted probability of fake", ylabel="images")
+    axh.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
+
+
+def robustness_curves(table: pd.DataFrame) -> plt.Figure:
+    """ROC-AUC per perturbation level, one panel per kind, with the clean AUC as a dashed line."""
+    clean = table.loc[table["kind"] == "none", "roc_auc"]
+    clean_auc = float(clean.iloc[0]) if len(clean) and pd.notna(clean.iloc[0]) else None
+    kinds = [k for k in _KIND_TITLES if (table["kind"] == k).any()]
+    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(3.3 * max(len(kinds), 1), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        t = table[(table["kind"] == kind) & table["roc_auc"].notna()].sort_values("level")
+        sns.lineplot(t, x="level", y="roc_auc", marker="o", errorbar=None, ax=ax)
+        if clean_auc is not None:
+            ax.axhline(clean_auc, color="black", lw=1, ls="--", label=f"clean {clean_auc:.3f}")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set(title=_KIND_TITLES[kind], xlabel=None, ylabel="ROC-AUC", ylim=(0.4, 1.01))
+        if kind in ("jpeg", "downscale"):
+            ax.invert_xaxis()  # stronger degradation to the right
+        failed = table[(table["kind"] == kind) & table["roc_auc"].isna()]
+        if len(failed):
+            ax.text(0.02, 0.02, "not scored: " + ", ".join(failed["perturbation"]), transform=ax.transAxes, fontsize=7)
+        ax.legend(loc="lower left", fontsize=8)
+    if not kinds:
+        axes[0, 0].text(0.5, 0.5, "no perturbations configured", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+    fig.suptitle("robustness of the test ROC-AUC (degradation increases to the right)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(preds: pd.DataFrame, k: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``k`` false positives with the highest fake score and the ``k`` false negatives with the lowest."""
+    fp = preds[(preds["target"] == 0) & (preds["predicted"] == "fake")].sort_values("score", ascending=False, kind="stable")
+    fn = preds[(preds["target"] == 1) & (preds["predicted"] == "real")].sort_values("score", ascending=True, kind="stable")
+    return fp.head(k), fn.head(k)
+
+
+def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -> plt.Figure:
+    """Images of the most confident false positives (top row) and false negatives (bottom row) with their scores."""
+    fp, fn = confident_mistakes(preds, k)
+    cols = max(len(fp), len(fn), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 4.6), squeeze=False)
+    for r, (rows, what) in enumerate(((fp, "false positives: real called fake"), (fn, "false negatives: fake called real"))):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(rows):
+                row = rows.iloc[c]
+                ax.imshow(load_image(Path(root) / row["path"]))
+                ax.set_title(f"p(fake) {row['score']:.3f}\n{Path(row['path']).name[:24]}", fontsize=7)
+            else:
+                ax.set_axis_off()
+        axes[r, 0].set_ylabel(what if len(rows) else f"{what}\n(none)", fontsize=8)
+        if not len(rows):
+            axes[r, 0].set_axis_on()
+            axes[r, 0].set_frame_on(False)
+    fig.suptitle(f"most confident mistakes on the test split ({len(fp)} FP, {len(fn)} FN shown)", fontsize=10)
     fig.tight_layout()
     return fig
 

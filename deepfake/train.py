@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__, paths
 from . import distributed as D

@@ -1,0 +1,105 @@
+"""Image perturbations for robustness tests: JPEG, blur, down-scaling, other input resolutions.
+
+Each :class:`Perturbation` is applied to the decoded image before the evaluation transforms,
+so the test split can be re-scored under it without writing any file:
+
+* ``jpeg`` (quality 1-95): re-encode with Pillow's JPEG encoder at that quality.
+* ``blur`` (sigma in pixels of the image as stored): Gaussian blur.
+* ``downscale`` (factor in (0, 1)): shrink by the factor (bilinear), then back to the stored
+  size, losing the detail above the new Nyquist frequency.
+* ``resize`` (side in pixels): the network sees the image at that input size instead of the
+  training size (a scale shift; the models end with global pooling).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from PIL import Image, ImageFilter
+
+KINDS = ("none", "jpeg", "blur", "downscale", "resize")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation at one level (``none`` is the clean reference)."""
+
+    kind: str
+    level: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown perturbation {self.kind!r}; use one of {KINDS}")
+        lv = self.level
+        if self.kind == "jpeg" and not 1 <= lv <= 100:
+            raise ValueError(f"JPEG quality must be in [1, 100], got {lv}")
+        if self.kind == "blur" and not lv > 0:
+            raise ValueError(f"blur sigma must be positive, got {lv}")
+        if self.kind == "downscale" and not 0 < lv < 1:
+            raise ValueError(f"downscale factor must be in (0, 1), got {lv}")
+        if self.kind == "resize" and not (lv >= 8 and float(lv).is_integer()):
+            raise ValueError(f"resize size must be a whole number of pixels >= 8, got {lv}")
+
+    @property
+    def name(self) -> str:
+        """Short identifier, e.g. ``jpeg_70``, ``blur_1.5``, ``clean``."""
+        return "clean" if self.kind == "none" else f"{self.kind}_{self.level:g}"
+
+    def input_size(self, default: int) -> int:
+        """Side of the network input under this perturbation."""
+        return int(self.level) if self.kind == "resize" else default
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        if self.kind == "jpeg":
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, format="JPEG", quality=int(self.level))
+            buf.seek(0)
+            with Image.open(buf) as out:
+                return out.convert("RGB")
+        if self.kind == "blur":
+            return im.filter(ImageFilter.GaussianBlur(radius=float(self.level)))
+        if self.kind == "downscale":
+            w, h = im.size
+            small = im.resize((max(1, round(w * self.level)), max(1, round(h * self.level))), Image.BILINEAR)
+            return small.resize((w, h), Image.BILINEAR)
+        return im  # none, resize: the image itself is unchanged
+
+
+class PerturbedTransform:
+    """``transform(perturbation(image))``; a class (not a lambda) so loader workers can pickle it."""
+
+    def __init__(self, perturbation: Perturbation, transform: Callable) -> None:
+        self.perturbation = perturbation
+        self.transform = transform
+
+    def __call__(self, im: Image.Image):
+        return self.transform(self.perturbation(im))
+
+
+def parse_levels(value: str | int | float | Iterable | None, kind: str) -> tuple[float, ...]:
+    """Levels from a params value: ``"90,70,50"``, a single number, a list, or empty/None for none."""
+    if value is None:
+        return ()
+    if isinstance(value, (int, float)):
+        items = [value]
+    elif isinstance(value, str):
+        items = [v for v in value.replace(";", ",").split(",") if v.strip()]
+    else:
+        items = list(value)
+    try:
+        levels = tuple(float(v) for v in items)
+    except ValueError as e:
+        raise ValueError(f"robustness levels for {kind!r} must be numbers separated by commas, got {value!r}") from e
+    for lv in levels:
+        Perturbation(kind, lv)  # validates the range
+    return levels
+
+
+def perturbation_grid(jpeg=(), blur=(), downscale=(), resize=()) -> list[Perturbation]:
+    """The clean reference followed by every requested perturbation level, in the given order."""
+    grid = [Perturbation("none")]
+    for kind, levels in (("jpeg", jpeg), ("blur", blur), ("downscale", downscale), ("resize", resize)):
+        grid += [Perturbation(kind, lv) for lv in parse_levels(levels, kind)]
+    return grid

@@ -164,7 +164,7 @@ def _geometry(x: torch.Tensor, flip: torch.Tensor, angles: torch.Tensor) -> torc
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def colour_transform(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def colour_transform(params: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-image linear colour map of brightness, contrast, saturation and hue, in that order.
 
     Each step is linear in the pixel (contrast adds an offset proportional to the image's mean
@@ -172,25 +172,55 @@ def colour_transform(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     luma of the input image. Hue rotates the chroma plane of YIQ by ``hue`` turns (a
     luma-preserving hue shift, as NVIDIA DALI's), rather than going through HSV.
 
+    Args:
+        params: ``(B, N_PARAMS)`` rows (columns ``PARAM_NAMES``).
+
     Returns:
-        ``M`` ``(B, 3, 3)`` and ``c_off`` ``(B, 3)``: ``out = M @ rgb + c_off * mean_luma(in)``.
+        ``M`` ``(B, 3, 3)`` and ``c_off`` ``(B, 3)`` (float64): ``out = M @ rgb + c_off * mean_luma(in)``.
     """
-    p = params.double()
+    p = np.asarray(params, dtype=np.float64).reshape(-1, N_PARAMS)
     b, c, s, h = p[:, 2], p[:, 3], p[:, 4], p[:, 5]
-    n = len(p)
-    eye = torch.eye(3, dtype=p.dtype).expand(n, 3, 3)
-    gray = torch.tensor(_GRAY, dtype=p.dtype)
-    sat = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * gray.expand(3, 3)  # each row: s * e_i + (1 - s) * gray
-    yiq = torch.tensor(_RGB_TO_YIQ, dtype=p.dtype)
+    gray = np.asarray(_GRAY)
+    sat = s[:, None, None] * np.eye(3) + (1 - s)[:, None, None] * gray[None, None, :]  # row i: s * e_i + (1 - s) * gray
+    yiq = np.asarray(_RGB_TO_YIQ)
     ang = -2 * math.pi * h  # sign chosen so a positive hue turns red towards yellow/green, as in HSV
-    rot = torch.zeros(n, 3, 3, dtype=p.dtype)
+    rot = np.zeros((len(p), 3, 3))
     rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = torch.cos(ang), -torch.sin(ang), torch.sin(ang), torch.cos(ang)
-    hue = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
-    hs = hue @ sat
-    m = (c * b).view(-1, 1, 1) * hs
-    c_off = ((1 - c) * b).view(-1, 1) * hs.sum(-1)  # contrast pulls towards the mean luma (after brightness)
-    return m.float(), c_off.float()
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = np.cos(ang), -np.sin(ang), np.sin(ang), np.cos(ang)
+    hs = np.linalg.inv(yiq) @ rot @ yiq @ sat  # (B, 3, 3)
+    m = (c * b)[:, None, None] * hs
+    c_off = ((1 - c) * b)[:, None] * hs.sum(-1)  # contrast pulls towards the mean luma (after brightness)
+    return m, c_off
+
+
+def _inverse_geometry(flip: float, angle: float, h: int, w: int) -> np.ndarray:
+    """``2x3`` map from output to input pixel coordinates of a flip then a rotation about the centre."""
+    rad = math.radians(angle)
+    mirror = -1.0 if flip > 0 else 1.0
+    a, b, c, d = mirror * math.cos(rad), -mirror * math.sin(rad), math.sin(rad), math.cos(rad)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    return np.array([[a, b, cx - a * cx - b * cy], [c, d, cy - c * cx - d * cy]])
+
+
+def apply_image(img: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """``apply_batch`` for one ``(H, W, 3)`` uint8 image, with OpenCV, in uint8.
+
+    The same flip, rotation (bilinear, zero fill) and colour map as the batched version, up to
+    uint8 rounding (after the geometry and after the colour map); used by the data workers when
+    training on a CPU, where these SIMD uint8 kernels cost a fraction of float tensor ops.
+    """
+    flip, angle = float(params[0]), float(params[1])
+    h, w = img.shape[:2]
+    if angle != 0:
+        inv = _inverse_geometry(flip, angle, h, w)
+        img = cv2.warpAffine(img, inv, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    elif flip > 0:
+        img = np.ascontiguousarray(img[:, ::-1])
+    if np.any(np.asarray(params[2:6], dtype=np.float64) != (1.0, 1.0, 1.0, 0.0)):
+        m, c_off = colour_transform(params)
+        offset = c_off[0] * (np.asarray(cv2.mean(img)[:3]) @ np.asarray(_GRAY)) if params[3] != 1 else np.zeros(3)
+        img = cv2.transform(img, np.hstack([m[0], offset[:, None]]))  # saturating: clamps to [0, 255]
+    return img
 
 
 def apply_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -215,7 +245,7 @@ def apply_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         x = torch.where((flip > 0).to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
     colour = params[:, 2:]
     if bool((colour != torch.tensor([1.0, 1.0, 1.0, 0.0])).any()):
-        m, c_off = (t.to(x.device) for t in colour_transform(params))
+        m, c_off = (torch.from_numpy(t).float().to(x.device) for t in colour_transform(params.numpy()))
         out = torch.einsum("bij,bjhw->bihw", m, x)  # (B, 3, H, W)
         if bool((params[:, 3] != 1).any()):
             luma = (x.mean(dim=(2, 3)) @ torch.tensor(_GRAY, device=x.device)).view(-1, 1)  # (B, 1)

@@ -9,8 +9,9 @@ What makes it fast (``benchmarks/bench_train.py`` measures it against a plain
   torchvision's ``Resize`` uses on PIL images.
 * Workers hand over ``uint8`` ``(H, W, 3)`` arrays (4x fewer bytes than float tensors to
   collate, pin and copy); flip, rotation, colour jitter and normalisation run once per batch
-  on the training device (``deepfake.augment.apply_batch``), or in the workers' collate when
-  training on the CPU.
+  on the GPU (``deepfake.augment.apply_batch``). When training on a CPU the workers apply
+  them instead, as OpenCV uint8 kernels (``apply_image``: a warp and one colour matrix per
+  image, no HSV round trip), and normalise in their collate.
 * The ``(B, H, W, 3)`` batch becomes a channels-last ``(B, 3, H, W)`` tensor by a permute,
   without a copy.
 
@@ -22,6 +23,8 @@ get the same augmentations in the same optimisation steps.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from tqdm.auto import tqdm
 
-from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, degrade, normalize, sample_augment, to_float
+from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, normalize, sample_augment, to_float
 from .data import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError
 
 
@@ -59,31 +63,113 @@ def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
         raise UnreadableImageError(f"{path} is not a decodable image ({e}); remove it or fix it") from e
 
 
+class _DecodeOnly(Dataset):
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i], self.size)
+
+
+class DecodedCache:
+    """Every image of a list decoded and resized once, in one uint8 file of shape ``(N, S, S, 3)``.
+
+    Decoding a photo costs far more than augmenting it (progressive JPEGs cannot even be
+    decoded at reduced scale cheaply); with the cache, every epoch after the building pass
+    reads memory-mapped pixels instead. The file is named by a hash of the image side and of
+    every file's path, size and modification time, written atomically, and reused by later
+    runs (and by every rank under torchrun); delete ``cache_dir`` to reclaim the space
+    (``N * S * S * 3`` bytes, e.g. 150 kB per image at 224 px). Pixels are exactly
+    ``decode_image``'s.
+    """
+
+    VERSION = 1
+
+    def __init__(self, file: Path, n: int, size: int) -> None:
+        self.file, self.n, self.size = Path(file), n, size
+        self._mm: np.memmap | None = None
+
+    @classmethod
+    def path_for(cls, paths: list[Path], size: int, cache_dir: str | os.PathLike) -> Path:
+        """Cache file for these images at this side (changes when any file changes)."""
+        h = hashlib.sha256(f"v{cls.VERSION} {size}".encode())
+        for p in paths:
+            st = p.stat()
+            h.update(f"\n{p}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        return Path(cache_dir) / f"decoded-{size}px-{len(paths)}-{h.hexdigest()[:20]}.u8"
+
+    @classmethod
+    def build(cls, paths: list[Path], size: int, cache_dir: str | os.PathLike, num_workers: int = 0, show: bool = True) -> "DecodedCache":
+        """Open the cache of ``paths``, decoding them (with ``num_workers`` processes) when it does not exist yet."""
+        from .utils import atomic_path
+
+        file = cls.path_for(paths, size, cache_dir)
+        n, nbytes = len(paths), len(paths) * size * size * 3
+        if not (file.is_file() and file.stat().st_size == nbytes):
+            loader = DataLoader(_DecodeOnly(paths, size), batch_size=64, num_workers=num_workers, collate_fn=np.stack,
+                                generator=torch.Generator())  # its own generator: building leaves torch's global RNG alone
+            with atomic_path(file) as tmp:
+                mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
+                start = 0
+                for arr in tqdm(loader, desc=f"decoding {n} images once", leave=False, unit="batch", **({} if show else {"disable": True})):
+                    mm[start:start + len(arr)] = arr
+                    start += len(arr)
+                mm.flush()
+                del mm
+        return cls(file, n, size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._mm is None:  # opened lazily, in each worker process
+            self._mm = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.n, self.size, self.size, 3))
+        return np.array(self._mm[i])  # (S, S, 3) uint8, a private writable copy
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_mm": None}  # workers map the file themselves, never receive the pixels
+
+
 class ImageDataset(Dataset):
     """Images listed in a frame (``path`` relative to ``root``, ``target``), as uint8 arrays.
 
     Items are looked up by ``(index, seed)`` pairs (what ``EpochBatchSampler`` yields) or plain
     indices. An item is ``(image (H, W, 3) uint8, target, index, params (N_PARAMS,))``; with an
     ``augment`` config the image is blurred / re-compressed and ``params`` holds its
-    device-side augmentation, drawn from ``numpy.random.default_rng(seed)``.
+    flip / rotation / colour augmentation, drawn from ``numpy.random.default_rng(seed)``, for
+    ``apply_batch`` to run on the device. With ``augment_in_worker`` the worker applies it
+    itself (``apply_image``, OpenCV on uint8: the fast choice when training on a CPU) and
+    ``params`` is the identity. With a ``cache`` (a ``DecodedCache`` of the same paths and
+    side) images come from it instead of being decoded.
     """
 
-    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment: AugmentConfig | None = None) -> None:
+    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment: AugmentConfig | None = None,
+                 augment_in_worker: bool = False, cache: DecodedCache | None = None) -> None:
         self.paths = [Path(root) / p for p in frame["path"]]
         self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,)
         self.image_size = image_size
         self.augment = augment
+        self.augment_in_worker = augment_in_worker
+        if cache is not None and (len(cache) != len(self.paths) or cache.size != image_size):
+            raise ValueError(f"decoded cache {cache.file} holds {len(cache)} images at {cache.size} px, "
+                             f"the dataset {len(self.paths)} at {image_size} px; build it from the same frame")
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
         i, seed = key if isinstance(key, tuple) else (key, 0)
-        img = decode_image(self.paths[i], self.image_size)  # (H, W, 3) uint8
+        img = self.cache[i] if self.cache is not None else decode_image(self.paths[i], self.image_size)  # (H, W, 3) uint8
         params = IDENTITY_PARAMS
         if self.augment is not None:
             aug = sample_augment(self.augment, np.random.default_rng(seed))
             img, params = degrade(img, aug), aug.params
+            if self.augment_in_worker:
+                img, params = apply_image(img, params), IDENTITY_PARAMS
         img = np.require(img, requirements=["C", "W"])  # torch wants a writable buffer; copies only when needed
         return torch.from_numpy(img), torch.tensor(self.targets[i]), i, torch.from_numpy(params.copy())
 
@@ -117,9 +203,22 @@ class Collate:
         self.finish, self.augment, self.mean, self.std = finish, augment, tuple(mean), tuple(std)
 
     def __call__(self, items: list) -> Batch:
-        images, targets, indices, params = default_collate(items)
-        batch = Batch(images, targets, indices, params)
-        return finish_batch(batch, images.device, self.augment, self.mean, self.std) if self.finish else batch
+        images, targets, indices, params = zip(*items)
+        batch = Batch(_stack(images), torch.stack(targets), torch.tensor(indices), _stack(params))
+        return finish_batch(batch, torch.device("cpu"), self.augment, self.mean, self.std) if self.finish else batch
+
+
+def _stack(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``torch.stack`` through numpy (a single-threaded memcpy: no OpenMP team to wake, which on a
+    busy CPU costs more than the copy), into shared memory inside a worker as ``default_collate`` does."""
+    first = tensors[0]
+    shape = (len(tensors), *first.shape)
+    if get_worker_info() is not None:  # the batch crosses to the main process: allocate it shared
+        out = first.new(first.untyped_storage()._new_shared(first.element_size() * math.prod(shape))).view(shape)
+    else:
+        out = torch.empty(shape, dtype=first.dtype)
+    np.stack([t.numpy() for t in tensors], out=out.numpy())
+    return out
 
 
 def finish_batch(batch: Batch, device: torch.device, augment: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -234,7 +333,7 @@ def make_batch_loader(dataset: ImageDataset, sampler: EpochBatchSampler, num_wor
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=Collate(finish=finish_in_workers, augment=dataset.augment is not None),
+        collate_fn=Collate(finish=finish_in_workers, augment=dataset.augment is not None and not dataset.augment_in_worker),
         pin_memory=pin_memory,
         worker_init_fn=worker_init_fn,
         generator=gen,

@@ -32,11 +32,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, paths
 from . import distributed as D
 from .augment import AugmentConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, read_split
-from .loading import Batch, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
+from .loading import Batch, DecodedCache, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
 from .metrics import binary_metrics
 from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
 from .utils import amp_dtype, atomic_path, autocast, resolve_device, seed_everything, write_json
@@ -45,7 +45,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "train_auc", "val_lo
 SCHEDULES = ("constant", "cosine")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
 #: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
-RESUME_FREE_KEYS = ("resume", "num_workers", "checkpoint_every", "compile_model", "device")
+RESUME_FREE_KEYS = ("resume", "num_workers", "checkpoint_every", "compile_model", "device", "decode_cache")
 CHECK_EVERY = 20  # batches between checks that the training loss is finite (each check syncs a GPU)
 
 
@@ -78,6 +78,9 @@ class TrainConfig:
         blur_prob: probability of Gaussian blur.
         blur_sigma_min, blur_sigma_max: blur standard-deviation range in pixels.
         num_workers: DataLoader worker processes (per process under torchrun).
+        decode_cache: decode and resize every image once into ``build/cache/`` (uint8, memory
+            mapped) and read it in every epoch: worth it for photos much larger than
+            ``image_size`` (see ``deepfake.loading.DecodedCache``); pixels are identical.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler).
         channels_last: NHWC memory format on CUDA.
@@ -112,6 +115,7 @@ class TrainConfig:
     blur_sigma_min: float = 0.1
     blur_sigma_max: float = 2.0
     num_workers: int = 0
+    decode_cache: bool = False
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -461,9 +465,10 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
                                     world_size=info.world_size, max_batches=cfg.max_batches)
     augment = cfg.augment
     on_cpu = not cuda
-    train_loader = make_batch_loader(ImageDataset(train_df, data_root, cfg.image_size, augment), train_sampler, cfg.num_workers,
-                                     pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
-    val_loader = make_batch_loader(ImageDataset(val_df, data_root, cfg.image_size), val_sampler, cfg.num_workers,
+    caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
+    train_loader = make_batch_loader(ImageDataset(train_df, data_root, cfg.image_size, augment, augment_in_worker=on_cpu, cache=caches[0]),
+                                     train_sampler, cfg.num_workers, pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
+    val_loader = make_batch_loader(ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]), val_sampler, cfg.num_workers,
                                    pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
 
     # Model and optimisation
@@ -482,6 +487,9 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         freeze_epochs = 0
     if info.enabled and cuda and cfg.sync_bn:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    elif info.enabled and info.is_main and freeze_epochs < cfg.epochs:
+        warnings.warn("BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
+                      "results differ slightly from one process with the same global batch", stacklevel=2)
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_sampler)
@@ -567,6 +575,18 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         "frozen_epochs": freeze_epochs, "train_seconds": float(history["seconds"].sum()),
     }
     return TrainResult(history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main)
+
+
+def _decoded_caches(cfg: TrainConfig, data_root: Path, frames: tuple[pd.DataFrame, ...], info: D.DistInfo) -> list[DecodedCache]:
+    """Rank 0 builds (or finds) the decoded-image cache of each frame; the other ranks then open them."""
+    cache_dir = paths.ROOT / "build" / "cache"
+    lists = [[data_root / p for p in f["path"]] for f in frames]
+    if info.is_main:
+        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, cfg.num_workers) for ps in lists]
+    D.barrier(info)
+    if not info.is_main:
+        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, 0, show=False) for ps in lists]
+    return caches
 
 
 def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> nn.Module:

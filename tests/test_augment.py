@@ -144,3 +144,22 @@ def test_blur_and_jpeg_degrade_the_image():
     low, high = jpeg_recompress(img, 20), jpeg_recompress(img, 95)
     err = lambda a: np.abs(a.astype(int) - img.astype(int)).mean()  # noqa: E731
     assert low.shape == img.shape and err(high) < err(low) and err(low) > 10
+
+
+@pytest.mark.parametrize("row", [
+    dict(flip=1), dict(angle=9.0), dict(flip=1, angle=-6.0), dict(brightness=1.2, contrast=0.8), dict(saturation=0.6, hue=0.07),
+    dict(flip=1, angle=4.0, brightness=0.85, contrast=1.15, saturation=1.2, hue=-0.05),
+])
+def test_uint8_opencv_path_matches_the_batched_path(row):
+    from deepfake.augment import apply_image
+
+    names = ("flip", "angle", "brightness", "contrast", "saturation", "hue")
+    params = IDENTITY_PARAMS.copy()
+    for k, v in row.items():
+        params[names.index(k)] = v
+    img = (_saturated(48)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
+    ours = apply_image(img, params)
+    assert ours.dtype == np.uint8 and ours.shape == img.shape
+    batched = apply_batch(to_float(torch.from_numpy(img)[None]), torch.from_numpy(params)[None])[0]  # (3, H, W)
+    diff = np.abs(ours.astype(float) - batched.permute(1, 2, 0).numpy() * 255)[6:-6, 6:-6]  # corners: zero-fill edges
+    assert diff.mean() < 0.6 and diff.max() <= 3, (row, diff.mean(), diff.max())

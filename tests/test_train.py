@@ -326,3 +326,14 @@ def test_step_loss_is_the_global_batch_mean_whatever_the_share():
     expected = loss_fn(net(x).squeeze(1), y).detach() / 6
     loss_sum, ys, ps = stats.local()
     assert loss_sum / 6 == pytest.approx(float(expected)) and ys.tolist() == y.tolist() and len(ps) == 6
+
+
+def test_decode_cache_gives_the_same_training(tiny_dataset, tiny_splits, tmp_path, monkeypatch):
+    from deepfake import paths
+
+    monkeypatch.setattr(paths, "ROOT", tmp_path)  # the cache goes to <root>/build/cache
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 2, "deterministic": True, "jpeg_prob": 0.5})
+    plain = train(cfg, tiny_splits, tiny_dataset, tmp_path / "plain").history
+    cached = train(replace(cfg, decode_cache=True), tiny_splits, tiny_dataset, tmp_path / "cached").history
+    assert len(list((tmp_path / "build" / "cache").glob("decoded-32px-*.u8"))) == 2  # train and val
+    assert cached[METRICS].equals(plain[METRICS])

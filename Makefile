@@ -23,11 +23,12 @@ $(VENV)/.deepfake-installed: pyproject.toml
 
 data: install
 	$(BIN)/python -m deepfake synth --if-missing
+	$(BIN)/dvc status data.dvc
 
 repro: data
 	$(BIN)/dvc repro
 
-test: install
+test: install clean-quick
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
 
 # Cross-dataset test of the trained model on another dataset folder, without retraining:

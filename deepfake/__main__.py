@@ -36,6 +36,84 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .pipeline import load_params, make_config, run_train
+    from .train import TrainConfig
+
+    params = load_params(args.params)
+    base = params.get("base", {})
+    values = {"seed": base.get("seed", 0), "device": base.get("device", "auto"), **params.get("train", {})}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set expects key=value, got {item!r}", file=sys.stderr)
+            return 2
+        values[key] = yaml.safe_load(value)
+    cfg = make_config(TrainConfig, values)
+    result = run_train(cfg, args.raw_dir, args.splits_dir, args.model_dir, args.reports_dir)
+    if result.is_main:
+        s = result.summary
+        print(f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
+              f"checkpoints in {result.best_checkpoint.parent}")
+    return 0
+
+
+def _user_path(arg: str) -> Path:
+    """A path given on the command line: as typed when it exists there, else from the project root."""
+    return Path(arg) if Path(arg).exists() else paths.resolve(arg)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import PredictConfig, get_predictor, list_inputs, predictions_csv, predictions_table
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    for p in missing:
+        print(f"error: {p} does not exist", file=sys.stderr)
+    files = list_inputs([p for p in args.paths if Path(p).exists()])
+    if not files and not missing:
+        print(f"error: no images or videos found in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    try:
+        cfg = PredictConfig(face=args.face, backend=args.backend, batch_size=args.batch_size, video_frames=args.frames,
+                            calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
+                            int8_calibration=tuple(args.int8_calibration or ()))
+        predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
+    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+        print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
+    results = predictor.predict_many(files, on_error="collect", progress=show_bar)
+    errors = [r for r in results if getattr(r, "error", None)]
+    for r in errors:
+        print(f"error: {r.error}", file=sys.stderr)
+    if args.json:
+        import json
+
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif args.csv:
+        sys.stdout.write(predictions_csv(results))
+    else:
+        print(predictions_table(results, predictor.calibration.threshold))
+    return 1 if errors or missing else 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .predict import health
+
+    info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else "")
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepfake", description="Deepfake detection toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +129,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--if-missing", action="store_true", help="do nothing when the folder exists")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params.yaml whose 'base' and 'train' sections are used")
+    p.add_argument("--raw-dir", default="cache/faces", help="dataset folder the split manifests point into (the preprocess cache)")
+    p.add_argument("--splits-dir", default="reports/split", help="folder with train.csv and val.csv")
+    p.add_argument("--model-dir", default="models", help="where best.pt and last.pt are written")
+    p.add_argument("--reports-dir", default="reports/train", help="where history.csv and metrics.json are written")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a train key (YAML value), e.g. --set epochs=3")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="score images, videos and folders with a trained model")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON (one object per input, frames for videos)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV (one row per input)")
+    p.add_argument("--checkpoint", default="models/best.pt", help="trained checkpoint (default: models/best.pt)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--face", default="auto", choices=("auto", "detect", "none"),
+                   help="auto: detect faces in photos larger than 256 px, use smaller images (crops) whole")
+    p.add_argument("--calibration", default="reports/eval/calibration.json", help="temperature and threshold JSON, used when present")
+    p.add_argument("--backend", default="eager", choices=("eager", "jit", "int8"), help="model runtime (int8 needs --int8-calibration)")
+    p.add_argument("--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on")
+    p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("info", help="versions, device, and whether a trained model is present and loads (exit 1 if not)")
+    p.add_argument("--checkpoint", default="models/best.pt")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--calibration", default="reports/eval/calibration.json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 

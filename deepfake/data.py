@@ -47,8 +47,8 @@ def index_dataset(root: str | os.PathLike, hashes: bool = True) -> pd.DataFrame:
     """List the images of a dataset folder.
 
     ``root`` holds ``real/`` and ``fake/`` sub-folders (any depth below them). When
-    ``root/manifest.csv`` exists with ``file`` and ``label`` columns (and optionally
-    ``group``), it is used instead of scanning; files it lists must exist. Without a group,
+    ``root/manifest.csv`` exists with ``path`` (or ``file``) and ``label`` columns (and
+    optionally ``group``), it is used instead of scanning; files it lists must exist. Without a group,
     each file is its own group.
 
     Returns:
@@ -61,10 +61,11 @@ def index_dataset(root: str | os.PathLike, hashes: bool = True) -> pd.DataFrame:
     manifest = root / MANIFEST_NAME
     if manifest.exists():
         df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-        missing_cols = {"file", "label"} - set(df.columns)
+        if "path" not in df.columns:  # the synthetic set and many datasets name it 'file'
+            df = df.rename(columns={"file": "path"})
+        missing_cols = {"path", "label"} - set(df.columns)
         if missing_cols:
-            raise DatasetLayoutError(f"{manifest} lacks the column(s) {sorted(missing_cols)}; it needs file,label[,group]")
-        df = df.rename(columns={"file": "path"})
+            raise DatasetLayoutError(f"{manifest} lacks the column(s) {sorted(missing_cols)}; it needs path (or file),label[,group]")
         bad = sorted(set(df["label"]) - set(LABELS))
         if bad:
             raise DatasetLayoutError(f"{manifest} has labels {bad}; only {LABELS} are allowed")

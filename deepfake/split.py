@@ -25,17 +25,25 @@ class SplitConfig:
         val_frac: share of groups in the validation split.
         test_frac: share of groups in the test split.
         seed: seed of the shuffle that assigns groups.
+        dedupe: drop the held-out copies of exact or near duplicates that cross splits
+            (``deepfake.audit``) instead of failing.
+        near_dup_bits: perceptual-hash distance (of 256 bits) at or below which two images are
+            near duplicates; -1 checks exact duplicates only.
     """
 
     val_frac: float = 0.15
     test_frac: float = 0.15
     seed: int = 0
+    dedupe: bool = False
+    near_dup_bits: int = 20
 
     def __post_init__(self) -> None:
         for name in ("val_frac", "test_frac"):
             v = getattr(self, name)
             if not 0 < v < 0.5:
                 raise ValueError(f"split.{name} must be in (0, 0.5), got {v}")
+        if not -1 <= self.near_dup_bits < 128:
+            raise ValueError(f"split.near_dup_bits must be -1 (off) or 0..127, got {self.near_dup_bits}")
 
 
 def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:
@@ -68,6 +76,29 @@ def split_dataset(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.D
     split[test] = "test"
     split[np.flatnonzero(~test)[val_rest]] = "val"
     frame["split"] = split
+    return frame
+
+
+def has_given_split(frame: pd.DataFrame) -> bool:
+    """Whether the index carries the dataset's own split (a non-empty ``split`` column)."""
+    return "split" in frame.columns and bool(len(frame)) and bool((frame["split"].astype(str) != "").all())
+
+
+def keep_given_split(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.DataFrame:
+    """Use the dataset's own ``split`` column; a missing val or test split is held out of train by group.
+
+    Returns:
+        A copy of ``frame`` whose ``split`` is one of ``SPLITS`` on every row.
+    """
+    frame = frame.reset_index(drop=True).copy()
+    bad = sorted(set(frame["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"the dataset's split column has {bad}; only {SPLITS} are allowed")
+    for name, frac, offset in (("test", cfg.test_frac, 0), ("val", cfg.val_frac, 1)):
+        if not (frame["split"] == name).any():
+            train = np.flatnonzero(frame["split"].to_numpy() == "train")
+            held = _holdout(frame.iloc[train], frac, cfg.seed + offset)
+            frame.loc[train[held], "split"] = name
     return frame
 
 

@@ -12,8 +12,10 @@ leave traces of ("fake"):
   composites.
 
 Both classes go through the same post-processing (sensor noise, blur, JPEG at the same
-quality distribution, same encoder), so no file-format shortcut separates them. Every image
-carries its identity as ``group`` so splits can keep an identity on one side. Output is a
+quality distribution, same encoder), so no file-format shortcut separates them. Identities
+come in families of ``family_size``; swaps and partial edits take their donor from the
+target's family, and every image carries its family as ``group``, so a split by group keeps
+every face that appears in an image (target and donor) on one side. Output is a
 pure function of the seed: image ``(identity, index, label)`` draws from its own generator
 seeded by ``(seed, identity, index, label)``.
 """
@@ -32,11 +34,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 MANIPULATIONS = ("swap", "upsample", "partial")
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_FIELDS = ("file", "label", "group", "manipulation", "donor", "quality")
+MANIFEST_FIELDS = ("file", "label", "group", "identity", "manipulation", "donor", "quality")
 
 # Skin tones from light to dark (RGB); identities interpolate between neighbours.
 _SKIN = np.array(
@@ -62,6 +64,7 @@ class SynthConfig:
         seed: master seed; the dataset is a pure function of it and the other fields.
         jpeg_quality: inclusive range of JPEG qualities, the same for both classes.
         manipulations: which forgery types to draw from, uniformly.
+        family_size: identities per group; donors come from the target's group.
         workers: processes used to render (0: all cores).
     """
 
@@ -71,6 +74,7 @@ class SynthConfig:
     seed: int = 0
     jpeg_quality: tuple[int, int] = (70, 95)
     manipulations: tuple[str, ...] = MANIPULATIONS
+    family_size: int = 4
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class SynthConfig:
             raise ValueError(f"n_identities must be at least 2 (swaps need a donor), got {self.n_identities}")
         if self.images_per_identity < 1:
             raise ValueError(f"images_per_identity must be at least 1, got {self.images_per_identity}")
+        if not 2 <= self.family_size <= self.n_identities:
+            raise ValueError(f"family_size must be in 2..n_identities (donors come from the family), got {self.family_size}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
         lo, hi = self.jpeg_quality
@@ -93,6 +99,14 @@ class SynthConfig:
 # --------------------------------------------------------------------------------------------
 # Identities and scenes
 # --------------------------------------------------------------------------------------------
+
+
+def family_members(cfg: SynthConfig, identity: int) -> range:
+    """The identities of ``identity``'s family (the last family absorbs any remainder)."""
+    n_fam = cfg.n_identities // cfg.family_size
+    fam = min(identity // cfg.family_size, n_fam - 1)
+    stop = cfg.n_identities if fam == n_fam - 1 else (fam + 1) * cfg.family_size
+    return range(fam * cfg.family_size, stop)
 
 
 def _identity_rng(seed: int, identity: int) -> np.random.Generator:
@@ -346,7 +360,9 @@ def render(ident: dict, scene: dict, size: int, rng: np.random.Generator) -> tup
     """Render a lit photo-like image (size, size, 3) float32 in 0..255 and its region masks."""
     rgb, alpha, masks = _render_face_layer(ident, scene, size * _SS)
     m = _pose_matrix(scene, size)
-    warp = lambda a: cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_AREA if False else cv2.INTER_LINEAR)  # noqa: E731
+    def warp(a: np.ndarray) -> np.ndarray:  # canonical 2x canvas -> posed image
+        return cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR)
+
     rgb, alpha = warp(rgb), warp(alpha)
     masks = {k: np.clip(warp(v), 0, 1) for k, v in masks.items()}
     img = _background(scene, size, rng) * (1 - alpha[..., None]) + rgb * alpha[..., None]
@@ -427,14 +443,16 @@ def make_image(cfg: SynthConfig, identity: int, index: int, fake: bool) -> tuple
     if fake:
         kind = str(rng.choice(cfg.manipulations))
         if kind != "upsample":
-            donor_id = int((identity + rng.integers(1, cfg.n_identities)) % cfg.n_identities)
+            others = [i for i in family_members(cfg, identity) if i != identity]
+            donor_id = int(others[rng.integers(len(others))])
             donor = sample_identity(cfg.seed, donor_id)
         else:
             donor = ident
         img = manipulate(img, masks, ident, donor, scene, kind, cfg.image_size, rng)
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     data = encode_jpeg(postprocess(img, scene, rng), quality)
-    row = {"label": "fake" if fake else "real", "group": f"id{identity:05d}", "manipulation": kind,
+    family = family_members(cfg, identity)[0] // cfg.family_size
+    row = {"label": "fake" if fake else "real", "group": f"fam{family:04d}", "identity": f"id{identity:05d}", "manipulation": kind,
            "donor": "" if donor_id == "" else f"id{donor_id:05d}", "quality": quality}
     return data, row
 

@@ -1,26 +1,52 @@
-"""Training: one entry point for CPU and CUDA, best-on-validation checkpointing, history."""
+"""Training: one entry point for a CPU, a GPU or ``torchrun`` on N GPUs; resumable and checkpointed.
+
+``train(cfg, splits_dir, data_root, out_dir)`` trains on ``train.csv``, selects on
+``val.csv`` (ROC-AUC) and writes ``last.pt`` (every epoch, and every ``checkpoint_every``
+batches) and ``best.pt`` (best validation epoch). Both are written atomically and hold
+everything needed to continue: model, optimizer, scheduler, grad-scaler, progress, RNG
+states and the resolved config; ``resume=True`` continues from ``last.pt`` to the result an
+uninterrupted run would have given (same seed, ``deterministic=True``).
+
+Run under ``torchrun --nproc_per_node=N -m deepfake train`` the same function trains with
+DistributedDataParallel: ``batch_size`` stays the global batch (images per optimisation
+step), each rank takes its slice of every batch, the loss of a step is the mean over the
+global batch, metrics are computed on predictions gathered from all ranks, and rank 0 logs
+and writes files.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import random
+import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
-from .data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, build_transforms, make_loader, read_split
+from . import distributed as D
+from .augment import AugmentConfig
+from .data import IMAGENET_MEAN, IMAGENET_STD, read_split
+from .loading import Batch, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
 from .metrics import binary_metrics
-from .models import build_model, count_parameters
+from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
 from .utils import amp_dtype, atomic_path, autocast, resolve_device, seed_everything, write_json
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
+SCHEDULES = ("constant", "cosine")
+CLASS_BALANCE = ("auto", "loss", "sampler", "none")
+#: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
+RESUME_FREE_KEYS = ("resume", "num_workers", "checkpoint_every", "compile_model", "device")
+CHECK_EVERY = 20  # batches between checks that the training loss is finite (each check syncs a GPU)
 
 
 @dataclass(frozen=True)
@@ -28,23 +54,40 @@ class TrainConfig:
     """Everything that defines a training run (recorded inside every checkpoint).
 
     Attributes:
-        arch: model architecture (see ``deepfake.models.ARCHS``).
+        arch: ``resnet18`` | ``dilated_cnn`` (see ``deepfake.models``).
         weights: ``auto`` | ``imagenet`` | ``none`` | path to weights.
-        epochs: passes over the training split.
-        batch_size: images per optimisation step.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        epochs: passes over the training split (at most; see ``patience``).
+        batch_size: images per optimisation step (all processes together under torchrun).
+        lr: Adam learning rate (peak, after warm-up).
+        weight_decay: Adam weight decay (L2).
+        schedule: ``constant`` or ``cosine`` (decay to 0 at the end of the last epoch), per step.
+        warmup_epochs: linear learning-rate warm-up from ~0, in epochs (fractions allowed).
+        freeze_backbone_epochs: train only the new head for this many first epochs, backbone
+            BatchNorm statistics frozen too; needs pretrained weights (ignored, with a
+            warning, when the backbone is randomly initialised).
+        patience: stop after this many epochs without a better validation AUC (0: never).
+        class_balance: ``auto`` (``loss`` when the train classes differ in size, else ``none``),
+            ``loss`` (BCE ``pos_weight`` = real / fake count), ``sampler`` (draw classes equally
+            often, with replacement) or ``none``.
         image_size: side of the square network input.
         hflip: horizontal-flip probability.
         rotation: maximum random rotation in degrees.
-        color_jitter: ColorJitter strength.
-        num_workers: DataLoader worker processes.
+        color_jitter: ColorJitter strength (brightness, contrast, saturation; hue a quarter).
+        jpeg_prob: probability of JPEG re-compression.
+        jpeg_quality_min, jpeg_quality_max: re-compression quality range (inclusive).
+        blur_prob: probability of Gaussian blur.
+        blur_sigma_min, blur_sigma_max: blur standard-deviation range in pixels.
+        num_workers: DataLoader worker processes (per process under torchrun).
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler).
         channels_last: NHWC memory format on CUDA.
+        compile_model: ``torch.compile`` the training model.
+        sync_bn: under torchrun on CUDA, synchronise BatchNorm statistics across GPUs.
         seed: seed of initialisation, shuffling and augmentation.
         deterministic: ask torch for deterministic kernels.
         max_batches: stop each epoch after this many batches (0: all); for quick checks.
+        resume: continue from ``out_dir/last.pt`` when it exists.
+        checkpoint_every: also write ``last.pt`` every this many batches (0: at epoch ends only).
     """
 
     arch: str = "resnet18"
@@ -53,44 +96,126 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    freeze_backbone_epochs: int = 0
+    patience: int = 0
+    class_balance: str = "auto"
     image_size: int = 112
     hflip: float = 0.5
     rotation: float = 10.0
     color_jitter: float = 0.2
+    jpeg_prob: float = 0.0
+    jpeg_quality_min: int = 30
+    jpeg_quality_max: int = 95
+    blur_prob: float = 0.0
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 2.0
     num_workers: int = 0
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    compile_model: bool = False
+    sync_bn: bool = True
     seed: int = 0
     deterministic: bool = False
     max_batches: int = 0
+    resume: bool = False
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"train.arch must be one of {ARCHS}, got {self.arch!r}")
         if self.epochs < 1:
             raise ValueError(f"train.epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"train.batch_size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.class_balance not in CLASS_BALANCE:
+            raise ValueError(f"train.class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}")
+        for name in ("warmup_epochs", "freeze_backbone_epochs", "patience", "max_batches", "checkpoint_every", "num_workers", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        self.augment  # validates the augmentation ranges
 
     @property
-    def augment(self) -> AugmentConfig:
-        return AugmentConfig(hflip=self.hflip, rotation=self.rotation, color_jitter=self.color_jitter)
+    def augment(self) -> AugmentConfig | None:
+        """The training augmentation, or None when every augmentation is switched off."""
+        aug = AugmentConfig(hflip=self.hflip, rotation=self.rotation, color_jitter=self.color_jitter,
+                            jpeg_prob=self.jpeg_prob, jpeg_quality=(self.jpeg_quality_min, self.jpeg_quality_max),
+                            blur_prob=self.blur_prob, blur_sigma=(self.blur_sigma_min, self.blur_sigma_max))
+        active = aug.hflip or aug.rotation or aug.color_jitter or aug.jpeg_prob or aug.blur_prob
+        return aug if active else None
 
 
 @dataclass
 class TrainResult:
-    """What a run produced."""
+    """What a run produced (on every rank; only rank 0 wrote files)."""
 
     history: pd.DataFrame
     best_checkpoint: Path
     last_checkpoint: Path
     summary: dict = field(default_factory=dict)
+    is_main: bool = True
 
 
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def _quiet(show: bool) -> dict:
+    """tqdm arguments: silent on non-main ranks, else tqdm's defaults (``TQDM_DISABLE`` applies)."""
+    return {} if show else {"disable": True}
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+class EpochStats:
+    """Loss sum, labels and fake-probabilities seen in an epoch, kept on the device until the end."""
+
+    def __init__(self, loss_sum: float = 0.0, y: np.ndarray | None = None, p: np.ndarray | None = None) -> None:
+        self.loss_sum = torch.tensor(float(loss_sum), dtype=torch.float64)
+        self.ys: list[torch.Tensor] = [torch.as_tensor(y, dtype=torch.float32)] if y is not None and len(y) else []
+        self.ps: list[torch.Tensor] = [torch.as_tensor(p, dtype=torch.float32)] if p is not None and len(p) else []
+
+    def add(self, loss_sum: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> None:
+        self.loss_sum = self.loss_sum.to(loss_sum.device) + loss_sum.detach().double()
+        self.ys.append(y.detach())
+        self.ps.append(p.detach())
+
+    def local(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(loss sum, labels, probabilities)`` of this process."""
+        y = torch.cat([t.cpu() for t in self.ys]).numpy() if self.ys else np.zeros(0, np.float32)
+        p = torch.cat([t.float().cpu() for t in self.ps]).numpy() if self.ps else np.zeros(0, np.float32)
+        return float(self.loss_sum), y, p
+
+    def gathered(self, info: D.DistInfo) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(loss sum, labels, probabilities)`` over every process."""
+        loss, y, p = self.local()
+        parts = D.all_gather_objects((loss, y, p), info)
+        return sum(a for a, _, _ in parts), np.concatenate([b for _, b, _ in parts]), np.concatenate([c for _, _, c in parts])
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimisation ``step`` (0-based): linear warm-up, then constant or cosine."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule of ``cfg`` (warm-up and constant / cosine)."""
+    warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        return lr_factor(step, warmup, total, cfg.schedule)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_one_epoch(
@@ -98,23 +223,38 @@ def train_one_epoch(
     loader,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    loss_fn: nn.Module,
+    global_sizes: list[int],
+    stats: EpochStats | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = True,
     channels_last: bool = False,
-    max_batches: int = 0,
+    augment: bool = True,
+    world_size: int = 1,
+    on_step: Callable[[int, EpochStats], None] | None = None,
+    show: bool = True,
     desc: str = "train",
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """One pass over ``loader``; returns mean loss, labels and fake-probabilities seen."""
-    model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
-    total, n, ys, ps = 0.0, 0, [], []
-    for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch")):
-        if max_batches and i >= max_batches:
-            break
-        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)  # (B, 3, H, W), (B,)
+) -> EpochStats:
+    """One pass over ``loader`` (the model must already be in train mode).
+
+    Args:
+        loss_fn: a ``reduction="sum"`` loss on logits; the step's loss is that sum over this
+            process's images divided by the global batch size (``global_sizes[i]``) times
+            ``world_size``, so that DDP's gradient averaging yields the global-batch mean.
+        stats: accumulator to continue (a resumed epoch); a new one otherwise.
+        on_step: called with the 1-based step number and the accumulator after each step.
+
+    Returns:
+        The accumulator: loss sum, labels and fake-probabilities of this process's images.
+    """
+    stats = stats or EpochStats()
+    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
+        b = finish_batch(batch, device, augment, channels_last=channels_last)  # images (B, 3, H, W)
         with autocast(device, amp):
-            logits = model(x).squeeze(1)  # (B,)
-            loss = loss_fn(logits.float(), y)
+            logits = model(b.images).squeeze(1)  # (B,)
+        loss_sum = loss_fn(logits.float(), b.targets)
+        loss = loss_sum * (world_size / global_sizes[i])
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -123,34 +263,61 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at batch {i}; lower train.lr or disable amp")
-        total += loss.item() * len(y)
-        n += len(y)
-        ys.append(y.detach().cpu())
-        ps.append(torch.sigmoid(logits.detach().float()).cpu())
-    return total / max(n, 1), torch.cat(ys).numpy(), torch.cat(ps).numpy()
+        if scheduler is not None:
+            scheduler.step()
+        stats.add(loss_sum, b.targets, torch.sigmoid(logits.detach().float()))
+        if (i + 1) % CHECK_EVERY == 0 and not math.isfinite(float(stats.loss_sum)):
+            raise FloatingPointError(f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp")
+        if on_step is not None:
+            on_step(i + 1, stats)
+    return stats
 
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False, max_batches: int = 0, desc: str = "predict",
+    model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False, max_batches: int = 0,
+    desc: str = "predict", dist_info: D.DistInfo | None = None, show: bool = True,
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Score ``loader``; returns mean loss, labels and fake-probabilities."""
+    """Score ``loader``; returns mean loss, labels and fake-probabilities.
+
+    ``loader`` yields ``Batch`` objects (``deepfake.loading``) or ``(images, targets)`` pairs of
+    normalised tensors (``deepfake.data.make_loader``). With ``Batch`` es under torchrun, each
+    rank scores its share and the results come back gathered from every rank, in the order
+    of the split frame.
+    """
     model.eval()
+    info = dist_info or D.DistInfo()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    total, n, ys, ps = 0.0, 0, [], []
-    for i, (x, y) in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch")):
+    total, ys, ps, idx = torch.zeros((), dtype=torch.float64), [], [], []
+    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
         if max_batches and i >= max_batches:
             break
-        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        if isinstance(batch, Batch):
+            b = finish_batch(batch, device, augment=False, channels_last=channels_last)
+            x, y = b.images, b.targets
+            idx.append(b.indices)
+        else:
+            x, y = batch
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            y = y.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = model(x).squeeze(1).float()
-        total += loss_fn(logits, y).item()
-        n += len(y)
+            logits = model(x).squeeze(1).float()  # (B,)
+        total = total.to(logits.device) + loss_fn(logits, y).double()
         ys.append(y.cpu())
         ps.append(torch.sigmoid(logits).cpu())
-    return total / max(n, 1), torch.cat(ys).numpy(), torch.cat(ps).numpy()
+    y = torch.cat(ys).numpy() if ys else np.zeros(0, np.float32)
+    p = torch.cat(ps).numpy() if ps else np.zeros(0, np.float32)
+    order = torch.cat(idx).numpy() if idx else np.arange(len(y))
+    parts = D.all_gather_objects((float(total), order, y, p), info)
+    loss = sum(t for t, _, _, _ in parts)
+    order, y, p = (np.concatenate([q[k] for q in parts]) for k in (1, 2, 3))
+    sort = np.argsort(order, kind="stable")
+    return loss / max(len(y), 1), y[sort], p[sort]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
 
 
 def save_checkpoint(path: str | os.PathLike, **payload) -> Path:
@@ -160,71 +327,287 @@ def save_checkpoint(path: str | os.PathLike, **payload) -> Path:
     return Path(path)
 
 
+def rng_state(loader_generator: torch.Generator | None = None) -> dict:
+    """Python, numpy, torch (CPU and CUDA) and loader-generator states, as tensors and plain types."""
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "loader": loader_generator.get_state() if loader_generator is not None else None,
+    }
+
+
+def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) -> None:
+    """Restore what ``rng_state`` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if loader_generator is not None and state.get("loader") is not None:
+        loader_generator.set_state(state["loader"])
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    """Raise when ``path`` was written by a run with a different config (beyond ``RESUME_FREE_KEYS``)."""
+    now = asdict(cfg)
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise ValueError(f"cannot resume from {path}: it was trained with a different config ({detail}); "
+                         "use the same train params, or set resume=false (or another model_dir) to start afresh")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
 def _epoch_stats(prefix: str, loss: float, y: np.ndarray, p: np.ndarray) -> dict:
     m = binary_metrics(y, p) if len(y) else {"accuracy": math.nan, "roc_auc": None}
     auc = m["roc_auc"]
-    return {f"{prefix}_loss": loss, f"{prefix}_accuracy": m["accuracy"], f"{prefix}_auc": math.nan if auc is None else auc}
+    return {f"{prefix}_loss": float(loss), f"{prefix}_accuracy": float(m["accuracy"]), f"{prefix}_auc": math.nan if auc is None else float(auc)}
 
 
-def train(cfg: TrainConfig, splits_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike) -> TrainResult:
+def _selection_score(row: dict) -> float:
+    """What ``best.pt`` maximises: validation ROC-AUC, or minus the loss when AUC is undefined."""
+    return row["val_auc"] if not math.isnan(row["val_auc"]) else -row["val_loss"]
+
+
+def _resolve_balance(cfg: TrainConfig, targets: np.ndarray) -> tuple[str, float | None]:
+    """The class-balance method actually used and the BCE ``pos_weight`` (None: unweighted)."""
+    n_fake = int(targets.sum())
+    n_real = len(targets) - n_fake
+    method = cfg.class_balance
+    if method == "auto":
+        method = "loss" if n_real != n_fake else "none"
+    if method in ("loss", "sampler") and min(n_real, n_fake) == 0:
+        raise ValueError(f"class_balance={method} needs both classes in train.csv, which has {n_real} real and {n_fake} fake images")
+    return method, (n_real / n_fake if method == "loss" else None)
+
+
+def _device_for(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
+    device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank)
+    return device
+
+
+@dataclass
+class _Progress:
+    """Where a run is: stored in every checkpoint, restored by ``resume``."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimisation steps done in epoch + 1
+    rows: list = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    partial: dict | None = None  # gathered stats of the unfinished epoch
+
+
+def train(cfg: TrainConfig, splits_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,
+          callback: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train on ``train.csv``, select on ``val.csv`` (validation ROC-AUC), write checkpoints.
 
-    Writes ``best.pt`` and ``last.pt`` under ``out_dir``, each holding the model weights and the
-    resolved config.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes join one DistributedDataParallel job.
+
+    Args:
+        cfg: the run's config.
+        splits_dir: folder with ``train.csv`` and ``val.csv``.
+        data_root: folder the manifests' paths are relative to.
+        out_dir: where ``best.pt`` and ``last.pt`` go.
+        callback: called as ``callback(epoch, step)`` after every optimisation step (progress
+            reporting; an exception raised there interrupts the run like a crash would).
 
     Returns:
         Per-epoch history and a summary (best epoch, validation metrics, weights used).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gen = seed_everything(cfg.seed, cfg.deterministic)
-    device = resolve_device(cfg.device)
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, Path(splits_dir), Path(data_root), Path(out_dir), callback, info)
+    finally:
+        D.teardown(info)
+
+
+def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, info: D.DistInfo) -> TrainResult:
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = _device_for(cfg, info)
     cuda = device.type == "cuda"
     channels_last = cfg.channels_last and cuda
+    use_amp = cfg.amp and cuda
     if cuda and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True
+    show = info.is_main
 
+    # Data
     train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    train_loader = make_loader(train_df, data_root, build_transforms(cfg.image_size, True, cfg.augment), cfg.batch_size, True,
-                               cfg.num_workers, gen, pin_memory=cuda)
-    val_loader = make_loader(val_df, data_root, build_transforms(cfg.image_size, False), cfg.batch_size, False, cfg.num_workers, pin_memory=cuda)
+    targets = train_df["target"].to_numpy()
+    balance, pos_weight = _resolve_balance(cfg, targets)
+    train_sampler = EpochBatchSampler(len(train_df), cfg.batch_size, cfg.seed, shuffle=True,
+                                      weights=class_weights(targets) if balance == "sampler" else None,
+                                      rank=info.rank, world_size=info.world_size, drop_last=True, max_batches=cfg.max_batches)
+    val_sampler = EpochBatchSampler(len(val_df), cfg.batch_size, cfg.seed, shuffle=False, rank=info.rank,
+                                    world_size=info.world_size, max_batches=cfg.max_batches)
+    augment = cfg.augment
+    on_cpu = not cuda
+    train_loader = make_batch_loader(ImageDataset(train_df, data_root, cfg.image_size, augment), train_sampler, cfg.num_workers,
+                                     pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
+    val_loader = make_batch_loader(ImageDataset(val_df, data_root, cfg.image_size), val_sampler, cfg.num_workers,
+                                   pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
 
-    model, weights_used = build_model(cfg.arch, cfg.weights)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and cuda
+    # Model and optimisation
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    resume_ckpt = _load_resume(cfg, last_path)
+    model_weights = "none" if resume_ckpt is not None else cfg.weights
+    net, weights_used = build_model(cfg.arch, model_weights)
+    if resume_ckpt is not None:
+        weights_used = resume_ckpt["weights_used"]
+    if info.enabled:
+        torch.manual_seed(cfg.seed + info.rank)  # independent dropout per rank (DDP syncs the initial weights)
+    freeze_epochs = cfg.freeze_backbone_epochs
+    if freeze_epochs and weights_used.startswith("none"):
+        if info.is_main:
+            warnings.warn(f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: {weights_used})", stacklevel=2)
+        freeze_epochs = 0
+    if info.enabled and cuda and cfg.sync_bn:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_sampler)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device))
 
     meta = {
         "config": asdict(cfg), "arch": cfg.arch, "weights_used": weights_used, "image_size": cfg.image_size,
         "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, "package_version": __version__,
+        "world_size": info.world_size,
     }
-    rows, best_auc, best_epoch = [], -math.inf, 0
-    best_path, last_path = out / "best.pt", out / "last.pt"
-    for epoch in range(1, cfg.epochs + 1):
+    prog = _Progress()
+    if resume_ckpt is not None:
+        prog = _restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
+        if show:
+            tqdm.write(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
+
+    def checkpoint(path: Path, p: _Progress) -> None:
+        rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
+        if info.is_main:
+            save_checkpoint(path, model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            scaler=scaler.state_dict() if scaler is not None else None, epoch=p.epoch, step=p.step,
+                            val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan, history=p.rows, progress=asdict(p), rng=rngs, **meta)
+
+    frozen_state, model = None, net
+    for epoch in range(prog.epoch + 1, cfg.epochs + 1):
+        if prog.stopped_early:
+            break
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, train_loader, optimizer, device, scaler, use_amp, channels_last, cfg.max_batches, f"epoch {epoch}/{cfg.epochs}")
-        va = predict(model, val_loader, device, use_amp, channels_last, cfg.max_batches, "validate")
+        frozen = epoch <= freeze_epochs
+        if frozen != frozen_state:  # (re)wrap: DDP only registers parameters that require grad
+            set_backbone_frozen(net, cfg.arch, frozen)
+            model, frozen_state = _wrap(net, cfg, info, device), frozen
+        apply_train_mode(net, cfg.arch, frozen)
+        start = prog.step
+        train_sampler.set_epoch(epoch, start)
+        stats = EpochStats(**prog.partial) if (start and prog.partial and info.is_main) else EpochStats()
+
+        def on_step(step: int, st: EpochStats, epoch: int = epoch) -> None:
+            done = start + step
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
+                loss, y, p = st.gathered(info)
+                mid = _Progress(**{**asdict(prog), "epoch": epoch - 1, "step": done, "partial": {"loss_sum": loss, "y": torch.from_numpy(y), "p": torch.from_numpy(p)}})
+                checkpoint(last_path, mid)
+            if callback is not None:
+                callback(epoch, done)
+
+        stats = train_one_epoch(model, train_loader, optimizer, device, loss_fn, train_sampler.global_sizes(), stats, scheduler, scaler,
+                                use_amp, channels_last, augment is not None, info.world_size, on_step, show, f"epoch {epoch}/{cfg.epochs}")
+        loss_sum, y, p = stats.gathered(info)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"training loss of epoch {epoch} is {loss_sum}; lower train.lr or disable amp")
+        tr = (loss_sum / max(len(y), 1), y, p)
+        va = predict(net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show)
         row = {"epoch": epoch, **_epoch_stats("train", *tr), **_epoch_stats("val", *va),
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        rows.append(row)
-        val_auc = row["val_auc"] if not math.isnan(row["val_auc"]) else -row["val_loss"]
-        state = {"model": model.state_dict(), "epoch": epoch, "val_auc": row["val_auc"], "history": rows, **meta}
-        save_checkpoint(last_path, **state)
-        if val_auc > best_auc:
-            best_auc, best_epoch = val_auc, epoch
-            save_checkpoint(best_path, **state)
-        tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | "
-                   f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s")
-    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    best = history[history["epoch"] == best_epoch].iloc[0]
+               "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
+        prog.rows.append(row)
+        prog.epoch, prog.step, prog.partial = epoch, 0, None
+        improved = _selection_score(row) > prog.best_score
+        if improved:
+            prog.best_score, prog.best_epoch, prog.bad_epochs = _selection_score(row), epoch, 0
+        else:
+            prog.bad_epochs += 1
+        prog.stopped_early = bool(cfg.patience and prog.bad_epochs >= cfg.patience and epoch < cfg.epochs)
+        checkpoint(last_path, prog)
+        if improved and info.is_main:
+            with atomic_path(best_path) as tmp:
+                shutil.copyfile(last_path, tmp)
+        if show:
+            tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
+                       f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
+                       + (" (frozen backbone)" if frozen else "") + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else ""))
+    D.barrier(info)
+    history = pd.DataFrame(prog.rows, columns=HISTORY_COLUMNS)
+    best = history[history["epoch"] == prog.best_epoch].iloc[0]
     summary = {
-        "arch": cfg.arch, "weights_used": weights_used, "device": str(device), "parameters": count_parameters(model),
-        "n_train": len(train_df), "n_val": len(val_df), "epochs": cfg.epochs, "best_epoch": int(best_epoch),
+        "arch": cfg.arch, "weights_used": weights_used, "device": str(device), "world_size": info.world_size,
+        "parameters": count_parameters(net), "n_train": len(train_df), "n_val": len(val_df), "epochs": cfg.epochs,
+        "epochs_run": len(history), "stopped_early": prog.stopped_early, "best_epoch": int(prog.best_epoch),
         "best_val_auc": float(best["val_auc"]), "best_val_accuracy": float(best["val_accuracy"]),
-        "best_val_loss": float(best["val_loss"]), "train_seconds": float(history["seconds"].sum()),
+        "best_val_loss": float(best["val_loss"]), "class_balance": balance, "pos_weight": pos_weight,
+        "frozen_epochs": freeze_epochs, "train_seconds": float(history["seconds"].sum()),
     }
-    return TrainResult(history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary)
+    return TrainResult(history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main)
+
+
+def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> nn.Module:
+    """The module the training step calls: ``net``, in DDP under torchrun, compiled when asked."""
+    model = net
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile_model:
+        model = torch.compile(model)
+    return model
+
+
+def _load_resume(cfg: TrainConfig, last_path: Path) -> dict | None:
+    """The checkpoint to resume from, when ``cfg.resume`` and it exists (checked against ``cfg``)."""
+    if not cfg.resume:
+        return None
+    if not last_path.is_file():
+        return None
+    ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+    if "progress" not in ckpt or "optimizer" not in ckpt:
+        raise ValueError(f"cannot resume from {last_path}: it holds no training state (written by an older version); set resume=false")
+    check_resumable(ckpt["config"], cfg, last_path)
+    return ckpt
+
+
+def _restore(ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_gen: torch.Generator, info: D.DistInfo) -> _Progress:
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt["rng"]
+    if len(rngs) == info.world_size:
+        set_rng_state(rngs[info.rank], loader_gen)
+    elif info.is_main:
+        warnings.warn(f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
+                      "random states (dropout) are not restored, the result will differ slightly", stacklevel=3)
+    p = dict(ckpt["progress"])
+    if p.get("partial"):
+        p["partial"] = {"loss_sum": float(p["partial"]["loss_sum"]), "y": p["partial"]["y"].numpy(), "p": p["partial"]["p"].numpy()}
+    return _Progress(**p)
 
 
 def write_history(history: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -9,7 +9,7 @@ from deepfake.split import SplitConfig, split_dataset, write_splits  # noqa: E40
 from deepfake.synth import SynthConfig, generate  # noqa: E402
 from deepfake.data import index_dataset  # noqa: E402
 
-TINY = SynthConfig(n_identities=12, images_per_identity=2, image_size=48, seed=3, workers=1)
+TINY = SynthConfig(n_identities=24, images_per_identity=1, image_size=48, seed=3, family_size=2, workers=1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    """A 48-image synthetic dataset (12 identities), generated once per session."""
+    """A 48-image synthetic dataset (24 identities in 12 groups), generated once per session."""
     return generate(tmp_path_factory.mktemp("tiny") / "raw", TINY, progress=False)
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from deepfake import paths, pipeline
 from deepfake.evaluate import EvalConfig
+from deepfake.preprocess import PreprocessConfig
 from deepfake.split import SplitConfig
 from deepfake.synth import SynthConfig
 from deepfake.train import TrainConfig
@@ -29,6 +30,7 @@ def test_params_yaml_sections_are_valid_configs():
     pipeline.make_config(SplitConfig, PARAMS["split"], seed=base["seed"])
     pipeline.make_config(TrainConfig, PARAMS["train"], seed=base["seed"], device=base["device"])
     pipeline.make_config(EvalConfig, PARAMS["evaluate"], device=base["device"])
+    pipeline.make_config(PreprocessConfig, PARAMS["preprocess"])
 
 
 def _notebook_parameters(path):
@@ -41,6 +43,8 @@ def _notebook_parameters(path):
 
 def _cmd_parameters(cmd):
     words = shlex.split(cmd)
+    while re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # leading environment assignments
+        words = words[1:]
     names = [words[i + 1] for i, w in enumerate(words) if w == "-p"]
     names += [words[i + 1].split(":")[0] for i, w in enumerate(words) if w == "-y"]
     return words, names
@@ -78,12 +82,15 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
     result = pipeline.run_split(tiny_dataset, tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25))
     assert {p.name for p in (tmp_path / "splits").iterdir()} == {"train.csv", "val.csv", "test.csv"}
     leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
-    assert leak == {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 12, "n_images": 48}
+    assert {k: leak[k] for k in ("groups_across_splits", "identical_files_across_splits", "n_groups", "n_images")} == \
+        {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 12, "n_images": 48}
+    assert leak["exact_duplicate_pairs_across_splits"] == leak["near_duplicate_pairs_across_splits"] == leak["removed_duplicates"] == 0
+    assert (tmp_path / "reports" / "duplicates.csv").read_text().startswith("kind,distance,cross_split,")
     assert result.balance["total"].sum() == 48
 
 
 def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=8, images_per_identity=2, image_size=32, workers=1))
+    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=32, images_per_identity=1, image_size=32, workers=1))
     monkeypatch.setitem(pipeline.QUICK_TRAIN, "image_size", 32)
     q = tmp_path / "quick"
     pipeline.ensure_quick_reports(q / "raw", q / "splits", q / "model", q / "train", q / "eval")

@@ -51,12 +51,32 @@ def test_generate_writes_balanced_grouped_dataset(tmp_path):
     rows = _manifest(root)
     assert len(rows) == 2 * CFG.n_identities * CFG.images_per_identity
     assert sum(r["label"] == "fake" for r in rows) == len(rows) // 2
-    assert len({r["group"] for r in rows}) == CFG.n_identities
+    assert len({r["identity"] for r in rows}) == CFG.n_identities
+    assert len({r["group"] for r in rows}) == CFG.n_identities // CFG.family_size
     for r in rows:
         assert (root / r["file"]).is_file()
         assert r["file"].startswith(r["label"] + "/")
         assert (r["manipulation"] in MANIPULATIONS) == (r["label"] == "fake")
     assert not (tmp_path / "raw.partial").exists()
+
+
+def test_donors_come_from_the_targets_group(tmp_path):
+    cfg = SynthConfig(n_identities=12, images_per_identity=3, image_size=32, family_size=3, workers=1)
+    rows = _manifest(generate(tmp_path / "raw", cfg, progress=False))
+    group_of = {r["identity"]: r["group"] for r in rows}
+    donors = [r for r in rows if r["donor"]]
+    assert donors, "swaps and partial edits need donors"
+    for r in donors:
+        assert r["donor"] != r["identity"] and group_of[r["donor"]] == r["group"]
+    assert len(set(group_of.values())) == 4
+
+
+def test_last_family_absorbs_the_remainder():
+    from deepfake.synth import family_members
+
+    cfg = SynthConfig(n_identities=10, family_size=4)
+    assert list(family_members(cfg, 0)) == [0, 1, 2, 3]
+    assert list(family_members(cfg, 9)) == list(range(4, 10))
 
 
 def test_generate_is_deterministic_across_runs_and_worker_counts(tmp_path):
@@ -85,6 +105,7 @@ def test_generate_refuses_to_overwrite(tmp_path):
     ({"image_size": 16}, "image_size"),
     ({"jpeg_quality": (90, 80)}, "jpeg_quality"),
     ({"manipulations": ("morph",)}, "manipulations"),
+    ({"n_identities": 3, "family_size": 4}, "family_size"),
 ])
 def test_invalid_config_is_rejected(kwargs, msg):
     with pytest.raises(ValueError, match=msg):

@@ -1,11 +1,23 @@
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from deepfake.train import HISTORY_COLUMNS, TrainConfig, train
+from deepfake import train as train_mod
+from deepfake.models import build_model
+from deepfake.train import HISTORY_COLUMNS, TrainConfig, check_resumable, lr_factor, train
 
 FAST = dict(weights="none", epochs=2, batch_size=8, image_size=32, device="cpu", seed=0)
+METRICS = ["train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_training_writes_checkpoints_history_and_summary(tiny_dataset, tiny_splits, tmp_path):
@@ -25,11 +37,23 @@ def test_training_writes_checkpoints_history_and_summary(tiny_dataset, tiny_spli
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
+def test_checkpoint_holds_the_whole_training_state(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "schedule": "cosine", "warmup_epochs": 0.5})
+    result = train(cfg, tiny_splits, tiny_dataset, tmp_path)
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config", "progress", "history"} <= set(ckpt)
+    assert ckpt["config"] == {**cfg.__dict__}
+    assert ckpt["optimizer"]["state"] and ckpt["scheduler"]["last_epoch"] == 3  # 24 images / 8 = 3 steps
+    rng = ckpt["rng"][0]
+    assert isinstance(rng["torch"], torch.Tensor) and isinstance(rng["numpy"]["key"], torch.Tensor) and len(rng["python"]) == 3
+    assert ckpt["progress"]["epoch"] == 1 and ckpt["progress"]["step"] == 0 and ckpt["step"] == 0
+    model, _ = build_model("resnet18", "none")
+    model.load_state_dict(ckpt["model"])
+
+
 def test_training_changes_the_weights(tiny_dataset, tiny_splits, tmp_path):
     torch.manual_seed(0)
     result = train(TrainConfig(**{**FAST, "epochs": 1}), tiny_splits, tiny_dataset, tmp_path)
-    from deepfake.models import build_model
-
     torch.manual_seed(0)
     init, _ = build_model("resnet18", "none")
     trained = torch.load(result.last_checkpoint, weights_only=True)["model"]
@@ -47,9 +71,14 @@ def test_same_seed_same_metrics_on_cpu(tiny_dataset, tiny_splits, tmp_path):
 def test_max_batches_caps_an_epoch(tiny_dataset, tiny_splits, tmp_path):
     result = train(TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1}), tiny_splits, tiny_dataset, tmp_path)
     assert result.history["epoch"].tolist() == [1]
+    assert torch.load(result.last_checkpoint, weights_only=True)["scheduler"]["last_epoch"] == 1
 
 
-@pytest.mark.parametrize("kwargs, msg", [({"epochs": 0}, "epochs"), ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size")])
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"epochs": 0}, "epochs"), ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size"), ({"arch": "vgg"}, "arch"),
+    ({"schedule": "step"}, "schedule"), ({"class_balance": "smote"}, "class_balance"), ({"patience": -1}, "patience"),
+    ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg quality"), ({"blur_prob": 2.0}, "probability"),
+])
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         TrainConfig(**kwargs)
@@ -62,8 +91,238 @@ def test_cuda_request_without_cuda_is_a_clear_error(tiny_dataset, tiny_splits, t
         train(TrainConfig(**{**FAST, "device": "cuda"}), tiny_splits, tiny_dataset, tmp_path)
 
 
+def test_dilated_cnn_trains_through_the_same_path_and_reloads(tiny_dataset, tiny_splits, tmp_path):
+    from deepfake.evaluate import load_checkpoint
+
+    result = train(TrainConfig(**{**FAST, "arch": "dilated_cnn", "epochs": 1}), tiny_splits, tiny_dataset, tmp_path)
+    assert result.summary["parameters"] == 652_773 and result.summary["arch"] == "dilated_cnn"
+    model, ckpt = load_checkpoint(result.best_checkpoint)
+    assert ckpt["arch"] == "dilated_cnn" and type(model).__name__ == "DilatedCNN" and not model.training
+    assert torch.equal(model.state_dict()["classifier.5.weight"], ckpt["model"]["classifier.5.weight"])
+
+
+# ---------------------------------------------------------------- schedule, balance, freezing, early stopping
+
+
+def test_learning_rate_schedule():
+    assert [lr_factor(s, 4, 20, "constant") for s in (0, 1, 3, 4, 19)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    cos = [lr_factor(s, 4, 20, "cosine") for s in range(20)]
+    assert cos[:4] == [0.25, 0.5, 0.75, 1.0] and cos[4] == 1.0
+    assert all(a > b for a, b in zip(cos[4:], cos[5:])) and cos[12] == pytest.approx(0.5) and cos[19] == pytest.approx(0.0096, abs=1e-3)
+    assert lr_factor(0, 0, 10, "cosine") == 1.0
+
+
+def test_cosine_schedule_in_training(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1})
+    h = train(cfg, tiny_splits, tiny_dataset, tmp_path).history
+    assert h["lr"].tolist() == pytest.approx([1e-3, 0.0], abs=1e-12)  # end of warm-up, then decayed to 0 at the last step
+
+
+def _imbalanced_splits(tiny_splits, tmp_path):
+    out = tmp_path / "splits"
+    out.mkdir()
+    train_df = pd.read_csv(tiny_splits / "train.csv", dtype={"group": str, "path": str}, keep_default_na=False)
+    fakes = train_df.index[train_df["target"] == 1]
+    train_df.drop(fakes[: len(fakes) // 2]).to_csv(out / "train.csv", index=False)
+    for name in ("val", "test"):
+        (out / f"{name}.csv").write_bytes((tiny_splits / f"{name}.csv").read_bytes())
+    return out, train_df.drop(fakes[: len(fakes) // 2])
+
+
+@pytest.mark.parametrize("method", ["auto", "sampler", "none"])
+def test_class_imbalance_handling(tiny_dataset, tiny_splits, tmp_path, method):
+    splits, df = _imbalanced_splits(tiny_splits, tmp_path)
+    n_fake = int(df["target"].sum())
+    n_real = len(df) - n_fake
+    assert n_real > n_fake
+    quick = {**FAST, "epochs": 1, "max_batches": 1}
+    s = train(TrainConfig(**quick, class_balance=method), splits, tiny_dataset, tmp_path / "m").summary
+    expected = {"auto": ("loss", n_real / n_fake), "sampler": ("sampler", None), "none": ("none", None)}[method]
+    assert (s["class_balance"], s["pos_weight"]) == expected
+    if method == "auto":  # classes of equal size: nothing to correct
+        assert train(TrainConfig(**quick), tiny_splits, tiny_dataset, tmp_path / "b").summary["class_balance"] == "none"
+
+
+def test_pos_weight_enters_the_loss(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+    seen = []
+    real_bce = torch.nn.BCEWithLogitsLoss
+
+    def spy(*a, **k):
+        seen.append(k.get("pos_weight"))
+        return real_bce(*a, **k)
+
+    monkeypatch.setattr(train_mod.nn, "BCEWithLogitsLoss", spy)
+    splits, df = _imbalanced_splits(tiny_splits, tmp_path)
+    train(TrainConfig(**{**FAST, "epochs": 1, "class_balance": "loss", "max_batches": 1}), splits, tiny_dataset, tmp_path / "m")
+    n_fake = int(df["target"].sum())
+    weights = [w for w in seen if w is not None]
+    assert len(weights) == 1 and float(weights[0]) == pytest.approx((len(df) - n_fake) / n_fake)
+
+
+def test_backbone_freezing_needs_and_keeps_pretrained_weights(tiny_dataset, tiny_splits, tmp_path):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(4)
+    pretrained = resnet18(weights=None).state_dict()
+    torch.save(pretrained, tmp_path / "pretrained.pt")
+    cfg = TrainConfig(**{**FAST, "weights": str(tmp_path / "pretrained.pt"), "freeze_backbone_epochs": 1, "epochs": 1})
+    r1 = train(cfg, tiny_splits, tiny_dataset, tmp_path / "one")
+    w1 = torch.load(r1.last_checkpoint, weights_only=True)["model"]
+    assert r1.summary["frozen_epochs"] == 1
+    assert torch.equal(w1["layer3.0.conv1.weight"], pretrained["layer3.0.conv1.weight"])  # frozen
+    assert torch.equal(w1["bn1.running_mean"], pretrained["bn1.running_mean"])  # BN statistics frozen too
+    r2 = train(replace(cfg, epochs=2), tiny_splits, tiny_dataset, tmp_path / "two")
+    w2 = torch.load(r2.last_checkpoint, weights_only=True)["model"]
+    assert not torch.equal(w2["layer3.0.conv1.weight"], pretrained["layer3.0.conv1.weight"])  # unfrozen in epoch 2
+    with pytest.warns(UserWarning, match="freeze_backbone_epochs=1 ignored"):
+        r3 = train(replace(cfg, weights="none"), tiny_splits, tiny_dataset, tmp_path / "none")
+    assert r3.summary["frozen_epochs"] == 0
+
+
+def test_early_stopping_on_validation_auc(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.float32)
+    reals = [0.1, 0.2, 0.3, 0.4]
+    scores = [np.array(reals + fakes, dtype=np.float32) for fakes in
+              ([0.15, 0.25, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], [0.05, 0.5, 0.6, 0.7], [0.35, 0.5, 0.6, 0.7], [0.5, 0.6, 0.7, 0.8])]
+    aucs = [roc_auc_score(y, p) for p in scores]
+    assert aucs[1] == 1.0 and max(aucs[2], aucs[3]) < 1.0 and aucs[0] < 1.0
+    calls = iter(scores)
+    monkeypatch.setattr(train_mod, "predict", lambda *a, **k: (0.5, y, next(calls)))  # validation scores, epoch by epoch
+    result = train(TrainConfig(**{**FAST, "epochs": 6, "patience": 2, "max_batches": 1}), tiny_splits, tiny_dataset, tmp_path)
+    assert result.history["val_auc"].tolist() == pytest.approx(aucs[:4])  # stopped after 2 epochs without a better AUC
+    s = result.summary
+    assert s["stopped_early"] and s["best_epoch"] == 2 and s["epochs_run"] == 4 and s["best_val_auc"] == 1.0
+    assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == 2
+
+
+# ---------------------------------------------------------------- resume
+
+
+RESUME = dict(FAST, arch="dilated_cnn", epochs=3, deterministic=True, schedule="cosine", warmup_epochs=0.5, jpeg_prob=0.5,
+              blur_prob=0.3, rotation=10.0, color_jitter=0.2, hflip=0.5)
+KILLER = textwrap.dedent("""
+    import json, os, signal, sys
+    from deepfake.train import TrainConfig, train
+
+    cfg, splits, raw, out, kill_at = json.loads(sys.argv[1])
+
+    def kill(epoch, step):
+        if [epoch, step] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no exception handling: a crash
+
+    train(TrainConfig(**cfg), splits, raw, out, callback=kill)
+    """)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tiny_splits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return train(TrainConfig(**RESUME), tiny_splits, tiny_dataset, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint_every", [1, 0], ids=["mid-epoch-checkpoints", "epoch-checkpoints"])
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(uninterrupted, tiny_dataset, tiny_splits, tmp_path, checkpoint_every):
+    cfg = dict(RESUME, checkpoint_every=checkpoint_every)
+    args = json.dumps([cfg, str(tiny_splits), str(tiny_dataset), str(tmp_path), [2, 2]])
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLER, args], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILLed in epoch 2 after its second batch
+    killed = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (killed["epoch"], killed["step"]) == ((1, 2) if checkpoint_every else (1, 0))
+
+    resumed = train(TrainConfig(**{**cfg, "resume": True}), tiny_splits, tiny_dataset, tmp_path)
+    assert resumed.history[METRICS].equals(uninterrupted.history[METRICS])
+    assert resumed.summary["best_epoch"] == uninterrupted.summary["best_epoch"]
+    a = torch.load(resumed.last_checkpoint, weights_only=True)["model"]
+    b = torch.load(uninterrupted.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_resuming_a_finished_run_returns_its_result(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1})
+    first = train(cfg, tiny_splits, tiny_dataset, tmp_path)
+    again = train(replace(cfg, resume=True, num_workers=0), tiny_splits, tiny_dataset, tmp_path)
+    assert again.history.equals(first.history)
+
+
+def test_resume_refuses_a_different_config(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1})
+    train(cfg, tiny_splits, tiny_dataset, tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.0001 -> 0.001\)"):
+        train(replace(cfg, lr=1e-3, resume=True), tiny_splits, tiny_dataset, tmp_path)
+    check_resumable({**cfg.__dict__}, replace(cfg, num_workers=2, resume=True), tmp_path / "last.pt")  # free keys
+
+
+def test_resume_without_a_checkpoint_starts_afresh(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1, "deterministic": True})
+    fresh = train(cfg, tiny_splits, tiny_dataset, tmp_path / "a")
+    resumed = train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path / "b")
+    assert resumed.history[METRICS].equals(fresh.history[METRICS])
+
+
+# ---------------------------------------------------------------- speed options
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_on_cpu(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler")
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)  # eager's dropout masks, so the runs are comparable
+    cfg = TrainConfig(**{**FAST, "arch": "dilated_cnn", "epochs": 1, "max_batches": 2, "compile_model": True, "deterministic": True})
+    compiled = train(cfg, tiny_splits, tiny_dataset, tmp_path / "c").history
+    eager = train(replace(cfg, compile_model=False), tiny_splits, tiny_dataset, tmp_path / "e").history
+    assert compiled[METRICS].to_numpy() == pytest.approx(eager[METRICS].to_numpy(), rel=1e-3, abs=1e-5)
+
+
 @pytest.mark.gpu
 def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
-    result = train(TrainConfig(**{**FAST, "device": "cuda", "amp": True, "channels_last": True}), tiny_splits, tiny_dataset, tmp_path)
+    result = train(TrainConfig(**{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}),
+                   tiny_splits, tiny_dataset, tmp_path)
     assert result.summary["device"].startswith("cuda")
     assert math.isfinite(result.history["train_loss"].iloc[-1])
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["model"]["conv1.weight"].dtype == torch.float32  # AMP keeps float32 master weights
+
+
+@pytest.mark.gpu
+def test_cuda_resume_restores_the_grad_scaler_and_cuda_rng(tiny_dataset, tiny_splits, tmp_path):
+    cfg = TrainConfig(**{**FAST, "device": "cuda", "arch": "dilated_cnn", "epochs": 2})
+    train(replace(cfg, epochs=1), tiny_splits, tiny_dataset, tmp_path)  # a config mismatch (epochs) must be refused...
+    with pytest.raises(ValueError, match="epochs"):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["rng"][0]["cuda"]  # ...and the CUDA generator state was saved
+
+
+def test_step_loss_is_the_global_batch_mean_whatever_the_share():
+    """Two ranks' scaled gradients average to the single-process gradient of the global batch."""
+    from deepfake.loading import Batch
+    from deepfake.train import EpochStats, train_one_epoch
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 2, 2)
+    y = torch.tensor([0.0, 1, 1, 0, 1, 0])
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum", pos_weight=torch.tensor(2.0))
+
+    def grad(rows, world):
+        model = __import__("copy").deepcopy(net)
+        batch = Batch(x[rows], y[rows], torch.tensor(rows), torch.zeros(len(rows), 6), ready=True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        stats = train_one_epoch(model, [batch], opt, torch.device("cpu"), loss_fn, [6], EpochStats(), world_size=world, augment=False, show=False)
+        return model[1].weight.grad.clone(), stats
+
+    whole, stats = grad([0, 1, 2, 3, 4, 5], 1)
+    r0, _ = grad([0, 2, 4], 2)
+    r1, _ = grad([1, 3, 5], 2)
+    torch.testing.assert_close((r0 + r1) / 2, whole)  # what DDP's all-reduce computes
+    expected = loss_fn(net(x).squeeze(1), y).detach() / 6
+    loss_sum, ys, ps = stats.local()
+    assert loss_sum / 6 == pytest.approx(float(expected)) and ys.tolist() == y.tolist() and len(ps) == 6

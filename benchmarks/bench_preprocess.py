@@ -1,0 +1,201 @@
+"""Preprocessing throughput and training-epoch time with the face cache versus the originals.
+
+One command prints the whole table (markdown) and the machine it ran on:
+
+    PYTHONPATH=$PWD python benchmarks/bench_preprocess.py --data ../shared/real-faces/yonsei-rffd
+
+1. ``preprocess`` into fresh temporary caches: face detection on with 1 worker and with
+   every core, and detection off (decode and resize only), in images per second.
+2. One training epoch (ResNet18, random init, same images, same augmentation, same seed)
+   reading (a) the cache's PNG crops, (b) the original files decoded and resized every epoch,
+   (c) the originals decoded, face-detected and cropped every epoch (what the cache saves);
+   plus the data loading alone for each, without the model.
+
+``--limit N`` uses the first N images (sorted) for a quick check of the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from deepfake.data import build_transforms, make_loader
+from deepfake.faces import crop_face, default_detector
+from deepfake.ingest import read_image, read_manifest
+from deepfake.models import build_model
+from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers
+from deepfake.train import train_one_epoch
+from deepfake.utils import seed_everything
+
+
+class OnTheFlyFaces(Dataset):
+    """Originals decoded, face-detected and cropped at every access (no cache)."""
+
+    def __init__(self, files: list[Path], targets: list[int], size: int, margin: float, transform) -> None:
+        self.files, self.targets, self.size, self.margin, self.transform = files, torch.tensor(targets, dtype=torch.float32), size, margin, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        rgb = read_image(self.files[i])
+        box = default_detector().largest(rgb)
+        return self.transform(Image.fromarray(crop_face(rgb, box, self.size, self.margin))), self.targets[i]
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores_usable": resolve_workers(0), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "load_avg_start": os.getloadavg()}
+
+
+def dataset_subset(data: Path, limit: int, workdir: Path) -> Path:
+    """``data`` itself, or a CSV listing its first ``limit`` files (originals are never copied)."""
+    if not limit:
+        return data
+    manifest = data / "manifest.csv"
+    if manifest.is_file():
+        df = read_manifest(manifest)
+    else:
+        files = sorted(p for lab in ("real", "fake") for p in (data / lab).rglob("*") if p.is_file())
+        df = pd.DataFrame({"path": [p.relative_to(data).as_posix() for p in files], "label": [p.relative_to(data).parts[0] for p in files]})
+    df = df.sort_values("path").groupby("label", group_keys=False).head(limit // 2)
+    df = df.assign(path=[str((data / p).resolve()) for p in df["path"]])
+    (workdir / "lists").mkdir(parents=True, exist_ok=True)
+    csv = workdir / "lists" / "subset.csv"
+    df[["path", "label"]].to_csv(csv, index=False)
+    return csv
+
+
+def bench_preprocess(source: Path, workdir: Path, size: int, cores: int) -> tuple[list[dict], Path, pd.DataFrame]:
+    rows, kept = [], None
+    for name, cfg in (("detect on, 1 worker", PreprocessConfig(detect=True, size=size, workers=1)),
+                      (f"detect on, {cores} workers", PreprocessConfig(detect=True, size=size, workers=cores)),
+                      (f"detect off (decode + resize), {cores} workers", PreprocessConfig(detect=False, size=size, workers=cores))):
+        out = workdir / f"cache_{len(rows)}"
+        t0 = time.perf_counter()
+        res = preprocess(source, out, cfg, progress=False)
+        wall = time.perf_counter() - t0
+        s = res.summary
+        rows.append({"step": f"preprocess: {name}", "images": s["decoded"], "seconds": round(wall, 2),
+                     "images_per_s": round(s["decoded"] / wall, 1), "note": f"{s['faces_found']} faces, {s['skipped']} skipped"})
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        if cfg.detect and cfg.workers == cores:
+            kept = (out, res.manifest)
+    return rows, kept[0], kept[1]
+
+
+def _time_epoch(loader, model_fn, train: bool, seed: int) -> float:
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    if train:
+        model = model_fn()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        train_one_epoch(model, loader, opt, torch.device("cpu"), amp=False, desc="bench")
+    else:
+        for _x, _y in loader:
+            pass
+    return time.perf_counter() - t0
+
+
+def bench_epochs(cache: Path, manifest: pd.DataFrame, source_root: Path, size: int, margin: float, batch: int, workers: int,
+                 seed: int, repeats: int) -> list[dict]:
+    frame = manifest[["path", "label", "target", "source"]].copy()
+    frame["target"] = frame["target"].astype(int)
+    originals = [Path(s) if Path(s).is_absolute() else source_root / s for s in frame["source"]]
+    tf = build_transforms(size, train=True)
+    orig_frame = pd.DataFrame({"path": [str(p) for p in originals], "target": frame["target"]})
+    loaders = {
+        "cache (PNG crops)": lambda: make_loader(frame, cache, tf, batch, True, workers, torch.Generator().manual_seed(seed)),
+        "originals, decode + resize": lambda: make_loader(orig_frame, "/", tf, batch, True, workers, torch.Generator().manual_seed(seed)),
+        "originals, decode + detect + crop": lambda: DataLoader(OnTheFlyFaces(originals, frame["target"].tolist(), size, margin, tf), batch_size=batch,
+                                                                shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(seed),
+                                                                persistent_workers=workers > 0),
+    }
+    model_fn = lambda: build_model("resnet18", "none")[0]  # noqa: E731
+    warm = make_loader(frame.head(batch), cache, tf, batch, False)  # first-step allocations out of the timings
+    m = model_fn()
+    train_one_epoch(m, warm, torch.optim.Adam(m.parameters()), torch.device("cpu"), amp=False, desc="warm-up")
+    times: dict[tuple[bool, str], list[float]] = {}
+    for _ in range(repeats):  # rounds interleave the variants, so drifting load hits them alike
+        for train in (False, True):
+            for name, make in loaders.items():
+                times.setdefault((train, name), []).append(_time_epoch(make(), model_fn, train, seed))
+                print(f"  {'train' if train else 'load'} {name}: {times[(train, name)][-1]:.2f} s", file=sys.stderr, flush=True)
+    rows = []
+    for (train, name), ts in times.items():
+        best = min(ts)
+        rows.append({"step": f"{'train epoch' if train else 'loading only'}: {name}", "images": len(frame), "seconds": round(best, 2),
+                     "images_per_s": round(len(frame) / best, 1),
+                     "note": f"best of {len(ts)} ({', '.join(f'{t:.1f}' for t in ts)} s); batch {batch}, {workers} loader workers"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"),
+                    help="dataset folder (real/ and fake/, or manifest.csv)")
+    ap.add_argument("--size", type=int, default=96, help="crop / training size")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--loader-workers", type=int, default=0, help="DataLoader workers for the epoch timings")
+    ap.add_argument("--limit", type=int, default=0, help="use the first N images only (0: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of epoch timings; the best is reported")
+    ap.add_argument("--json", help="also write the rows and the machine to this file")
+    args = ap.parse_args(argv)
+
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"error: dataset {data} does not exist; pass --data", file=sys.stderr)
+        return 1
+    cores = resolve_workers(0)
+    info = machine()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
+    try:
+        source = dataset_subset(data, args.limit, workdir)
+        rows, cache, manifest = bench_preprocess(source, workdir, args.size, cores)
+        root = source.parent if source.is_file() else source
+        rows += bench_epochs(cache, manifest, root, args.size, PreprocessConfig().margin, args.batch_size, args.loader_workers, args.seed,
+                             args.repeats)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    info["load_avg_end"] = os.getloadavg()
+    table = pd.DataFrame(rows)
+    print(f"dataset: {data} ({'all' if not args.limit else args.limit} images), size {args.size} px")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    cache_row = table[table["step"] == "train epoch: cache (PNG crops)"]["seconds"].iloc[0]
+    for name in ("originals, decode + resize", "originals, decode + detect + crop"):
+        other = table[table["step"] == f"train epoch: {name}"]["seconds"].iloc[0]
+        print(f"train epoch, {name} / cache: {other / cache_row:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows, "args": vars(args)}, indent=2, default=str))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

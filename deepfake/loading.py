@@ -1,0 +1,243 @@
+"""The training data path: fast decoding to uint8, seeded per-image augmentation, rank-aware batches.
+
+What makes it fast (``benchmarks/bench_train.py`` measures it against a plain
+``ImageFolder`` + PIL-transforms loader):
+
+* JPEGs are decoded already reduced: PIL's ``draft`` mode lets libjpeg scale by 1/2, 1/4 or
+  1/8 inside the DCT, so a 600x600 photo for a 224 network input is decoded at 300x300
+  (about a quarter of the work), then resized with the same antialiased bilinear filter
+  torchvision's ``Resize`` uses on PIL images.
+* Workers hand over ``uint8`` ``(H, W, 3)`` arrays (4x fewer bytes than float tensors to
+  collate, pin and copy); flip, rotation, colour jitter and normalisation run once per batch
+  on the training device (``deepfake.augment.apply_batch``), or in the workers' collate when
+  training on the CPU.
+* The ``(B, H, W, 3)`` batch becomes a channels-last ``(B, 3, H, W)`` tensor by a permute,
+  without a copy.
+
+Batches come from ``EpochBatchSampler``: the sequence of *global* batches of an epoch is a
+function of ``(seed, epoch)`` alone, each rank takes its slice of every global batch, and every
+image carries its own augmentation seed. One process or N, fresh or resumed, the same images
+get the same augmentations in the same optimisation steps.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, degrade, normalize, sample_augment, to_float
+from .data import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError
+
+
+def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Decode an image as RGB and resize it to ``size`` x ``size``: ``(size, size, 3)`` uint8.
+
+    JPEGs at least twice as large as ``size`` are decoded at a reduced scale first (PIL draft
+    mode); the final resize is antialiased bilinear, as ``torchvision.transforms.Resize`` on a
+    PIL image.
+
+    Raises:
+        UnreadableImageError: the file cannot be decoded (names the file).
+    """
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            rgb = im.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.BILINEAR)
+        return np.array(rgb)  # writable (H, W, 3) uint8
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImageError(f"{path} is not a decodable image ({e}); remove it or fix it") from e
+
+
+class ImageDataset(Dataset):
+    """Images listed in a frame (``path`` relative to ``root``, ``target``), as uint8 arrays.
+
+    Items are looked up by ``(index, seed)`` pairs (what ``EpochBatchSampler`` yields) or plain
+    indices. An item is ``(image (H, W, 3) uint8, target, index, params (N_PARAMS,))``; with an
+    ``augment`` config the image is blurred / re-compressed and ``params`` holds its
+    device-side augmentation, drawn from ``numpy.random.default_rng(seed)``.
+    """
+
+    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment: AugmentConfig | None = None) -> None:
+        self.paths = [Path(root) / p for p in frame["path"]]
+        self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,)
+        self.image_size = image_size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        i, seed = key if isinstance(key, tuple) else (key, 0)
+        img = decode_image(self.paths[i], self.image_size)  # (H, W, 3) uint8
+        params = IDENTITY_PARAMS
+        if self.augment is not None:
+            aug = sample_augment(self.augment, np.random.default_rng(seed))
+            img, params = degrade(img, aug), aug.params
+        img = np.require(img, requirements=["C", "W"])  # torch wants a writable buffer; copies only when needed
+        return torch.from_numpy(img), torch.tensor(self.targets[i]), i, torch.from_numpy(params.copy())
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One collated batch.
+
+    Attributes:
+        images: ``(B, H, W, 3)`` uint8 (``ready`` false) or a normalised ``(B, 3, H, W)`` float32 batch.
+        targets: ``(B,)`` float32, 1 = fake.
+        indices: ``(B,)`` int64 row numbers in the split frame.
+        params: ``(B, N_PARAMS)`` device-side augmentation parameters.
+        ready: the images are already augmented and normalised (collated on the CPU).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    params: torch.Tensor
+    ready: bool = False
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.params.pin_memory(), self.ready)
+
+
+class Collate:
+    """Stack items into a ``Batch``; with ``finish`` also augment and normalise (CPU training)."""
+
+    def __init__(self, finish: bool = False, augment: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        self.finish, self.augment, self.mean, self.std = finish, augment, tuple(mean), tuple(std)
+
+    def __call__(self, items: list) -> Batch:
+        images, targets, indices, params = default_collate(items)
+        batch = Batch(images, targets, indices, params)
+        return finish_batch(batch, images.device, self.augment, self.mean, self.std) if self.finish else batch
+
+
+def finish_batch(batch: Batch, device: torch.device, augment: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 channels_last: bool = False) -> Batch:
+    """Move a batch to ``device`` (non-blocking) and augment / normalise it there.
+
+    Returns:
+        A ``ready`` batch whose images are ``(B, 3, H, W)`` float32, channels-last when asked.
+    """
+    if batch.ready:
+        x = batch.images.to(device, non_blocking=True)
+    else:
+        x = to_float(batch.images.to(device, non_blocking=True))  # (B, 3, H, W) in [0, 1]
+        if augment:
+            x = apply_batch(x, batch.params)  # parameters stay on the CPU: no device sync to decide what to run
+        x = normalize(x, mean, std)
+    x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return Batch(x, batch.targets.to(device, non_blocking=True), batch.indices, batch.params, ready=True)
+
+
+class EpochBatchSampler(Sampler):
+    """Batches of ``(index, augmentation seed)`` for one rank, reproducible from ``(seed, epoch)``.
+
+    Each epoch draws an order of the ``n`` images (a permutation, or ``n`` class-balanced
+    draws with replacement when ``weights`` are given) and one seed per position from
+    ``numpy.random.default_rng([seed, epoch])``, cuts it into global batches of
+    ``batch_size`` and yields this rank's share of each (``global_batch[rank::world_size]``).
+    With ``drop_last`` the final global batch is dropped when it has fewer than
+    ``2 * world_size`` images (BatchNorm cannot normalise a batch of one image).
+
+    Args:
+        n: number of images.
+        batch_size: images per global batch (per optimisation step, all ranks together).
+        seed: run seed.
+        shuffle: shuffle (training) or keep the frame order (evaluation).
+        weights: optional per-image sampling weights (class-balanced sampling).
+        rank, world_size: this process's share.
+        drop_last: see above.
+        max_batches: keep only the first global batches of an epoch (0: all).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, weights: np.ndarray | None = None,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False, max_batches: int = 0) -> None:
+        if n < 1:
+            raise ValueError("cannot sample batches from an empty split")
+        if batch_size < world_size:
+            raise ValueError(f"batch_size {batch_size} is smaller than the number of processes {world_size}; each needs at least one image")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.rank, self.world_size, self.drop_last, self.max_batches = rank, world_size, drop_last, max_batches
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to draw, and skip its first ``start_batch`` batches (resume)."""
+        self.epoch, self.start = epoch, start_batch
+
+    def global_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every global batch of the current epoch as ``(indices, seeds)`` arrays."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.shuffle:
+            order = np.arange(self.n)
+        elif self.weights is None:
+            order = rng.permutation(self.n)
+        else:
+            order = rng.choice(self.n, size=self.n, replace=True, p=self.weights)
+        seeds = rng.integers(0, 2**62, size=self.n)
+        cuts = range(0, self.n, self.batch_size)
+        batches = [(order[i:i + self.batch_size], seeds[i:i + self.batch_size]) for i in cuts]
+        if self.drop_last and len(batches) > 1 and len(batches[-1][0]) < 2 * self.world_size:
+            batches = batches[:-1]
+        return batches[: self.max_batches] if self.max_batches else batches
+
+    def global_sizes(self) -> list[int]:
+        """Images per global batch, from ``start_batch`` on (the loss of a step is averaged over them)."""
+        return [len(i) for i, _ in self.global_batches()[self.start:]]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for idx, seeds in self.global_batches()[self.start:]:
+            mine = slice(self.rank, None, self.world_size)
+            yield [(int(i), int(s)) for i, s in zip(idx[mine], seeds[mine])]
+
+    def __len__(self) -> int:
+        full = len(self.global_batches())
+        return max(full - self.start, 0)
+
+
+def class_weights(targets: np.ndarray) -> np.ndarray:
+    """Per-image sampling weights that make both classes equally likely."""
+    targets = np.asarray(targets).astype(int)
+    counts = np.bincount(targets, minlength=2).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError(f"class-balanced sampling needs both classes; the split has counts {counts.tolist()} (real, fake)")
+    return 1.0 / counts[targets]
+
+
+def make_batch_loader(dataset: ImageDataset, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False,
+                      finish_in_workers: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader over ``dataset`` driven by ``sampler``.
+
+    Args:
+        finish_in_workers: augment and normalise in the collate function (CPU training), so the
+            work happens in the worker processes; otherwise batches stay uint8 until
+            ``finish_batch`` runs on the device.
+        seed: seeds the loader's own generator (worker base seeds), so creating an iterator never
+            draws from torch's global generator (that would change dropout masks on resume).
+    """
+    from .utils import worker_init_fn
+
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=Collate(finish=finish_in_workers, augment=dataset.augment is not None),
+        pin_memory=pin_memory,
+        worker_init_fn=worker_init_fn,
+        generator=gen,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

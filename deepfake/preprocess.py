@@ -1,0 +1,467 @@
+"""Preprocess stage: decode every input once, crop the face, write a compact lossless cache.
+
+``preprocess(dataset, out_dir, cfg)`` lists the dataset (``deepfake.ingest.scan``), and for
+each image (or each of ``frames_per_video`` frames of a video) decodes it, finds the largest
+face (``deepfake.faces``), crops a square enlarged by ``margin`` and resized to ``size``, and
+writes it as PNG: lossless, so the JPEG and blending traces detectors learn from are kept as
+decoded, not re-compressed. Work runs in parallel over processes with a progress bar.
+
+The output folder is itself a dataset root: ``manifest.csv`` (``path,label,target,group`` plus
+``split`` when kept, ``source``, ``kind``, ``crop``, ``box``, ``phash``, ``video``, ``frame``,
+``video_label`` and the source manifest's own columns) next to ``real/`` and ``fake/``.
+The split and training stages read it like any dataset. ``skipped.csv`` lists every input not
+used and why (``deepfake.ingest.REASONS``).
+
+Re-running is cheap: a run records each source's size, modification time and SHA-256 with
+what it produced. When the settings and every source are unchanged it returns at once without
+writing; otherwise only new or changed sources are decoded again (a source whose bytes hash the
+same is reused even if its time stamp moved), and outputs of sources that disappeared are
+removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import __version__
+from .audit import phash_hex
+from .data import LABELS, MANIFEST_NAME, sha256_file
+from .faces import DEFAULT_MARGIN, FaceBox, crop_face, default_detector
+from .ingest import REASONS, BadInputError, IngestConfig, Inventory, Source, decode_image, read_bytes, read_video_frames, scan
+from .utils import atomic_path
+
+STATE_NAME = ".preprocess.json"
+SKIPPED_NAME = "skipped.csv"
+SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
+_CODE = ("ingest.py", "preprocess.py", "faces.py", "audit.py")  # their text is part of the settings' fingerprint
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Face cropping and cache settings (``params.yaml``: ``preprocess``).
+
+    Attributes:
+        detect: find the face and crop around it; false for datasets that are already face
+            crops (the image is centre-cropped to a square and resized instead).
+        no_face: ``skip`` (leave the image out, list it in the report) or ``keep_full``
+            (use the centre square of the whole image) when no face is found.
+        margin: side of the crop relative to the detected box's longer side.
+        size: side of the square crops written, in pixels (the training size).
+        frames_per_video: evenly spaced frames sampled from each video.
+        workers: processes decoding in parallel (0: all cores).
+        keep_splits: keep the dataset's own train/valid/test folders or ``split`` column.
+        group_by: ``file`` or ``folder`` (one folder per identity below real/ and fake/).
+        real_dirs: comma-separated folder names that mean real.
+        fake_dirs: comma-separated folder names that mean fake.
+        max_megapixels: larger images are refused unread (decompression-bomb guard).
+    """
+
+    detect: bool = True
+    no_face: str = "skip"
+    margin: float = DEFAULT_MARGIN
+    size: int = 96
+    frames_per_video: int = 32
+    workers: int = 0
+    keep_splits: bool = False
+    group_by: str = "file"
+    real_dirs: str = "real"
+    fake_dirs: str = "fake"
+    max_megapixels: float = 64.0
+
+    def __post_init__(self) -> None:
+        if self.no_face not in ("skip", "keep_full"):
+            raise ValueError(f"preprocess.no_face must be 'skip' or 'keep_full', got {self.no_face!r}")
+        if not self.margin >= 1.0:
+            raise ValueError(f"preprocess.margin must be at least 1.0 (1.3 is the usual), got {self.margin}")
+        if self.size < 8:
+            raise ValueError(f"preprocess.size must be at least 8 pixels, got {self.size}")
+        if self.frames_per_video < 1:
+            raise ValueError(f"preprocess.frames_per_video must be at least 1, got {self.frames_per_video}")
+        if self.workers < 0:
+            raise ValueError(f"preprocess.workers must be 0 (all cores) or more, got {self.workers}")
+        if not self.max_megapixels > 0:
+            raise ValueError(f"preprocess.max_megapixels must be positive, got {self.max_megapixels}")
+        self.ingest  # validates real_dirs, fake_dirs, group_by
+
+    @property
+    def ingest(self) -> IngestConfig:
+        return IngestConfig(real_dirs=self.real_dirs, fake_dirs=self.fake_dirs, keep_splits=self.keep_splits, group_by=self.group_by)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
+
+
+@dataclass
+class PreprocessResult:
+    """What a run produced (or found already up to date)."""
+
+    out_dir: Path
+    manifest: pd.DataFrame  # one row per crop written
+    skipped: pd.DataFrame  # one row per input not used (SKIPPED_COLUMNS)
+    summary: dict
+    up_to_date: bool  # nothing had to be done
+
+
+# --------------------------------------------------------------------------------------------
+# One source -> crops (runs in worker processes)
+# --------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: PreprocessConfig, out_dir: str, single_thread: bool) -> None:
+    if single_thread:
+        cv2.setNumThreads(1)  # one process per core already
+    _WORKER.update(cfg=cfg, out=Path(out_dir))
+
+
+def _crop(rgb: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray | None, str, FaceBox | None]:
+    """(crop or None, 'face' | 'full' | 'none', box)."""
+    if not cfg.detect:
+        return crop_face(rgb, None, cfg.size), "full", None
+    box = default_detector().largest(rgb)
+    if box is not None:
+        return crop_face(rgb, box, cfg.size, cfg.margin), "face", box
+    if cfg.no_face == "keep_full":
+        return crop_face(rgb, None, cfg.size), "full", None
+    return None, "none", None
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an (H, W, 3) uint8 RGB image."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"OpenCV could not encode a {rgb.shape} image as PNG")
+    return buf.tobytes()
+
+
+def _write_png(rgb: np.ndarray, path: Path) -> None:
+    data = encode_png(rgb)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _product(rgb: np.ndarray, cfg: PreprocessConfig, out: Path, key: str, frame: int | None, rec: dict) -> None:
+    """Crop one image or frame, write it, and record the outcome in ``rec``."""
+    crop, how, box = _crop(rgb, cfg)
+    rec["decoded"] += 1
+    if how == "face":
+        rec["faces"] += 1
+    elif cfg.detect:
+        rec["no_face"] += 1
+    if crop is None:
+        rec["skips"].append({"frame": "" if frame is None else frame, "reason": "no_face", "detail": f"{rgb.shape[1]}x{rgb.shape[0]} px"})
+        return
+    _write_png(crop, out / key)
+    rec["products"].append({"path": key, "frame": "" if frame is None else frame, "crop": how,
+                            "box": "" if box is None else ",".join(map(str, box.as_tuple())), "phash": phash_hex(crop)})
+
+
+def process_source(job: tuple[Source, str]) -> dict:
+    """Decode, crop and write one source; never raises for bad input (it is recorded instead).
+
+    Returns:
+        A record: ``sha256`` of the source bytes, ``products`` (crops written: path, frame,
+        crop, box, phash), ``skips`` (frame, reason, detail) and counters.
+    """
+    src, key = job
+    cfg, out = _WORKER["cfg"], _WORKER["out"]
+    rec = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
+    try:
+        if src.kind == "image":
+            data = read_bytes(src.path)
+            rec["sha256"] = hashlib.sha256(data).hexdigest()
+            _product(decode_image(data, src.path, cfg.max_pixels), cfg, out, key, None, rec)
+        else:
+            rec["sha256"] = sha256_file(src.path) if src.path.is_file() else ""
+            frames = read_video_frames(src.path, cfg.frames_per_video)
+            for index, rgb in frames:
+                _product(rgb, cfg, out, f"{key}/{index:06d}.png", index, rec)
+            if not rec["products"] and rec["skips"]:  # one line for a video without any face
+                rec["skips"] = [{"frame": "all", "reason": "no_face", "detail": f"no face in any of the {len(frames)} sampled frames"}]
+    except BadInputError as e:
+        rec["skips"].append({"frame": "", "reason": e.reason, "detail": e.detail})
+    except MemoryError as e:
+        rec["skips"].append({"frame": "", "reason": "too_large", "detail": f"out of memory while decoding: {e}"[:300]})
+    except (OSError, ValueError, cv2.error) as e:  # anything else about this one file: record, go on
+        rec["skips"].append({"frame": "", "reason": "corrupt", "detail": f"{type(e).__name__}: {e}"[:300]})
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Output names, fingerprints and state
+# --------------------------------------------------------------------------------------------
+
+
+def output_keys(sources: list[Source]) -> list[str]:
+    """Cache path of each source: its relative path with a ``.png`` suffix (images) or a
+    ``<name>.frames/`` folder (videos); sources outside the dataset folder go under ``_external/``.
+
+    Two images whose names differ only by extension (``a.jpg``, ``a.png``) keep their
+    extension in the name (``a.jpg.png``), so no output is ever overwritten by another source.
+    """
+    keys = []
+    for s in sources:
+        rel = PurePosixPath(s.rel)
+        if rel.is_absolute() or ".." in rel.parts:
+            rel = PurePosixPath("_external", hashlib.sha1(str(s.path).encode()).hexdigest()[:12], s.path.name)
+        keys.append(f"{rel}.frames" if s.kind == "video" else str(rel.with_suffix(".png")))
+    counts = pd.Series(keys).value_counts()
+    clash = set(counts[counts > 1].index)
+    keys = [f"{PurePosixPath(k).with_suffix('')}{Path(s.rel).suffix.lower()}.png" if k in clash else k for k, s in zip(keys, sources)]
+    if len(set(keys)) != len(keys):
+        dup = pd.Series(keys)[pd.Series(keys).duplicated()].iloc[0]
+        raise ValueError(f"two sources would be written to {dup}; rename one of them")
+    return keys
+
+
+def settings_key(cfg: PreprocessConfig) -> str:
+    """Fingerprint of everything besides the inputs that decides the output: settings and code."""
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h.update(__version__.encode())
+    here = Path(__file__).parent
+    for name in _CODE:
+        h.update((here / name).read_bytes())
+    h.update(cv2.__version__.encode())
+    return h.hexdigest()
+
+
+def _stat(p: Path) -> list[int]:
+    try:
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [-1, -1]
+
+
+def _load_state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_out_dir(out: Path, inv: Inventory) -> None:
+    """Refuse an output folder that is not ours, or that overlaps the dataset.
+
+    The cache and the dataset folder may not contain one another (crops inside the dataset
+    would be scanned as inputs next time; a dataset inside the cache would be cleaned away),
+    nor may the cache hold any listed source.
+    """
+    out_r, root_r = out.resolve(), inv.root.resolve()
+    holds_sources = any(out_r in s.path.resolve().parents for s in inv.sources)
+    if out_r == root_r or out_r in root_r.parents or root_r in out_r.parents or holds_sources:
+        raise ValueError(f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. cache/faces)")
+    if out.exists() and any(out.iterdir()) and not (out / STATE_NAME).is_file():
+        raise FileExistsError(f"{out} is not empty and holds no {STATE_NAME}: it is not a preprocess cache; "
+                              f"choose an empty or new folder (its files would be replaced)")
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def _rows(src: Source, rec: dict) -> tuple[list[dict], list[dict]]:
+    base = {"label": src.label, "target": LABELS.index(src.label), "group": src.group}
+    if src.split:
+        base["split"] = src.split
+    rows = []
+    for p in rec["products"]:
+        video = src.rel if src.kind == "video" else ""
+        rows.append({"path": p["path"], **base, "source": src.rel, "kind": src.kind, "crop": p["crop"], "box": p["box"], "phash": p["phash"],
+                     "video": video, "frame": p["frame"], "video_label": src.label if video else "", "source_sha256": rec["sha256"], **src.extra})
+    skips = [{"source": src.rel, "frame": s["frame"], "label": src.label, "reason": s["reason"], "detail": s["detail"]} for s in rec["skips"]]
+    return rows, skips
+
+
+def _tables(inv: Inventory, records: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, skips = [], [dict(s) for s in inv.skipped]
+    for src in inv.sources:
+        r, s = _rows(src, records[src.rel])
+        rows += r
+        skips += s
+    manifest = pd.DataFrame(rows)
+    if manifest.empty:
+        manifest = pd.DataFrame(columns=["path", "label", "target", "group"])
+    else:
+        manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
+    skipped = pd.DataFrame(skips, columns=list(SKIPPED_COLUMNS)).sort_values(["source", "frame"], key=lambda c: c.astype(str)).reset_index(drop=True)
+    return manifest, skipped
+
+
+def _summary(inv: Inventory, records: dict[str, dict], manifest: pd.DataFrame, skipped: pd.DataFrame, cfg: PreprocessConfig,
+             processed: int, seconds: float, decoded_now: int, workers: int) -> dict:
+    counts = inv.counts()
+    recs = [records[s.rel] for s in inv.sources]
+    crops = manifest["crop"] if "crop" in manifest.columns else pd.Series(dtype=object)
+    videos = [s for s in inv.sources if s.kind == "video"]
+    return {
+        "layout": inv.layout, "images": counts["images"], "videos": counts["videos"],
+        "decoded": int(sum(r["decoded"] for r in recs)),  # images plus sampled video frames
+        "faces_found": int(sum(r["faces"] for r in recs)), "no_face": int(sum(r["no_face"] for r in recs)),
+        "kept_full": int((crops == "full").sum()) if cfg.detect else 0,
+        "written": int(len(manifest)), "skipped": int(len(skipped)),
+        "skipped_by_reason": {k: int(v) for k, v in skipped["reason"].value_counts().sort_index().items()},
+        "videos_with_frames": int(sum(bool(records[s.rel]["products"]) for s in videos)),
+        "processed_now": processed, "reused": len(inv.sources) - processed, "detect": cfg.detect, "size": cfg.size,
+        "workers": workers, "seconds": round(seconds, 3),
+        "images_per_second": round(decoded_now / seconds, 2) if seconds > 0 and decoded_now else None,
+    }
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds it; True when written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
+
+
+def _remove_stale(out: Path, keep: set[str]) -> int:
+    """Delete crops in ``out`` that the new manifest does not list (earlier runs, crashed runs)."""
+    n = 0
+    if not out.is_dir():
+        return 0
+    for p in sorted(out.rglob("*.png")):
+        if p.relative_to(out).as_posix() not in keep:
+            p.unlink()
+            n += 1
+    for d in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return n
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means every core this process may use."""
+    if workers > 0:
+        return workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool) -> list[dict]:
+    quiet = {} if progress and jobs else {"disable": True}  # else tqdm's own default (TQDM_DISABLE) decides
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="file", **quiet)
+    results = []
+    try:
+        if workers == 1 or len(jobs) < 2:
+            _init_worker(cfg, str(out), single_thread=False)
+            for job in jobs:
+                results.append(process_source(job))
+                bar.update()
+        else:
+            chunk = max(1, min(16, len(jobs) // (workers * 8)))
+            # forkserver: children never inherit the caller's threads (torch, OpenCV pools), whose
+            # locks a plain fork can copy in a held state and deadlock on
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
+            else:
+                ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), True)) as ex:
+                for rec in ex.map(process_source, jobs, chunksize=chunk):
+                    results.append(rec)
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
+def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig = PreprocessConfig(),
+               progress: bool = True) -> PreprocessResult:
+    """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
+
+    Args:
+        dataset: a folder (``real/``/``fake/`` or ``manifest.csv``) or a CSV manifest.
+        out_dir: the cache folder; created, or one this function wrote before.
+        cfg: detection, cropping and parallelism settings.
+        progress: show a progress bar.
+
+    Returns:
+        The manifest and skip list (also written to ``out_dir``) and a summary with counts
+        (faces found, skipped by reason) and throughput.
+    """
+    inv = scan(dataset, cfg.ingest)
+    out = Path(out_dir)
+    _check_out_dir(out, inv)
+    key = settings_key(cfg)
+    keys = output_keys(inv.sources)
+    state = _load_state(out)
+    old = state["sources"] if state and state.get("settings") == key else {}
+
+    records, todo = {}, []
+    for src, k in zip(inv.sources, keys):
+        rec, stat = old.get(src.rel), _stat(src.path)
+        if rec is not None and all(p["path"] == k or p["path"].startswith(k + "/") for p in rec["products"]) \
+                and all((out / p["path"]).is_file() for p in rec["products"]):
+            if rec["stat"] == stat or (stat[0] >= 0 and sha256_file(src.path) == rec["sha256"]):  # same bytes: reuse
+                records[src.rel] = {**rec, "stat": stat}
+                continue
+        todo.append((src, k, stat))
+    workers = resolve_workers(cfg.workers)
+    seconds = 0.0
+    if todo:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / STATE_NAME).is_file():  # claim the folder before writing into it
+            (out / STATE_NAME).write_text(json.dumps({"settings": None, "sources": {}}))
+        t0 = time.perf_counter()
+        results = _run_jobs([(s, k) for s, k, _ in todo], cfg, out, min(workers, len(todo)), progress)
+        seconds = time.perf_counter() - t0
+        for (src, _, stat), rec in zip(todo, results):
+            records[src.rel] = {**rec, "stat": stat}
+    manifest, skipped = _tables(inv, records)
+    new_state = {"settings": key, "config": asdict(cfg), "sources": records}
+    changed = _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
+    changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
+    changed |= _remove_stale(out, set(manifest["path"])) > 0
+    changed |= _write_if_changed(out / STATE_NAME, json.dumps(new_state))
+    decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
+    summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
+    return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))
+
+
+def explain_reasons(skipped: pd.DataFrame) -> pd.DataFrame:
+    """Skips per reason with the reason's explanation (for reports and notebooks)."""
+    counts = skipped["reason"].value_counts().rename("count")
+    table = counts.to_frame()
+    table["meaning"] = [REASONS.get(r, "") for r in table.index]
+    table.index.name = "reason"
+    return table.sort_index()
+
+
+def preview_grid(result: PreprocessResult, n: int = 16, per_row: int = 8) -> np.ndarray:
+    """A mosaic of the first ``n`` crops, alternating real and fake where both exist: (rows*S, per_row*S, 3) uint8."""
+    m = result.manifest
+    if m.empty:
+        raise ValueError(f"{result.out_dir} holds no crops to show")
+    by_label = [m[m["label"] == lab]["path"].tolist() for lab in LABELS]
+    picks = [p for pair in zip(*by_label) for p in pair][:n] or m["path"].tolist()[:n]
+    tiles = [cv2.cvtColor(cv2.imread(str(result.out_dir / p)), cv2.COLOR_BGR2RGB) for p in picks]
+    side = tiles[0].shape[0]
+    rows = -(-len(tiles) // per_row)
+    grid = np.full((rows * side, min(per_row, len(tiles)) * side, 3), 255, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, per_row)
+        grid[r * side:(r + 1) * side, c * side:(c + 1) * side] = cv2.resize(t, (side, side))
+    return grid

@@ -1,0 +1,281 @@
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from deepfake import pipeline
+from deepfake.data import index_dataset
+from deepfake.ingest import Source
+from deepfake.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess, preview_grid
+from deepfake.split import SplitConfig
+from deepfake.synth import SynthConfig, make_image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
+FACE_BOX = (150, 60, 96, 96)  # where the synthetic face is pasted on the canvas (x, y, w, h)
+
+
+def synthetic_face() -> np.ndarray:
+    """A 96 px synthetic face that OpenCV's Haar cascade finds (identity 1 of seed 0)."""
+    data, _ = make_image(SynthConfig(n_identities=8, images_per_identity=1, image_size=96, seed=0, workers=1), 1, 0, False)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def face_photo() -> np.ndarray:
+    """A 240 x 320 'photo': flat grey background with the synthetic face at FACE_BOX."""
+    canvas = np.full((240, 320, 3), 128, np.uint8)
+    x, y, w, h = FACE_BOX
+    canvas[y:y + h, x:x + w] = synthetic_face()
+    return canvas
+
+
+def save(rgb: np.ndarray, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, **kw)
+    return path
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    h, w = frames[0].shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v")), fps, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def noise(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def messy_dataset(root: Path) -> Path:
+    """Every awkward input in one folder layout: the files the tests expect, with their fate."""
+    face = face_photo()
+    (root / "fake").mkdir(parents=True)
+    save(face, root / "real" / "face.jpg", quality=95)
+    save(np.asarray(Image.fromarray(face).convert("L")), root / "real" / "sub" / "face_grey.png")
+    Image.fromarray(face).convert("CMYK").save(root / "fake" / "face_cmyk.jpg", quality=95)
+    Image.fromarray(face).convert("RGBA").save(root / "fake" / "face_rgba.png")
+    Image.fromarray(face).convert("P").save(root / "fake" / "face_palette.png")
+    Image.fromarray((face[:, :, 1].astype(np.uint16) * 257)).save(root / "real" / "face_16bit.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, k=1))).save(root / "real" / "face_exif.png", exif=exif)  # upright once rotated
+    save(noise(), root / "fake" / "no_face.png")
+    (root / "fake" / "empty.jpg").write_bytes(b"")
+    (root / "real" / "notes.jpg").write_text("not an image")
+    data = (root / "real" / "face.jpg").read_bytes()
+    (root / "fake" / "cut.jpg").write_bytes(data[: len(data) // 3])
+    from test_ingest import bomb_png
+
+    (root / "fake" / "bomb.png").write_bytes(bomb_png())
+    write_video(root / "fake" / "clip.avi", [face] * 10)
+    write_video(root / "real" / "dark.avi", [noise(96, 128, s) // 8 for s in range(6)])  # no face in any frame
+    (root / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
+    return root
+
+
+EXPECTED_SKIPS = {
+    ("fake/bomb.png", "too_large"), ("fake/broken.mp4", "video_unreadable"), ("fake/cut.jpg", "truncated"),
+    ("fake/empty.jpg", "empty_file"), ("fake/no_face.png", "no_face"), ("real/dark.avi", "no_face"), ("real/notes.jpg", "not_an_image"),
+}
+CONVERTED = {"real/face.png", "real/sub/face_grey.png", "fake/face_cmyk.png", "fake/face_rgba.png", "fake/face_palette.png",
+             "real/face_16bit.png", "real/face_exif.png"}
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    return messy_dataset(tmp_path_factory.mktemp("messy") / "raw")
+
+
+@pytest.fixture(scope="module")
+def messy_result(messy, tmp_path_factory):
+    cfg = PreprocessConfig(detect=True, size=64, frames_per_video=4, workers=1)
+    return preprocess(messy, tmp_path_factory.mktemp("cache") / "faces", cfg, progress=False)
+
+
+def test_every_bad_input_is_listed_with_its_reason_and_nothing_crashes(messy_result):
+    skipped = messy_result.skipped
+    assert {(s, r) for s, r in zip(skipped["source"], skipped["reason"])} == EXPECTED_SKIPS
+    assert skipped.loc[skipped["source"] == "real/dark.avi", "frame"].tolist() == ["all"]  # one line for a faceless video
+    s = messy_result.summary
+    assert s["skipped_by_reason"] == {"empty_file": 1, "no_face": 2, "not_an_image": 1, "too_large": 1, "truncated": 1, "video_unreadable": 1}
+    assert explain_reasons(skipped).loc["no_face", "count"] == 2
+
+
+def test_valid_awkward_images_are_converted_and_cropped_on_the_face(messy_result):
+    m = messy_result.manifest
+    images = m[m["kind"] == "image"]
+    assert set(images["path"]) == CONVERTED
+    assert (images["crop"] == "face").all()
+    for path, box in zip(images["path"], images["box"]):
+        x, y, w, h = map(int, box.split(","))
+        cx, cy = x + w / 2, y + h / 2
+        fx, fy, fw, fh = FACE_BOX
+        assert abs(cx - (fx + fw / 2)) < 15 and abs(cy - (fy + fh / 2)) < 15, (path, box)  # the face, upright (EXIF applied)
+        crop = cv2.imread(str(messy_result.out_dir / path))
+        assert crop.shape == (64, 64, 3)
+
+
+def test_labels_come_from_the_folders_unchanged(messy_result):
+    m = messy_result.manifest
+    assert (m["label"] == m["source"].str.split("/").str[0]).all()
+    assert (m["target"].astype(int) == (m["label"] == "fake")).all()
+
+
+def test_video_frames_are_grouped_by_their_video(messy_result):
+    m = messy_result.manifest
+    frames = m[m["kind"] == "video"]
+    assert frames["frame"].astype(int).tolist() == [0, 3, 6, 9]  # 4 evenly spaced of 10
+    assert set(frames["group"]) == {"fake/clip.avi"} and set(frames["video"]) == {"fake/clip.avi"}
+    assert set(frames["video_label"]) == {"fake"} and set(frames["label"]) == {"fake"}
+    assert frames["path"].tolist() == [f"fake/clip.avi.frames/{i:06d}.png" for i in (0, 3, 6, 9)]
+    assert messy_result.summary["videos"] == 3 and messy_result.summary["videos_with_frames"] == 1
+
+
+def test_counts_add_up(messy_result):
+    s = messy_result.summary
+    assert s["images"] == 12 and s["written"] == len(CONVERTED) + 4
+    assert s["faces_found"] == s["written"]
+    assert s["no_face"] == 1 + 4  # the noise image and the four sampled frames of the faceless video
+    assert s["decoded"] == len(CONVERTED) + 1 + 4 + 4
+
+
+def test_keep_full_keeps_faceless_images_whole(tmp_path):
+    save(noise(80, 120), tmp_path / "raw" / "fake" / "n.png")
+    save(face_photo(), tmp_path / "raw" / "real" / "f.png")
+    res = preprocess(tmp_path / "raw", tmp_path / "c", PreprocessConfig(detect=True, no_face="keep_full", size=32, workers=1), progress=False)
+    rows = res.manifest.set_index("path")
+    assert rows.loc["fake/n.png", "crop"] == "full" and rows.loc["real/f.png", "crop"] == "face"
+    assert res.skipped.empty and res.summary["kept_full"] == 1 and res.summary["no_face"] == 1
+    crop = cv2.cvtColor(cv2.imread(str(tmp_path / "c" / "fake" / "n.png")), cv2.COLOR_BGR2RGB)
+    expected = cv2.resize(noise(80, 120)[:, 20:100], (32, 32), interpolation=cv2.INTER_AREA)  # the centre square
+    assert np.array_equal(crop, expected)
+
+
+def test_detect_off_keeps_pixels_exactly(tiny_dataset, tmp_path):
+    res = preprocess(tiny_dataset, tmp_path / "c", PreprocessConfig(detect=False, size=48, workers=1), progress=False)
+    assert res.summary["written"] == 48 and res.skipped.empty
+    row = res.manifest.iloc[0]
+    cached = np.asarray(Image.open(tmp_path / "c" / row["path"]))
+    original = np.asarray(Image.open(tiny_dataset / row["source"]).convert("RGB"))
+    assert np.array_equal(cached, original)  # lossless: the JPEG traces are kept as decoded
+    synth = pd.read_csv(tiny_dataset / "manifest.csv", dtype=str).set_index("file")
+    assert (res.manifest["group"].to_numpy() == synth.loc[res.manifest["source"], "group"].to_numpy()).all()  # identities kept
+    assert set(res.manifest["manipulation"]) <= {"", "swap", "upsample", "partial"}  # source columns carried
+
+
+def test_the_cache_is_a_dataset_root_for_split_and_training(tiny_dataset, tmp_path):
+    preprocess(tiny_dataset, tmp_path / "c", PreprocessConfig(detect=False, size=48, workers=1), progress=False)
+    index = index_dataset(tmp_path / "c")
+    groups = pd.read_csv(tiny_dataset / "manifest.csv", dtype=str)["group"].nunique()
+    assert len(index) == 48 and index["path"].str.endswith(".png").all() and index["group"].nunique() == groups
+    result = pipeline.run_split(tmp_path / "c", tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25))
+    assert result.leakage["groups_across_splits"] == []
+
+
+def test_rerun_with_unchanged_inputs_does_nothing(tiny_dataset, tmp_path):
+    cfg = PreprocessConfig(detect=False, size=48, workers=1)
+    first = preprocess(tiny_dataset, tmp_path / "c", cfg, progress=False)
+    assert not first.up_to_date and first.summary["processed_now"] == 48
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*") if p.is_file()}
+    again = preprocess(tiny_dataset, tmp_path / "c", cfg, progress=False)
+    assert again.up_to_date and again.summary["processed_now"] == 0 and again.summary["reused"] == 48
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*") if p.is_file()} == before  # not one file rewritten
+    pd.testing.assert_frame_equal(again.manifest.astype(str), first.manifest.astype(str))
+
+
+def test_only_new_or_changed_inputs_are_decoded(tiny_dataset, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_dataset, raw)
+    cfg = PreprocessConfig(detect=False, size=48, workers=1)
+    preprocess(raw, tmp_path / "c", cfg, progress=False)
+    some = sorted((raw / "real").glob("*.jpg"))
+    os.utime(some[0], ns=(1, 1))  # new time stamp, same bytes: reused after hashing
+    save(noise(48, 48), some[1], quality=90)  # new content: decoded again
+    man = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
+    removed = man.iloc[-1]["file"]
+    man.iloc[:-1].to_csv(raw / "manifest.csv", index=False)  # a source dropped from the dataset
+    res = preprocess(raw, tmp_path / "c", cfg, progress=False)
+    assert res.summary["processed_now"] == 1 and res.summary["reused"] == 46
+    out = res.manifest.set_index("source")
+    cached = np.asarray(Image.open(tmp_path / "c" / out.loc[some[1].relative_to(raw).as_posix(), "path"]))
+    assert np.array_equal(cached, np.asarray(Image.open(some[1]).convert("RGB")))
+    assert not (tmp_path / "c" / Path(removed).with_suffix(".png")).exists()  # its crop is gone
+    changed = preprocess(raw, tmp_path / "c", PreprocessConfig(detect=False, size=32, workers=1), progress=False)
+    assert changed.summary["processed_now"] == 47  # new settings: everything again
+    assert cv2.imread(str(tmp_path / "c" / changed.manifest["path"].iloc[0])).shape == (32, 32, 3)
+
+
+def test_parallel_and_serial_runs_write_the_same_cache(messy, tmp_path):
+    cfg = dict(detect=True, size=48, frames_per_video=3)
+    serial = preprocess(messy, tmp_path / "one", PreprocessConfig(workers=1, **cfg), progress=False)
+    parallel = preprocess(messy, tmp_path / "two", PreprocessConfig(workers=2, **cfg), progress=False)
+    assert parallel.summary["workers"] == 2
+    pd.testing.assert_frame_equal(serial.manifest, parallel.manifest)
+    pd.testing.assert_frame_equal(serial.skipped, parallel.skipped)
+    for p in serial.manifest["path"]:
+        assert (tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes()
+
+
+def test_refuses_folders_that_are_not_its_cache(tiny_dataset, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a preprocess cache"):
+        preprocess(tiny_dataset, tmp_path / "busy", PreprocessConfig(detect=False, workers=1), progress=False)
+    for inside in (tiny_dataset, tiny_dataset / "faces", tiny_dataset.parent):
+        with pytest.raises(ValueError, match="overlaps"):
+            preprocess(tiny_dataset, inside, PreprocessConfig(detect=False, workers=1), progress=False)
+    assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
+
+
+def test_output_names_never_collide(tmp_path):
+    srcs = [Source(tmp_path / n, n, "real", n, k) for n, k in (("real/a.jpg", "image"), ("real/a.png", "image"), ("real/b.jpg", "image"),
+                                                                 ("real/v.mp4", "video"))]
+    assert output_keys(srcs) == ["real/a.jpg.png", "real/a.png.png", "real/b.png", "real/v.mp4.frames"]
+
+
+def test_bad_settings_fail_clearly():
+    with pytest.raises(ValueError, match="no_face"):
+        PreprocessConfig(no_face="drop")
+    with pytest.raises(ValueError, match="margin"):
+        PreprocessConfig(margin=0.5)
+    with pytest.raises(ValueError, match="group_by"):
+        PreprocessConfig(group_by="person")
+
+
+def test_run_preprocess_writes_reports(messy, tmp_path):
+    res = pipeline.run_preprocess(messy, tmp_path / "c", tmp_path / "rep", PreprocessConfig(detect=True, size=32, frames_per_video=2, workers=1),
+                                  progress=False)
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["written"] == res.summary["written"] and summary["skipped"] == 7
+    assert len(pd.read_csv(tmp_path / "rep" / "skipped.csv")) == 7
+    assert preview_grid(res, n=4).shape == (32, 4 * 32, 3)
+
+
+def test_quick_mixed_dataset_shows_each_kind_of_problem(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1))
+    raw = pipeline.ensure_quick_mixed_dataset(tmp_path / "mixed")
+    res = preprocess(raw, tmp_path / "c", PreprocessConfig(detect=False, size=32, workers=1), progress=False)
+    assert res.summary["skipped_by_reason"] == {"empty_file": 1, "not_an_image": 1, "truncated": 1, "video_unreadable": 1}
+    assert res.summary["written"] == 24 + 2 + 12 and res.summary["videos_with_frames"] == 1
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared real-face photos are not present")
+def test_real_photos_are_cropped_around_the_face(tmp_path):
+    files = sorted((SHARED / "real").glob("*.jpg"))[:6] + sorted((SHARED / "fake").glob("*.jpg"))[:6]
+    csv = tmp_path / "lists" / "some.csv"
+    csv.parent.mkdir()
+    pd.DataFrame({"path": [str(f) for f in files], "label": [f.parent.name for f in files]}).to_csv(csv, index=False)
+    res = preprocess(csv, tmp_path / "c", PreprocessConfig(detect=True, size=64, workers=1), progress=False)
+    assert res.summary["faces_found"] >= 9 and res.summary["written"] + len(res.skipped) == 12
+    assert set(res.skipped["reason"]) <= {"no_face"}
+    widths = res.manifest["box"].str.split(",").str[2].astype(int)
+    assert (widths > 0.15 * 600).all()  # portraits: large faces

@@ -158,8 +158,8 @@ def run_cross_evaluate(cfg, checkpoint: str | os.PathLike, calibration_file: str
     calib_path = paths.resolve(calibration_file)
     frame = index_dataset(data, hashes=False)
     result = evaluate(paths.resolve(checkpoint), frame, data, cfg, calibration=load_calibration(calib_path))
-    result.metrics = {"dataset": str(data), "split": "all images (cross-dataset, nothing fitted on it)",
-                      "calibration_from": str(calib_path), **result.metrics}
+    result.metrics = {"dataset": os.path.normpath(data), "split": "all images (cross-dataset, nothing fitted on it)",
+                      "calibration_from": os.path.normpath(calib_path), **result.metrics}
     out = paths.resolve(reports_dir)
     write_outputs(result, out, write_calibration=False, ece_bins=cfg.ece_bins)
     if figures:

@@ -130,7 +130,7 @@ def reliability_diagram(tables: dict[str, pd.DataFrame], eces: dict[str, float] 
     ax.set(ylabel="observed share of fakes", title="reliability diagram", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="upper left", fontsize=8)
     axh.set(xlabel="predicted probability of fake", ylabel="images")
-    axh.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axh.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     fig.tight_layout()
     return fig
 
@@ -142,7 +142,13 @@ def robustness_curves(table: pd.DataFrame) -> plt.Figure:
     kinds = [k for k in _KIND_TITLES if (table["kind"] == k).any()]
     fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(3.3 * max(len(kinds), 1), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        t = table[(table["kind"] == kind) & table["roc_auc"].notna()].sort_values("level")
+        t = table[(table["kind"] == kind) & table["roc_auc"].notna()]
+        if kind == "resize" and clean_auc is not None and "input_size" in table.columns:
+            train_size = int(table.loc[table["kind"] == "none", "input_size"].iloc[0])
+            t = pd.concat([t, pd.DataFrame({"level": [train_size], "roc_auc": [clean_auc]})], ignore_index=True)
+            ax.axvline(train_size, color="grey", lw=0.8, ls="--")
+            ax.text(train_size, 0.97, " training size", fontsize=7, color="grey", va="top")
+        t = t.sort_values("level")
         sns.lineplot(t, x="level", y="roc_auc", marker="o", errorbar=None, ax=ax)
         if clean_auc is not None:
             ax.axhline(clean_auc, color="black", lw=1, ls="--", label=f"clean {clean_auc:.3f}")
@@ -157,7 +163,7 @@ def robustness_curves(table: pd.DataFrame) -> plt.Figure:
     if not kinds:
         axes[0, 0].text(0.5, 0.5, "no perturbations configured", ha="center", va="center")
         axes[0, 0].set_axis_off()
-    fig.suptitle("robustness of the test ROC-AUC (degradation increases to the right)", fontsize=10)
+    fig.suptitle("robustness of the test ROC-AUC (JPEG, blur, down-scaling: stronger to the right)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -173,7 +179,7 @@ def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -
     """Images of the most confident false positives (top row) and false negatives (bottom row) with their scores."""
     fp, fn = confident_mistakes(preds, k)
     cols = max(len(fp), len(fn), 1)
-    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 5.4), squeeze=False)
     for r, (rows, what) in enumerate(((fp, "false positives: real called fake"), (fn, "false negatives: fake called real"))):
         for c in range(cols):
             ax = axes[r, c]

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
     calib = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "max balanced accuracy on the validation split")
     r = pipeline.run_cross_evaluate(EvalConfig(**FAST).without_robustness(), checkpoint, calib, other, tmp_path / "cross")
     assert r.metrics["n"] == 16 and r.metrics["threshold"] == 0.4 and r.metrics["temperature"] == 1.5
-    assert r.metrics["dataset"] == str(other) and "robustness" not in r.metrics
+    assert r.metrics["dataset"] == os.path.normpath(other) and "robustness" not in r.metrics
     assert not (tmp_path / "cross" / "calibration.json").exists()  # nothing is fitted on the second dataset
     saved = json.loads((tmp_path / "cross" / "metrics.json").read_text())
     assert saved["roc_auc"] == pytest.approx(roc_auc_score(r.predictions["target"], r.predictions["score"]))

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, normalize, sample_augment, to_float
 from .data import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError

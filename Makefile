@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
 
-.PHONY: install data repro test cross clean-quick
+.PHONY: install data repro test cross screenshot clean-quick
 
 install: $(VENV)/.deepfake-installed
 
@@ -30,6 +30,10 @@ repro: data
 
 test: install clean-quick
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
+
+# The browser test of the demo notebook, keeping its screenshot of the widget (needs Chromium)
+screenshot: install clean-quick
+	DEEPFAKE_SCREENSHOT=reports/figures/demo_widget.png $(BIN)/python -m pytest tests/test_browser.py -q
 
 # Cross-dataset test of the trained model on another dataset folder, without retraining:
 #   make cross CROSS_DATA=../shared/real-faces/yonsei-rffd CROSS_NAME=yonsei   -> reports/cross/yonsei/

@@ -185,8 +185,8 @@ def _eval_figures(preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir
         figs["reliability_diagram"] = lambda: plots.reliability_diagram(
             {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None})
     robust = eval_dir / "robustness.csv"
-    if robust.exists() and len(table := pd.read_csv(robust, keep_default_na=True)) > 1:
-        figs["robustness_curves"] = lambda: plots.robustness_curves(table)
+    if robust.exists():  # always drawn (says so when no perturbation is configured): a fixed set of outputs
+        figs["robustness_curves"] = lambda: plots.robustness_curves(pd.read_csv(robust, keep_default_na=True))
     if gallery_size > 0:
         figs["confident_mistakes"] = lambda: plots.mistakes_gallery(preds, raw_dir, gallery_size)
     return figs

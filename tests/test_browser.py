@@ -2,8 +2,9 @@
 
 Runs every cell of ``notebooks/05_demo.ipynb`` (its quick-check defaults), uploads an image of
 the default synthetic dataset through the page's file input, reads the verdict from the page,
-checks it against the Python API, and saves a screenshot of the widget to
-``reports/demo/demo_widget.png``. Skipped only when Chromium or Playwright is missing
+checks it against the Python API, and takes a screenshot of the widget (kept in the test's
+temporary folder; with ``DEEPFAKE_SCREENSHOT=path``, e.g. ``make screenshot``, written there:
+``reports/figures/demo_widget.png`` is made that way). Skipped only when Chromium or Playwright is missing
 (``.ci/run`` installs both).
 """
 
@@ -36,7 +37,6 @@ pytestmark = [
 ]
 
 NOTEBOOK = paths.NOTEBOOKS_DIR / "05_demo.ipynb"
-SCREENSHOT = paths.REPORTS_DIR / "demo" / "demo_widget.png"  # figures/ is the plots stage output
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 # the notebook's quick-check defaults
@@ -114,7 +114,8 @@ def default_image(tmp_path_factory):
     return path
 
 
-def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image):
+def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path):
+    screenshot = Path(os.environ.get("DEEPFAKE_SCREENSHOT") or tmp_path / "demo_widget.png").resolve()
     from deepfake.predict import get_predictor
 
     base, token, root = lab
@@ -143,8 +144,8 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image):
             demo = page.locator(".deepfake-demo")
             demo.scroll_into_view_if_needed()
             page.wait_for_function("[...document.querySelectorAll('.deepfake-demo img')].every(i => i.complete && i.naturalWidth > 0)")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            demo.screenshot(path=str(SCREENSHOT))
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            demo.screenshot(path=str(screenshot))
             errors = page.locator(".deepfake-message.deepfake-error").count()
         finally:
             browser.close()
@@ -155,6 +156,6 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image):
     assert shown_prob == pytest.approx(want.probability, abs=1e-3)
     from PIL import Image
 
-    with Image.open(SCREENSHOT) as im:
+    with Image.open(screenshot) as im:
         assert im.width > 400 and im.height > 250  # upload row, verdict, bar and two images
     assert not any(root.glob("*.jpg")), "the upload must not be written next to the notebook"

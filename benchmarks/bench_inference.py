@@ -3,7 +3,7 @@
 One command produces the whole table (and, with ``--write``, the "Inference" section of
 BENCHMARKS.md)::
 
-    python benchmarks/bench_inference.py --images /work/shared/real-faces/yonsei-rffd \\
+    python benchmarks/bench_inference.py --images ../shared/real-faces/yonsei-rffd \\
         --checkpoint models/best.pt --write BENCHMARKS.md
 
 Measured for every variant on the same JPEG files:
@@ -223,7 +223,8 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=Path, default=Path("/work/shared/real-faces/yonsei-rffd"), help="folder with real/ and fake/ JPEGs")
+    ap.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "real-faces" / "yonsei-rffd",
+                    help="folder with real/ and fake/ JPEGs (default: the shared photos beside the repository)")
     ap.add_argument("--checkpoint", type=Path, help="trained checkpoint; omitted: ResNet18 with random weights at --image-size")
     ap.add_argument("--image-size", type=int, default=224, help="input size of the random-weight model")
     ap.add_argument("--latency-images", type=int, default=40)

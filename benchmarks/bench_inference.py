@@ -184,11 +184,11 @@ def render(args, variants, acc, det, ckpt_note, loads, n_lat, n_thr, n_cmp) -> s
         SECTION, "",
         f"`{' '.join(['python', 'benchmarks/bench_inference.py'] + sys.argv[1:])}`", "",
         f"- Machine: {machine()}.",
-        f"- Load average (1 min) before / after the run: {loads[0]:.1f} / {loads[1]:.1f}"
-        + (" — the machine was shared with other jobs; absolute numbers are pessimistic." if max(loads) > 1.5 else "."),
+        f"- Load average (1 min) before / after the run: {loads[0]:.1f} / {loads[1]:.1f} (the run itself adds about one per thread)"
+        + (" — the machine was busy before the run started; absolute numbers are pessimistic." if loads[0] > 1.0 else "."),
         f"- Model: {ckpt_note}",
         f"- Images: {n_lat} for latency (median / p90 of one-at-a-time calls, variants taking turns per image), "
-        f"{n_thr} for throughput (best of {args.repeats}), {n_cmp} for the accuracy columns; 600x600 JPEGs from `{args.images}`.",
+        f"{n_thr} for throughput (best of {args.repeats}), {n_cmp} for the accuracy columns; 600x600 JPEGs from `{os.path.relpath(args.images, ROOT)}`.",
         "- Accuracy columns compare each variant's fake-probability with the exact path (naive) on the same images; "
         "'agree' is the share of identical labels at threshold 0.5 and at the median exact score.",
         "- 'CPU ms per image' is the process CPU time of one latency call (all threads): less sensitive than wall time to "

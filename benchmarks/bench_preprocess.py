@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows and the machine to this file")
     args = ap.parse_args(argv)
 
-    data = Path(args.data)
+    data = Path(args.data).resolve()  # the epoch rows read the originals by absolute path
     if not data.is_dir():
         print(f"error: dataset {data} does not exist; pass --data", file=sys.stderr)
         return 1

@@ -17,7 +17,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if out.exists() and args.if_missing:
         print(f"{out} exists; leaving it as it is")
         return 0
-    section = dict(load_params(args.params).get("synth", {})) if args.params else {}
+    params = load_params(args.params) if args.params else {}
+    raw_dir = params.get("data", {}).get("raw_dir")
+    if args.if_missing and raw_dir and paths.resolve(raw_dir) != out:
+        # the pipeline reads another dataset (a real one): the embedded one is not needed
+        print(f"data.raw_dir in {args.params} is {raw_dir}, not {out}: nothing to render")
+        return 0
+    section = dict(params.get("synth", {}))
     for key in ("n_identities", "images_per_identity", "image_size", "seed", "workers"):
         if getattr(args, key) is not None:
             section[key] = getattr(args, key)

@@ -16,6 +16,17 @@ def test_synth_writes_dataset_and_respects_existing(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--overwrite", *ARGS, "--seed", "9"]) == 0
 
 
+def test_synth_if_missing_skips_when_the_pipeline_reads_another_dataset(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  raw_dir: {tmp_path / 'my_photos'}\nsynth:\n  n_identities: 2\n  family_size: 2\n  workers: 1\n")
+    out = tmp_path / "raw"
+    assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing"]) == 0
+    assert not out.exists() and "nothing to render" in capsys.readouterr().out
+    params.write_text(params.read_text().replace(str(tmp_path / "my_photos"), str(out)))
+    assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing", "--image-size", "32"]) == 0
+    assert (out / "manifest.csv").is_file()
+
+
 def test_synth_reads_params_yaml(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("synth:\n  n_identities: 2\n  family_size: 2\n  images_per_identity: 2\n  image_size: 32\n  jpeg_quality: [80, 80]\n  workers: 1\n")

@@ -55,7 +55,7 @@ from deepfake.augment import AugmentConfig  # noqa: E402
 from deepfake.data import IMAGENET_MEAN, IMAGENET_STD, index_dataset  # noqa: E402
 from deepfake.loading import DecodedCache, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader  # noqa: E402
 from deepfake.models import build_model  # noqa: E402
-from deepfake.utils import autocast, resolve_device  # noqa: E402
+from deepfake.utils import autocast, cpu_bf16_supported, resolve_device  # noqa: E402
 
 SHARED_PHOTOS = paths.ROOT.parent / "shared" / "real-faces" / "yonsei-rffd"
 AUG = dict(hflip=0.5, rotation=10.0, color_jitter=0.2)
@@ -153,17 +153,18 @@ def measure(batches, step, warmup: int, steps: int, batch: int, device: torch.de
 class Trainer:
     """The training step of ``deepfake.train`` for one architecture (fresh weights per path)."""
 
-    def __init__(self, arch: str, device: torch.device, compile_model: bool) -> None:
+    def __init__(self, arch: str, device: torch.device, compile_model: bool, cpu_bf16: bool = False) -> None:
         torch.manual_seed(0)
-        self.device, self.cuda = device, device.type == "cuda"
-        fmt = torch.channels_last if self.cuda else torch.contiguous_format
+        self.device = device
+        self.amp = device.type == "cuda" or cpu_bf16  # as deepfake.train: AMP on CUDA, bf16 on a CPU when asked
+        fmt = torch.channels_last if self.amp else torch.contiguous_format
         self.net = build_model(arch, "none")[0].to(device, memory_format=fmt).train()
         self.model = torch.compile(self.net) if compile_model else self.net
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
         self.loss = nn.BCEWithLogitsLoss()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(self.device, self.cuda):
+        with autocast(self.device, self.amp):
             logits = self.model(x).squeeze(1)
         loss = self.loss(logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
@@ -171,22 +172,24 @@ class Trainer:
         self.opt.step()
 
 
-def naive_input(batch, device: torch.device):
+def naive_input(batch, device: torch.device, channels_last: bool):
     x, y = batch
     x = x.to(device, non_blocking=True)
-    if device.type == "cuda":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.float().to(device, non_blocking=True)
 
 
-def package_input(batch, device: torch.device):
-    b = finish_batch(batch, device, augment=True, channels_last=device.type == "cuda")
+def package_input(batch, device: torch.device, channels_last: bool):
+    b = finish_batch(batch, device, augment=True, channels_last=channels_last)
     return b.images, b.targets
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    if args.cpu_bf16 and (cuda or not cpu_bf16_supported()):
+        raise SystemExit("--cpu-bf16 needs a CPU device with native bf16 instructions (AVX512-BF16 or AMX)")
     if cuda:
         torch.backends.cudnn.benchmark = True
     root = Path(args.data) if args.data else (SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else
@@ -212,14 +215,14 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                 batches = sources[name]()
                 if workload == "loader":
                     def step(b, name=name):
-                        x, _ = inputs[name](b, device)
+                        x, _ = inputs[name](b, device, cuda)
                         if cuda:
                             x.sum()  # touch the data on the device
                 else:
-                    trainer = Trainer(workload, device, args.compile)
+                    trainer = Trainer(workload, device, args.compile, args.cpu_bf16)
 
                     def step(b, name=name, trainer=trainer):
-                        trainer(*inputs[name](b, device))
+                        trainer(*inputs[name](b, device, trainer.amp))
                 ips, ipc = measure(batches, step, args.warmup, steps, args.batch_size, device)
                 batches.close()
                 best[name], best_cpu[name] = max(best.get(name, 0.0), ips), max(best_cpu.get(name, 0.0), ipc)
@@ -253,6 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--archs", nargs="*", default=["resnet18", "dilated_cnn"])
     p.add_argument("--paths", nargs="*", default=["naive", "package", "package+robust", "package+cache"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
+    p.add_argument("--cpu-bf16", action="store_true", dest="cpu_bf16",
+                   help="on a CPU, train with bf16 autocast and channels-last (train.cpu_bf16), both paths")
     p.add_argument("--json", help="also write the table and settings to this JSON file")
     return p.parse_args(argv)
 

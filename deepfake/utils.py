@@ -48,15 +48,25 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX) for oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 where supported, else fp16 on CUDA; None on CPU."""
+    """The autocast dtype for ``device``: bf16 where supported, else fp16 on CUDA; bf16 on CPU."""
+    if device.type == "cpu":
+        return torch.bfloat16
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for CUDA; a no-op context on CPU."""
+    """Mixed-precision context (bf16 on a CPU), or a no-op context when not ``enabled``."""
     dtype = amp_dtype(device)
     if not enabled or dtype is None:
         return contextlib.nullcontext()

@@ -281,6 +281,40 @@ def test_torch_compile_trains_on_cpu(monkeypatch, tiny_dataset, tiny_splits, tmp
     assert compiled[METRICS].to_numpy() == pytest.approx(eager[METRICS].to_numpy(), rel=1e-3, abs=1e-5)
 
 
+def test_cpu_bf16_trains_in_bf16_channels_last_and_stays_close_to_float32(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+    from deepfake.utils import cpu_bf16_supported
+
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has no native bf16 instructions (AVX512-BF16 or AMX)")
+    seen = []
+    real_forward = torch.nn.Conv2d.forward
+
+    def spy(self, x):  # what the first convolution receives and returns under the training settings
+        out = real_forward(self, x)
+        if not seen:
+            seen.append((x.is_contiguous(memory_format=torch.channels_last), out.dtype))
+        return out
+
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 2, "cpu_bf16": True, "deterministic": True})
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    bf16 = train(cfg, tiny_splits, tiny_dataset, tmp_path / "bf16")
+    monkeypatch.undo()
+    fp32 = train(replace(cfg, cpu_bf16=False), tiny_splits, tiny_dataset, tmp_path / "fp32")
+    assert seen[0] == (True, torch.bfloat16)
+    assert bf16.summary["precision"] == "bfloat16 autocast" and fp32.summary["precision"] == "float32"
+    assert bf16.history["train_loss"].item() == pytest.approx(fp32.history["train_loss"].item(), rel=0.05)
+    ckpt = torch.load(bf16.best_checkpoint, weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())  # weights stay float32
+
+
+def test_cpu_bf16_without_cpu_support_warns_and_trains_in_float32(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+    monkeypatch.setattr(train_mod, "cpu_bf16_supported", lambda: False)
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1, "cpu_bf16": True})
+    with pytest.warns(UserWarning, match="no native bf16"):
+        result = train(cfg, tiny_splits, tiny_dataset, tmp_path)
+    assert result.summary["precision"] == "float32"
+
+
 @pytest.mark.gpu
 def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
     result = train(TrainConfig(**{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}),

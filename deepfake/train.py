@@ -237,7 +237,7 @@ def train_one_epoch(
     stats: EpochStats | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    amp: bool = True,
+    amp: bool = False,
     channels_last: bool = False,
     augment: bool = True,
     world_size: int = 1,
@@ -284,7 +284,7 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, loader, device: torch.device, amp: bool = True, channels_last: bool = False, max_batches: int = 0,
+    model: nn.Module, loader, device: torch.device, amp: bool = False, channels_last: bool = False, max_batches: int = 0,
     desc: str = "predict", dist_info: D.DistInfo | None = None, show: bool = True,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Score ``loader``; returns mean loss, labels and fake-probabilities.

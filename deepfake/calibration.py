@@ -109,16 +109,31 @@ def save_calibration(path: str | os.PathLike, temperature: float, threshold: flo
                              "threshold_rule": str(threshold_rule), **extra})
 
 
+def read_calibration(path: Path) -> tuple[dict, float, float]:
+    """Parse an existing calibration file; returns its contents, temperature and threshold.
+
+    Raises ``ValueError`` naming the file when it is not JSON, lacks a numeric
+    ``temperature`` or ``threshold``, or holds values out of range.
+    """
+    try:
+        data = json.loads(path.read_text())
+        temperature, threshold = float(data["temperature"]), float(data["threshold"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a calibration file (needs numeric 'temperature' and 'threshold'): {e}; "
+                         "re-run the evaluate stage or delete it") from e
+    if not temperature > 0 or not 0 < threshold < 1:
+        raise ValueError(f"{path} has temperature {temperature} and threshold {threshold}; "
+                         "need temperature > 0 and 0 < threshold < 1")
+    return data, temperature, threshold
+
+
 def load_calibration(path: str | os.PathLike) -> dict:
     """Read and check a calibration file written by :func:`save_calibration`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"calibration file {path} does not exist; run the evaluate stage first (dvc repro evaluate)")
-    data = json.loads(path.read_text())
+    data, _, _ = read_calibration(path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path} lacks the key(s) {missing}; it needs {list(REQUIRED_KEYS)}")
-    if not data["temperature"] > 0 or not 0 < data["threshold"] < 1:
-        raise ValueError(f"{path} has temperature {data['temperature']} and threshold {data['threshold']}; "
-                         "need temperature > 0 and 0 < threshold < 1")
     return data

@@ -22,7 +22,6 @@ Speed without changing the answer more than measured (``benchmarks/bench_inferen
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import threading
@@ -140,14 +139,9 @@ def load_calibration(path: str | os.PathLike | None) -> Calibration:
     path = paths.resolve(path)
     if not path.is_file():
         return Calibration()
-    try:
-        data = json.loads(path.read_text())
-        temperature, threshold = float(data["temperature"]), float(data["threshold"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a calibration file (needs numeric 'temperature' and 'threshold'): {e}; "
-                         "re-run the evaluation stage or delete it") from e
-    if not temperature > 0 or not 0 < threshold < 1:
-        raise ValueError(f"{path}: temperature must be > 0 and threshold in (0, 1), got {temperature}, {threshold}")
+    from .calibration import read_calibration  # here: it imports scikit-learn, which scoring never needs
+
+    _, temperature, threshold = read_calibration(path)
     return Calibration(temperature, threshold, str(path))
 
 

@@ -368,11 +368,12 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
 
     metrics: dict = {"level": "frame", **binary_metrics(y, cal, threshold),
                      "threshold_rule": calib["threshold_rule"], "temperature": temperature}
+    uncalibrated = binary_metrics(y, raw)
     metrics["calibration"] = {
         "temperature": temperature, "fit_split": calib["fit_split"], "ece_bins": cfg.ece_bins,
         "ece_before": expected_calibration_error(y, raw, cfg.ece_bins), "ece_after": expected_calibration_error(y, cal, cfg.ece_bins),
-        "log_loss_before": binary_metrics(y, raw)["log_loss"], "log_loss_after": metrics["log_loss"],
-        "brier_before": binary_metrics(y, raw)["brier"], "brier_after": metrics["brier"],
+        "log_loss_before": uncalibrated["log_loss"], "log_loss_after": metrics["log_loss"],
+        "brier_before": uncalibrated["brier"], "brier_after": metrics["brier"],
     }
     if calibration is None:  # the fit's own validation figures; a given calibration's belong to another dataset
         metrics["calibration"].update({k: calib[k] for k in ("val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after")

@@ -453,10 +453,12 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     seed_everything(cfg.seed, cfg.deterministic)
     device = _device_for(cfg, info)
     cuda = device.type == "cuda"
-    cpu_bf16 = cfg.cpu_bf16 and not cuda and cpu_bf16_supported()
-    if cfg.cpu_bf16 and not cuda and not cpu_bf16 and info.is_main:
-        warnings.warn("cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
-                      "training in float32", stacklevel=2)
+    cpu_bf16 = cfg.cpu_bf16 and not cuda
+    if cpu_bf16 and not cpu_bf16_supported():
+        if info.is_main:
+            warnings.warn("cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
+                          "training in float32", stacklevel=2)
+        cpu_bf16 = False
     channels_last = cfg.channels_last and cuda or cpu_bf16
     use_amp = cfg.amp and cuda or cpu_bf16
     if cuda and not cfg.deterministic:

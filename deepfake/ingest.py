@@ -182,7 +182,12 @@ def sample_frame_indices(n_frames: int, k: int) -> list[int]:
 
 
 def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.ndarray]]:
-    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``.
+    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)`` (see ``read_video``)."""
+    return read_video(path, k)[0]
+
+
+def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``, and its frame count.
 
     Frames are read sequentially (seeking is inaccurate for many codecs). When the container
     does not report its frame count, every frame is decoded once and the sample is taken
@@ -213,7 +218,7 @@ def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.nda
             if frames or i > 0:
                 if not frames:
                     raise BadInputError(path, "video_no_frames", f"{i} frame(s) read, none decodable")
-                return frames
+                return frames, n
         decoded = []  # unknown (or wrong) frame count: decode everything, then sample
         while True:
             ok, bgr = cap.read()
@@ -222,7 +227,7 @@ def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.nda
             decoded.append(bgr)
         if not decoded:
             raise BadInputError(path, "video_no_frames")
-        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)]
+        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(decoded)
     finally:
         cap.release()
 

@@ -318,36 +318,19 @@ def _as_rgb_array(item: Image.Image | np.ndarray, source: str) -> np.ndarray:
 
 
 def read_video_frames(path: str | os.PathLike, n: int, source: str | None = None) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """``n`` evenly spaced frames as (index, RGB array) and the frame count of the video."""
+    """``n`` evenly spaced frames as (index, RGB array) and the frame count of the video.
+
+    The frames the preprocess stage samples for training (``deepfake.ingest.read_video``).
+    """
+    from .ingest import REASONS, BadInputError, read_video
+
     source = source or str(path)
-    cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            raise UnreadableInputError(f"{source} could not be opened as a video (OpenCV); check the file and its codec")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        frames: list[tuple[int, np.ndarray]] = []
-        if total > 0:
-            for i in np.unique(np.linspace(0, total - 1, n).round().astype(int)):
-                cap.set(cv2.CAP_PROP_POS_FRAMES, int(i))
-                ok, bgr = cap.read()
-                if ok:
-                    frames.append((int(i), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-        if not frames:  # no usable frame count or seeking failed: read through and sample
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            everything = []
-            while len(everything) < 100_000:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                everything.append(bgr)
-            total = len(everything)
-            idx = np.unique(np.linspace(0, total - 1, n).round().astype(int)) if total else []
-            frames = [(int(i), cv2.cvtColor(everything[i], cv2.COLOR_BGR2RGB)) for i in idx]
-        if not frames:
-            raise UnreadableInputError(f"{source} contains no decodable frame; check the file and its codec")
-        return frames, total
-    finally:
-        cap.release()
+        return read_video(path, n)
+    except BadInputError as e:
+        what = {"video_unreadable": "could not be opened as a video (OpenCV)",
+                "video_no_frames": "contains no decodable frame"}.get(e.reason, REASONS.get(e.reason, e.reason))
+        raise UnreadableInputError(f"{source}: {what}; check the file and its codec") from e
 
 
 # --------------------------------------------------------------------------------------------

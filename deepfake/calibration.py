@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import EPS
 from .utils import write_json
+
+#: Probabilities are clipped to [EPS, 1 - EPS] before log-loss and logits (``deepfake.metrics`` too).
+EPS = 1e-7
 
 #: Keys every calibration file has (the inference side relies on them).
 REQUIRED_KEYS = ("temperature", "threshold", "threshold_rule")
@@ -37,15 +39,16 @@ def logits_from_probs(probs) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow for large ``|z|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def apply_temperature(probs, temperature: float) -> np.ndarray:
     """Calibrated fake-probabilities: ``sigmoid(logit(p) / T)``."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return _sigmoid(logits_from_probs(probs) / temperature)
+    return sigmoid(logits_from_probs(probs) / temperature)
 
 
 def nll(logits, y_true, temperature: float = 1.0) -> float:
@@ -83,7 +86,7 @@ def fit_temperature(logits, y_true, bounds: tuple[float, float] = T_BOUNDS, iter
         raise ValueError(f"temperature bounds must satisfy 0 < low < high, got {bounds}")
 
     def grad(a: float) -> float:  # d NLL / d a
-        return float(np.mean(z * (_sigmoid(a * z) - y)))
+        return float(np.mean(z * (sigmoid(a * z) - y)))
 
     a_lo, a_hi = 1.0 / t_hi, 1.0 / t_lo
     if grad(a_lo) >= 0:

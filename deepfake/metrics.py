@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from .calibration import EPS
+
 #: Threshold rules understood by :func:`choose_threshold`.
 THRESHOLD_RULES = ("balanced_accuracy", "target_fpr", "fixed")
-#: Probabilities are clipped to [EPS, 1 - EPS] before log-loss and logits.
-EPS = 1e-7
 
 
 def _has_both_classes(y: np.ndarray) -> bool:

@@ -39,6 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from . import paths
+from .calibration import read_calibration, sigmoid
 from .data import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, LABELS
 from .faces import DEFAULT_MARGIN, FaceBox, crop_face, default_detector
 from .utils import autocast, resolve_device
@@ -128,8 +129,7 @@ class Calibration:
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated fake-probability of raw logits."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        return 1.0 / (1.0 + np.exp(-z))
+        return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
 
 
 def load_calibration(path: str | os.PathLike | None) -> Calibration:
@@ -139,8 +139,6 @@ def load_calibration(path: str | os.PathLike | None) -> Calibration:
     path = paths.resolve(path)
     if not path.is_file():
         return Calibration()
-    from .calibration import read_calibration  # here: it imports scikit-learn, which scoring never needs
-
     _, temperature, threshold = read_calibration(path)
     return Calibration(temperature, threshold, str(path))
 

@@ -13,11 +13,13 @@ so the test split can be re-scored under it without writing any file:
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
 from PIL import Image, ImageFilter
+
+from .augment import jpeg_recompress
 
 KINDS = ("none", "jpeg", "blur", "downscale", "resize")
 
@@ -52,12 +54,8 @@ class Perturbation:
         return int(self.level) if self.kind == "resize" else default
 
     def __call__(self, im: Image.Image) -> Image.Image:
-        if self.kind == "jpeg":
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, format="JPEG", quality=int(self.level))
-            buf.seek(0)
-            with Image.open(buf) as out:
-                return out.convert("RGB")
+        if self.kind == "jpeg":  # the training augmentation's re-compression
+            return Image.fromarray(jpeg_recompress(np.asarray(im.convert("RGB")), int(self.level)))
         if self.kind == "blur":
             return im.filter(ImageFilter.GaussianBlur(radius=float(self.level)))
         if self.kind == "downscale":

@@ -42,9 +42,8 @@ CROSS_NAME ?= other
 cross: install
 	test -n "$(CROSS_DATA)" || { echo "set CROSS_DATA=<folder with real/ and fake/ or a manifest.csv>"; exit 2; }
 	mkdir -p reports/notebooks
-	$(BIN)/papermill notebooks/03b_cross_dataset.ipynb reports/notebooks/cross_$(CROSS_NAME).ipynb --no-progress-bar \
-		-p data_dir $(CROSS_DATA) -p reports_dir reports/cross/$(CROSS_NAME) -p checkpoint models/best.pt \
-		-p calibration reports/eval/calibration.json -p device auto -p bootstrap 1000 -p quick False
+	$(BIN)/papermill notebooks/03b_cross_dataset.ipynb "reports/notebooks/cross_$(CROSS_NAME).ipynb" --no-progress-bar \
+		-p params_file params.yaml -p quick False -p name "$(CROSS_NAME)" -p data_dir "$(CROSS_DATA)"
 
 clean-quick:
 	rm -rf build/quick

@@ -35,7 +35,8 @@ from torch import nn
 
 from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment
 from deepfake.faces import crop_face, default_detector
-from deepfake.ingest import read_image, read_manifest
+from deepfake.ingest import read_manifest
+from deepfake.media import read_image
 from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader
 from deepfake.models import build_model
 from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers

@@ -10,28 +10,23 @@ from . import paths
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .pipeline import load_params, make_config
-    from .synth import SynthConfig, config_dict, generate
+    from dataclasses import replace
 
+    from .config import load_params
+    from .synth import config_dict, generate
+
+    params = load_params(args.params)  # every section validated: a faulty params.yaml stops here
     out = paths.resolve(args.out)
     if out.exists() and args.if_missing:
         print(f"{out} exists; leaving it as it is")
         return 0
-    params = load_params(args.params) if args.params else {}
-    raw_dir = params.get("data", {}).get("raw_dir")
-    if args.if_missing and raw_dir and paths.resolve(raw_dir) != out:
+    if args.if_missing and paths.resolve(params.data.raw_dir) != out:
         # the pipeline reads another dataset (a real one): the embedded one is not needed
-        print(f"data.raw_dir in {args.params} is {raw_dir}, not {out}: nothing to render")
+        print(f"data.raw_dir in {args.params} is {params.data.raw_dir}, not {out}: nothing to render")
         return 0
-    section = dict(params.get("synth", {}))
-    for key in ("n_identities", "images_per_identity", "image_size", "seed", "workers"):
-        if getattr(args, key) is not None:
-            section[key] = getattr(args, key)
-    if "jpeg_quality" in section:
-        section["jpeg_quality"] = tuple(section["jpeg_quality"])
-    if "manipulations" in section:
-        section["manipulations"] = tuple(section["manipulations"])
-    cfg = make_config(SynthConfig, section)
+    changes = {k: getattr(args, k) for k in ("n_identities", "images_per_identity", "image_size", "seed", "workers")
+               if getattr(args, k) is not None}
+    cfg = replace(params.synth, **changes)
     try:
         generate(out, cfg, overwrite=args.overwrite)
     except FileExistsError as e:
@@ -42,23 +37,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from .pipeline import load_params, make_config, run_train
-    from .train import TrainConfig
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .config import load_params
 
     params = load_params(args.params)
-    base = params.get("base", {})
-    values = {"seed": base.get("seed", 0), "device": base.get("device", "auto"), **params.get("train", {})}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: --set expects key=value, got {item!r}", file=sys.stderr)
-            return 2
-        values[key] = yaml.safe_load(value)
-    cfg = make_config(TrainConfig, values)
-    result = run_train(cfg, args.raw_dir, args.splits_dir, args.model_dir, args.reports_dir)
+    print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_params, override_pairs
+    from .pipeline import run_train
+
+    params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))
+    where = paths.layout(params.data.raw_dir, params.data.faces_dir)
+    result = run_train(params.train, where.faces, where.splits, where.models, where.train_reports)
     if result.is_main:
         s = result.summary
         print(f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
@@ -72,7 +65,8 @@ def _user_path(arg: str) -> Path:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import PredictConfig, get_predictor, list_inputs, predictions_csv, predictions_table
+    from .cli_output import predictions_csv, predictions_table
+    from .predict import PredictConfig, get_predictor, list_inputs
 
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
@@ -106,7 +100,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .predict import health
+    from .cli_output import health
 
     info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else "")
     if args.json:
@@ -126,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="render the embedded synthetic face-forgery dataset")
     p.add_argument("--out", default=str(paths.RAW_DIR.relative_to(paths.ROOT)), help="output folder (default: data/raw)")
-    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params.yaml whose 'synth' section is used ('' for built-in defaults)")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file whose 'synth' section is used (validated whole)")
     p.add_argument("--n-identities", type=int, dest="n_identities")
     p.add_argument("--images-per-identity", type=int, dest="images_per_identity")
     p.add_argument("--image-size", type=int, dest="image_size")
@@ -136,12 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--if-missing", action="store_true", help="do nothing when the folder exists")
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE))
+    p.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)")
-    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params.yaml whose 'base' and 'train' sections are used")
-    p.add_argument("--raw-dir", default="cache/faces", help="dataset folder the split manifests point into (the preprocess cache)")
-    p.add_argument("--splits-dir", default="reports/split", help="folder with train.csv and val.csv")
-    p.add_argument("--model-dir", default="models", help="where best.pt and last.pt are written")
-    p.add_argument("--reports-dir", default="reports/train", help="where history.csv and metrics.json are written")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file whose 'base' and 'train' sections are used (validated whole)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a train key (YAML value), e.g. --set epochs=3")
     p.set_defaults(func=_cmd_train)
 
@@ -152,13 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print CSV (one row per input)")
     p.add_argument("--checkpoint", default="models/best.pt", help="trained checkpoint (default: models/best.pt)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--face", default="auto", choices=("auto", "detect", "none"),
-                   help="auto: detect faces in photos larger than 256 px, use smaller images (crops) whole")
+    p.add_argument("--face", default="checkpoint", choices=("checkpoint", "detect", "none"),
+                   help="checkpoint: crop as the model's training data was cropped (recorded in the checkpoint); "
+                        "detect / none: force face detection on or off (scores then differ from the pipeline's)")
     p.add_argument("--calibration", default="reports/eval/calibration.json", help="temperature and threshold JSON, used when present")
     p.add_argument("--backend", default="eager", choices=("eager", "jit", "int8"), help="model runtime (int8 needs --int8-calibration)")
     p.add_argument("--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on")
     p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
-    p.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    p.add_argument("--frames", type=int, default=None, help="frames sampled per video (default: as many as training sampled)")
     p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
@@ -172,8 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from .config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def near_pairs(words: np.ndarray, max_bits: int, block_elems: int = 1 << 22) -> 
 
 def compute_phashes(frame: pd.DataFrame, root: str | os.PathLike) -> list[str]:
     """The ``phash`` column when the index has it, else hashes computed from the files."""
-    from .ingest import read_image
+    from .media import read_image
 
     have = frame["phash"].tolist() if "phash" in frame.columns else [""] * len(frame)
     return [h if h else phash_hex(read_image(Path(root) / p)) for h, p in zip(have, frame["path"])]

@@ -131,16 +131,6 @@ def degrade(img: np.ndarray, aug: SampleAugment) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W, 3)`` uint8 (as the loaders yield) to ``(B, 3, H, W)`` float32 in [0, 1].
-
-    The result is a channels-last view of the same layout: no copy beyond the dtype conversion.
-    """
-    if images.dim() != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected a (B, H, W, 3) image batch, got shape {tuple(images.shape)}")
-    return images.permute(0, 3, 1, 2).float().div_(255)  # (B, 3, H, W), channels-last strides
-
-
 _GRAY = (0.2989, 0.587, 0.114)  # luma weights, as torchvision's rgb_to_grayscale
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
@@ -252,10 +242,3 @@ def apply_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
             out = out + (c_off * luma).view(-1, 3, 1, 1)
         x = out.clamp_(0, 1)
     return x
-
-
-def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Per-channel ``(x - mean) / std`` of a ``(B, 3, H, W)`` batch."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s

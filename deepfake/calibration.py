@@ -7,12 +7,13 @@ log-likelihood; ranking (AUC) is unchanged, probabilities become meaningful.
 
 ``reports/eval/calibration.json`` holds the result with the keys ``temperature``,
 ``threshold`` (applied to calibrated probabilities) and ``threshold_rule``; the predictor
-loads it with :func:`load_calibration` and applies :func:`apply_temperature`.
+loads it as a :class:`Calibration` and applies :func:`calibrated` to its logits.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import os
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def logits_from_probs(probs) -> np.ndarray:
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """The logistic function, without overflow for large ``|z|``."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def calibrated(logits, temperature: float) -> np.ndarray:
+    """Calibrated fake-probabilities ``sigmoid(logit / T)``: what every scoring path reports."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def apply_temperature(probs, temperature: float) -> np.ndarray:
@@ -128,6 +136,27 @@ def read_calibration(path: Path) -> tuple[dict, float, float]:
         raise ValueError(f"{path} has temperature {temperature} and threshold {threshold}; "
                          "need temperature > 0 and 0 < threshold < 1")
     return data, temperature, threshold
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Logit temperature and decision threshold on the calibrated probability, as scoring applies them."""
+
+    temperature: float = 1.0
+    threshold: float = 0.5
+    source: str | None = None  # the file they came from; None for the identity calibration
+
+    def probability(self, logits) -> np.ndarray:
+        """Calibrated fake-probability of raw logits."""
+        return calibrated(logits, self.temperature)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None) -> Calibration:
+        """The calibration in ``path`` when it exists, else the identity (temperature 1, threshold 0.5)."""
+        if not path or not Path(path).is_file():
+            return cls()
+        _, temperature, threshold = read_calibration(Path(path))
+        return cls(temperature, threshold, str(path))
 
 
 def load_calibration(path: str | os.PathLike) -> dict:

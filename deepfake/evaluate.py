@@ -20,20 +20,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .calibration import apply_temperature, fit_temperature, logits_from_probs, nll, save_calibration
-from .data import build_transforms, load_image, make_loader
+from .config import section, setting
+from .calibration import calibrated, fit_temperature, nll, save_calibration
+from .checkpoint import load_checkpoint, preprocessing_of
+from .inference import forward_logits, score_frame
+from .inputs import Preprocessing, load_input, to_model_tensor
 from .metrics import (THRESHOLD_RULES, binary_metrics, choose_threshold, expected_calibration_error, group_bootstrap_ci,
                       pr_points, reliability_table, roc_points)
-from .models import build_model
-from .robustness import Perturbation, PerturbedTransform, perturbation_grid
-from .train import predict
+from .robustness import Perturbation, perturbation_grid
 from .utils import atomic_path, resolve_device, write_json
 
 #: Columns of the per-video table (empty when the data has no videos).
@@ -44,8 +44,9 @@ ROBUSTNESS_COLUMNS = ["perturbation", "kind", "level", "input_size", "n", "roc_a
 
 
 @dataclass(frozen=True)
+@section("evaluate", base_keys=("device", "seed"))
 class EvalConfig:
-    """Evaluation settings.
+    """Evaluation settings (defaults: ``params.yaml``'s ``evaluate`` section; ``device`` and ``seed``: ``base``).
 
     Attributes:
         threshold: the threshold of the ``fixed`` rule, and the fallback when validation lacks
@@ -69,34 +70,24 @@ class EvalConfig:
         robust_resize: network input sizes other than the training size.
     """
 
-    threshold: float = 0.5
-    threshold_rule: str = "balanced_accuracy"
-    target_fpr: float = 0.05
-    calibrate: bool = True
-    ece_bins: int = 15
-    bootstrap: int = 1000
-    ci_level: float = 0.95
-    seed: int = 0
-    batch_size: int = 64
-    latency_images: int = 20
-    device: str = "auto"
-    num_workers: int = 0
-    robust_jpeg: str = "90,70,50,30"
-    robust_blur: str = "0.5,1,2"
-    robust_downscale: str = "0.5,0.25"
-    robust_resize: str = "64,128,160"
+    threshold: float = setting(gt=0, lt=1)
+    threshold_rule: str = setting(choices=THRESHOLD_RULES)
+    target_fpr: float = setting(min=0, lt=1)
+    calibrate: bool = setting()
+    ece_bins: int = setting(min=1)
+    bootstrap: int = setting(min=0)
+    ci_level: float = setting(gt=0, lt=1)
+    seed: int = setting(min=0)
+    batch_size: int = setting(min=1)
+    latency_images: int = setting(min=0)
+    device: str = setting()
+    robust_jpeg: str = setting()
+    robust_blur: str = setting()
+    robust_downscale: str = setting()
+    robust_resize: str = setting()
+    num_workers: int = 0  # not a pipeline setting
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"evaluate.threshold must be in (0, 1), got {self.threshold}")
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"evaluate.threshold_rule must be one of {THRESHOLD_RULES}, got {self.threshold_rule!r}")
-        if not 0 <= self.target_fpr < 1:
-            raise ValueError(f"evaluate.target_fpr must be in [0, 1), got {self.target_fpr}")
-        if self.ece_bins < 1 or self.bootstrap < 0:
-            raise ValueError(f"evaluate.ece_bins must be >= 1 and evaluate.bootstrap >= 0, got {self.ece_bins}, {self.bootstrap}")
-        if not 0 < self.ci_level < 1:
-            raise ValueError(f"evaluate.ci_level must be in (0, 1), got {self.ci_level}")
         self.perturbations()  # fail now, not after scoring, on a malformed robustness level
 
     def perturbations(self) -> list[Perturbation]:
@@ -133,53 +124,37 @@ class EvalResult:
     videos: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VIDEO_COLUMNS))
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model stored in a checkpoint; returns it in eval mode and the checkpoint dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train a model first (dvc repro train)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "arch", "image_size"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a deepfake checkpoint (no {key!r} entry)")
-    model, _ = build_model(ckpt["arch"], weights="none")
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
-
-
-def score_frame(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
-                batch_size: int = 64, num_workers: int = 0, transform: Callable | None = None) -> np.ndarray:
-    """Fake-probability for every row of ``frame`` (same order); ``transform`` replaces the evaluation transforms."""
-    tf = transform if transform is not None else build_transforms(image_size, False)
-    loader = make_loader(frame, root, tf, batch_size, False, num_workers)
-    _, _, p = predict(model, loader, device, amp=device.type == "cuda", desc="score")
-    return p
-
-
 @torch.inference_mode()
-def measure_latency(model: nn.Module, paths: list[Path], image_size: int, device: torch.device, warmup: int = 3) -> dict:
-    """Time single images end to end (decode, transform, forward), in milliseconds."""
-    tf = build_transforms(image_size, False)
+def measure_latency(model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3) -> dict:
+    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds."""
     model.eval()
     paths = list(paths)
     if not paths:
         raise ValueError("no images to time")
+
+    def one(p: Path) -> float:
+        x = to_model_tensor(torch.from_numpy(load_input(p, prep.input_size))[None], prep.mean, prep.std).to(device)  # (1, 3, H, W)
+        return float(torch.sigmoid(forward_logits(model, x, device))[0])
+
     for p in paths[:warmup]:
-        model(tf(load_image(p)).unsqueeze(0).to(device))
+        one(p)
     times = []
     for p in paths:
         t0 = time.perf_counter()
-        x = tf(load_image(p)).unsqueeze(0).to(device)  # (1, 3, H, W)
-        torch.sigmoid(model(x)).item()
+        one(p)
         times.append((time.perf_counter() - t0) * 1000)
     t = np.asarray(times)
     return {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)), "latency_images": len(t),
             "torch_threads": torch.get_num_threads(), "device": str(device)}
 
 
+#: Columns of an evaluated frame kept in its predictions (when present): where each image came from.
+KEPT_COLUMNS = ("source", "frame", "video")
+
+
 def predictions_frame(frame: pd.DataFrame, scores: np.ndarray, threshold: float, raw_scores: np.ndarray | None = None) -> pd.DataFrame:
-    """Per-image predictions: path, group (and video), label, score, raw score, predicted label."""
-    cols = ["path", "group", "label", "target"] + (["video"] if "video" in frame.columns else [])
+    """Per-image predictions: path, group (source, frame, video), label, score, raw score, predicted label."""
+    cols = ["path", "group", "label", "target"] + [c for c in KEPT_COLUMNS if c in frame.columns]
     out = frame[cols].copy().reset_index(drop=True)
     out["score"] = np.round(np.asarray(scores, dtype=float), 6)
     if raw_scores is not None:
@@ -193,7 +168,7 @@ def predictions_frame(frame: pd.DataFrame, scores: np.ndarray, threshold: float,
 # --------------------------------------------------------------------------------------------
 
 
-def calibrate(val_scores: np.ndarray, val_targets: np.ndarray, cfg: EvalConfig) -> dict:
+def calibrate(val_logits: np.ndarray, val_targets: np.ndarray, cfg: EvalConfig) -> dict:
     """Fit the temperature on validation logits and choose the threshold on calibrated scores.
 
     Returns:
@@ -202,7 +177,8 @@ def calibrate(val_scores: np.ndarray, val_targets: np.ndarray, cfg: EvalConfig) 
         validation NLL and ECE before and after.
     """
     y = np.asarray(val_targets).astype(int)
-    z = logits_from_probs(val_scores)
+    z = np.asarray(val_logits, dtype=np.float64)
+    val_scores = calibrated(z, 1.0)
     both = len(np.unique(y)) == 2
     if cfg.calibrate and both:
         temperature, at_bound = fit_temperature(z, y)
@@ -210,7 +186,7 @@ def calibrate(val_scores: np.ndarray, val_targets: np.ndarray, cfg: EvalConfig) 
     else:
         temperature, at_bound = 1.0, False
         how = "not fitted (calibrate is off)" if not cfg.calibrate else "not fitted (validation split has one class)"
-    p_cal = apply_temperature(val_scores, temperature)
+    p_cal = calibrated(z, temperature)
     choice = choose_threshold(y, p_cal, cfg.threshold_rule, cfg.target_fpr, cfg.threshold)
     return {
         "temperature": float(temperature),
@@ -284,11 +260,11 @@ def video_metrics(videos: pd.DataFrame, threshold: float, unit: str, reason: str
 
 
 def robustness_table(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
-                     perturbations: list[Perturbation], temperature: float, threshold: float, clean_scores: np.ndarray,
+                     perturbations: list[Perturbation], temperature: float, threshold: float, clean_logits: np.ndarray,
                      batch_size: int = 64, num_workers: int = 0) -> pd.DataFrame:
     """Re-score ``frame`` under each perturbation with a fixed temperature and threshold.
 
-    The clean reference reuses ``clean_scores``. A network input size the model cannot take
+    The clean reference reuses ``clean_logits``. A network input size the model cannot take
     is recorded in the ``error`` column instead of stopping the evaluation.
     """
     y = frame["target"].to_numpy()
@@ -297,13 +273,12 @@ def robustness_table(model: nn.Module, frame: pd.DataFrame, root: str | os.PathL
         size = pert.input_size(image_size)
         row = {"perturbation": pert.name, "kind": pert.kind, "level": pert.level, "input_size": size, "n": int(len(frame)), "error": ""}
         try:
-            raw = clean_scores if pert.kind == "none" else score_frame(
-                model, frame, root, size, device, batch_size, num_workers,
-                transform=PerturbedTransform(pert, build_transforms(size, False)))
+            z = clean_logits if pert.kind == "none" else score_frame(
+                model, frame, root, size, device, batch_size, num_workers, perturb=pert, desc=pert.name)
         except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
             rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
             continue
-        m = binary_metrics(y, apply_temperature(raw, temperature), threshold)
+        m = binary_metrics(y, calibrated(z, temperature), threshold)
         if pert.kind == "none":
             clean_auc = m["roc_auc"]
         rows.append({**row, **{k: m[k] for k in ("roc_auc", "average_precision", "accuracy", "balanced_accuracy")}})
@@ -324,7 +299,7 @@ def _none_if_nan(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.PathLike, cfg: EvalConfig = EvalConfig(),
+def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.PathLike, cfg: EvalConfig | None = None,
              val: pd.DataFrame | None = None, calibration: dict | None = None) -> EvalResult:
     """Score ``frame`` with a checkpoint and compute every metric.
 
@@ -342,27 +317,31 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
     Returns:
         The predictions, metrics, calibration, validation predictions, robustness and video tables.
     """
+    cfg = cfg or EvalConfig()
     if len(frame) == 0:
         raise ValueError("no images to evaluate (empty frame)")
     device = resolve_device(cfg.device)
     model, ckpt = load_checkpoint(checkpoint, device)
-    size = int(ckpt["image_size"])
-    score = lambda f, **kw: score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, **kw)  # noqa: E731
+    prep = preprocessing_of(ckpt, checkpoint)
+    size = prep.input_size
+
+    def score(f: pd.DataFrame, desc: str) -> np.ndarray:
+        return score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc)
 
     val_preds = None
     if calibration is not None:
         calib = {**calibration, "fit_split": calibration.get("fit_split", "given")}
     elif val is not None and len(val):
-        val_raw = score(val)
-        calib = calibrate(val_raw, val["target"].to_numpy(), cfg)
-        val_preds = predictions_frame(val, apply_temperature(val_raw, calib["temperature"]), calib["threshold"], val_raw)
+        val_z = score(val, "score validation")
+        calib = calibrate(val_z, val["target"].to_numpy(), cfg)
+        val_preds = predictions_frame(val, calibrated(val_z, calib["temperature"]), calib["threshold"], calibrated(val_z, 1.0))
     else:
         calib = {"temperature": 1.0, "threshold": float(cfg.threshold), "fit_split": "none",
                  "threshold_rule": f"fixed threshold {cfg.threshold:g} (no validation split given)"}
     temperature, threshold = float(calib["temperature"]), float(calib["threshold"])
 
-    raw = score(frame)
-    cal = apply_temperature(raw, temperature)
+    z = score(frame, "score")
+    raw, cal = calibrated(z, 1.0), calibrated(z, temperature)
     y = frame["target"].to_numpy()
     preds = predictions_frame(frame, cal, threshold, raw)
 
@@ -390,14 +369,14 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
         metrics["video_level"] = video_metrics(videos, threshold, unit, reason)
     metrics["video_level"]["frame_roc_auc"] = metrics["roc_auc"]
 
-    robust = robustness_table(model, frame, root, size, device, cfg.perturbations(), temperature, threshold, raw,
+    robust = robustness_table(model, frame, root, size, device, cfg.perturbations(), temperature, threshold, z,
                               cfg.batch_size, cfg.num_workers)
     if len(robust) > 1:
         metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}
 
     if cfg.latency_images > 0:
         paths = [Path(root) / p for p in frame["path"].iloc[: cfg.latency_images]]
-        metrics.update(measure_latency(model, paths, size, device))
+        metrics.update(measure_latency(model, paths, prep, device))
     metrics.update({"arch": ckpt["arch"], "weights_used": ckpt.get("weights_used", "unknown"), "checkpoint_epoch": int(ckpt.get("epoch", 0)),
                     "image_size": size})
     calib.update({"arch": ckpt["arch"], "image_size": size, "checkpoint_epoch": int(ckpt.get("epoch", 0))})

@@ -96,8 +96,14 @@ class FaceDetector:
 _local = threading.local()
 
 
-def default_detector() -> FaceDetector:
-    """A per-thread detector with the default settings (loading a cascade costs ~20 ms)."""
+#: Face detectors ``preprocess.detector`` can name.
+DETECTORS = ("haar",)
+
+
+def get_detector(name: str = "haar") -> FaceDetector:
+    """A per-thread detector of kind ``name`` (``DETECTORS``); loading one costs ~20 ms, so it is kept."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; the detectors are {', '.join(DETECTORS)}")
     if not hasattr(_local, "detector"):
         _local.detector = FaceDetector()
     return _local.detector

@@ -9,228 +9,30 @@ Three layouts are understood (``scan``):
   folder's ``manifest.csv``, or any CSV passed instead of a folder. Paths are relative to the
   CSV's folder (absolute paths are allowed). Other columns (e.g. a manipulation type) are
   carried along as they are, except ``RESERVED_COLUMNS``.
-* **Videos** (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``) in either layout: the
-  preprocess stage samples ``frames_per_video`` evenly spaced frames from each
-  (``sample_frame_indices``, ``read_video_frames``); every frame keeps its video as its group.
+* **Videos** (``deepfake.media.VIDEO_EXTENSIONS``) in either layout: the preprocess stage
+  samples ``frames_per_video`` evenly spaced frames from each; every frame keeps its video as
+  its group.
 
-``read_image`` decodes any common image into RGB uint8, applying EXIF rotation and converting
-grayscale, CMYK, RGBA/LA (composited on white), palette and 16-bit images deliberately. A file
-that is not a usable image raises ``BadInputError`` with a short ``reason`` code
-(``REASONS``) so a long run can skip it and list it in a report instead of crashing.
+Nothing is decoded here (``deepfake.media`` does that); files that cannot belong to the
+dataset are returned with their reason (``deepfake.media.REASONS``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import warnings
-from struct import error as struct_error  # raised by some damaged TIFF/BMP headers
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import LABELS, MANIFEST_NAME, DatasetLayoutError, UnreadableImageError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from .data import LABELS, MANIFEST_NAME, DatasetLayoutError
+from .media import kind_of
 #: Folder names that assign a split when ``keep_splits`` is on, and the split they mean.
 SPLIT_FOLDERS = {"train": "train", "training": "train", "valid": "val", "val": "val", "validation": "val", "test": "test", "testing": "test"}
 #: Columns the pipeline itself writes; a source manifest's own columns of these names are not
 #: carried into the cache manifest (its ``sha256`` is recomputed as ``source_sha256``).
 RESERVED_COLUMNS = ("path", "file", "label", "target", "group", "split", "kind", "source", "source_sha256", "sha256", "phash",
                     "crop", "box", "video", "frame", "video_label")
-
-#: Why an input was skipped: reason code -> explanation (reports and the notebook use these).
-REASONS = {
-    "empty_file": "the file has zero bytes",
-    "not_an_image": "the content is not an image format (wrong extension, text, HTML...)",
-    "corrupt": "an image header was found but the data cannot be decoded",
-    "truncated": "the image data ends early (interrupted download or copy)",
-    "too_large": "more pixels than max_megapixels allows (decompression-bomb guard)",
-    "unsupported_mode": "a pixel format that cannot be converted to RGB",
-    "unreadable": "the file cannot be opened (permissions, I/O error)",
-    "video_unreadable": "OpenCV cannot open the video (corrupt, wrong extension or missing codec)",
-    "video_no_frames": "the video opened but no frame could be decoded",
-    "no_face": "no face was detected (no_face: skip)",
-    "missing_file": "listed in the manifest but not on disk",
-    "no_label_folder": "not below a real/ or fake/ folder",
-    "no_split_folder": "keep_splits is on but the file is not below a train/valid/test folder",
-    "unsupported_extension": "below real/ or fake/ but neither an image nor a video extension",
-}
-
-# FFmpeg (inside OpenCV) prints its own errors to stderr ("moov atom not found"); unreadable
-# videos are reported here instead. Read when OpenCV first opens or writes a video.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
-_MAGIC = (  # signatures of formats Pillow decodes: a file starting with one is an image, maybe corrupt
-    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-)
-
-
-class BadInputError(UnreadableImageError):
-    """An input file that cannot be used; ``reason`` is a key of ``REASONS``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
-        self.path, self.reason, self.detail = str(path), reason, detail
-        what = REASONS.get(reason, reason)
-        super().__init__(f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped and listed in the report")
-
-
-# --------------------------------------------------------------------------------------------
-# Images
-# --------------------------------------------------------------------------------------------
-
-
-def _looks_like_image(head: bytes) -> bool:
-    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def _to_rgb(im: Image.Image, path: str | os.PathLike) -> np.ndarray:
-    """Convert any Pillow mode to (H, W, 3) uint8 RGB, explicitly per mode."""
-    mode = im.mode
-    if mode == "RGB":
-        return np.asarray(im)
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        a = np.asarray(im).astype(np.float64)  # 16/32-bit grayscale
-        if mode == "F":
-            a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
-        elif mode.startswith("I;16") or (a.size and a.max() > 255):
-            a = a / 257.0  # 0..65535 -> 0..255
-        g = np.clip(np.nan_to_num(np.rint(a)), 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    try:  # L, 1, P, CMYK, YCbCr, RGBX...: Pillow's own conversion
-        return np.asarray(im.convert("RGB"))
-    except (ValueError, OSError) as e:
-        raise BadInputError(path, "unsupported_mode", f"mode {mode}") from e
-
-
-def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = 64_000_000) -> np.ndarray:
-    """Decode image bytes to upright (H, W, 3) uint8 RGB.
-
-    EXIF orientation is applied; the image size is checked against ``max_pixels`` from the
-    header, before any pixel is decoded. Raises ``BadInputError`` with the reason.
-    """
-    if not data:
-        raise BadInputError(path, "empty_file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, below
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise BadInputError(path, "too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP")
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im, path)
-    except BadInputError:
-        raise
-    except Image.DecompressionBombError as e:  # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS)
-        raise BadInputError(path, "too_large", str(e).split(" could be")[0]) from e
-    except UnidentifiedImageError as e:
-        raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
-    except OSError as e:
-        reason = "truncated" if "truncated" in str(e).lower() else "corrupt"  # 'image file is truncated', 'Truncated File Read'
-        raise BadInputError(path, reason, str(e)) from e
-    except (SyntaxError, ValueError, TypeError, EOFError, IndexError, struct_error) as e:
-        raise BadInputError(path, "corrupt", f"{type(e).__name__}: {e}") from e
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise BadInputError(path, "unsupported_mode", f"decoded shape {rgb.shape}")
-    return np.ascontiguousarray(rgb)
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes, raising ``BadInputError`` (``unreadable``/``missing_file``) on I/O errors."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as e:
-        raise BadInputError(path, "missing_file") from e
-    except OSError as e:
-        raise BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
-
-
-def read_image(path: str | os.PathLike, max_pixels: int = 64_000_000) -> np.ndarray:
-    """Read an image file as upright (H, W, 3) uint8 RGB (see ``decode_image``)."""
-    return decode_image(read_bytes(path), path, max_pixels)
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Videos
-# --------------------------------------------------------------------------------------------
-
-
-def sample_frame_indices(n_frames: int, k: int) -> list[int]:
-    """``k`` evenly spaced frame indices over ``n_frames`` (all of them when there are fewer)."""
-    if n_frames <= 0 or k <= 0:
-        return []
-    if n_frames <= k:
-        return list(range(n_frames))
-    return sorted(set(np.linspace(0, n_frames - 1, k).round().astype(int).tolist()))
-
-
-def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.ndarray]]:
-    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)`` (see ``read_video``)."""
-    return read_video(path, k)[0]
-
-
-def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``, and its frame count.
-
-    Frames are read sequentially (seeking is inaccurate for many codecs). When the container
-    does not report its frame count, every frame is decoded once and the sample is taken
-    afterwards from a bounded reservoir of candidates. Raises ``BadInputError``
-    (``video_unreadable`` or ``video_no_frames``).
-    """
-    path = str(path)
-    if not Path(path).is_file():
-        raise BadInputError(path, "missing_file")
-    if Path(path).stat().st_size == 0:
-        raise BadInputError(path, "empty_file")
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            raise BadInputError(path, "video_unreadable")
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if n > 0:
-            wanted = set(sample_frame_indices(n, k))
-            frames, i = [], 0
-            while wanted and i <= max(wanted):
-                if not cap.grab():
-                    break
-                if i in wanted:
-                    ok, bgr = cap.retrieve()
-                    if ok and bgr is not None:
-                        frames.append((i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-                i += 1
-            if frames or i > 0:
-                if not frames:
-                    raise BadInputError(path, "video_no_frames", f"{i} frame(s) read, none decodable")
-                return frames, n
-        decoded = []  # unknown (or wrong) frame count: decode everything, then sample
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            decoded.append(bgr)
-        if not decoded:
-            raise BadInputError(path, "video_no_frames")
-        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(decoded)
-    finally:
-        cap.release()
-
 
 # --------------------------------------------------------------------------------------------
 # Layouts
@@ -293,12 +95,6 @@ class Inventory:
     def counts(self) -> dict[str, int]:
         kinds = pd.Series([s.kind for s in self.sources], dtype=object)
         return {"images": int((kinds == "image").sum()), "videos": int((kinds == "video").sum()), "skipped": len(self.skipped)}
-
-
-def kind_of(path: str | os.PathLike) -> str | None:
-    """``image``, ``video`` or None, from the file extension."""
-    ext = Path(path).suffix.lower()
-    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
 
 
 def _skip(rel: str, reason: str, detail: str = "", label: str = "") -> dict:

@@ -3,10 +3,9 @@
 What makes it fast (``benchmarks/bench_train.py`` measures it against a plain
 ``ImageFolder`` + PIL-transforms loader):
 
-* JPEGs are decoded already reduced: PIL's ``draft`` mode lets libjpeg scale by 1/2, 1/4 or
-  1/8 inside the DCT, so a 600x600 photo for a 224 network input is decoded at 300x300
-  (about a quarter of the work), then resized with the same antialiased bilinear filter
-  torchvision's ``Resize`` uses on PIL images.
+* Images are read and resized by the preprocessing contract's own functions
+  (``deepfake.inputs.load_input``): what the network sees in validation is exactly what every
+  scoring path gives it.
 * Workers hand over ``uint8`` ``(H, W, 3)`` arrays (4x fewer bytes than float tensors to
   collate, pin and copy); flip, rotation, colour jitter and normalisation run once per batch
   on the GPU (``deepfake.augment.apply_batch``). When training on a CPU the workers apply
@@ -28,39 +27,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
-from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, normalize, sample_augment, to_float
-from .data import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError
-
-
-def decode_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode an image as RGB and resize it to ``size`` x ``size``: ``(size, size, 3)`` uint8.
-
-    JPEGs at least twice as large as ``size`` are decoded at a reduced scale first (PIL draft
-    mode); the final resize is antialiased bilinear, as ``torchvision.transforms.Resize`` on a
-    PIL image.
-
-    Raises:
-        UnreadableImageError: the file cannot be decoded (names the file).
-    """
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (size, size))
-            rgb = im.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.BILINEAR)
-        return np.array(rgb)  # writable (H, W, 3) uint8
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UnreadableImageError(f"{path} is not a decodable image ({e}); remove it or fix it") from e
+from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, sample_augment
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, load_input, normalize, resize_input, to_float
+from .media import read_image
 
 
 class _DecodeOnly(Dataset):
@@ -71,7 +48,7 @@ class _DecodeOnly(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return decode_image(self.paths[i], self.size)
+        return load_input(self.paths[i], self.size)
 
 
 class DecodedCache:
@@ -86,7 +63,7 @@ class DecodedCache:
     ``decode_image``'s.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: decoded by deepfake.inputs.load_input (no reduced-scale JPEG decoding)
 
     def __init__(self, file: Path, n: int, size: int) -> None:
         self.file, self.n, self.size = Path(file), n, size
@@ -143,11 +120,14 @@ class ImageDataset(Dataset):
     ``apply_batch`` to run on the device. With ``augment_in_worker`` the worker applies it
     itself (``apply_image``, OpenCV on uint8: the fast choice when training on a CPU) and
     ``params`` is the identity. With a ``cache`` (a ``DecodedCache`` of the same paths and
-    side) images come from it instead of being decoded.
+    side) images come from it instead of being decoded. ``perturb`` (uint8 image to uint8
+    image, e.g. a ``deepfake.robustness.Perturbation``) is applied to the decoded image before
+    it is resized to ``image_size``.
     """
 
     def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment: AugmentConfig | None = None,
-                 augment_in_worker: bool = False, cache: DecodedCache | None = None) -> None:
+                 augment_in_worker: bool = False, cache: DecodedCache | None = None,
+                 perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.paths = [Path(root) / p for p in frame["path"]]
         self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,)
         self.image_size = image_size
@@ -156,14 +136,22 @@ class ImageDataset(Dataset):
         if cache is not None and (len(cache) != len(self.paths) or cache.size != image_size):
             raise ValueError(f"decoded cache {cache.file} holds {len(cache)} images at {cache.size} px, "
                              f"the dataset {len(self.paths)} at {image_size} px; build it from the same frame")
+        if cache is not None and perturb is not None:
+            raise ValueError("a perturbation needs the decoded images, not a decoded cache")
         self.cache = cache
+        self.perturb = perturb
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
         i, seed = key if isinstance(key, tuple) else (key, 0)
-        img = self.cache[i] if self.cache is not None else decode_image(self.paths[i], self.image_size)  # (H, W, 3) uint8
+        if self.cache is not None:
+            img = self.cache[i]  # (S, S, 3) uint8
+        elif self.perturb is not None:
+            img = np.array(resize_input(self.perturb(read_image(self.paths[i])), self.image_size))
+        else:
+            img = load_input(self.paths[i], self.image_size)
         params = IDENTITY_PARAMS
         if self.augment is not None:
             aug = sample_augment(self.augment, np.random.default_rng(seed))

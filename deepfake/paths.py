@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Repository root: the folder holding ``params.yaml``. ``DEEPFAKE_ROOT`` overrides it.
@@ -23,3 +24,59 @@ def resolve(path: str | os.PathLike) -> Path:
     """Return ``path`` as absolute, taking relative paths from the project root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else ROOT / p
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's (``build/quick/``)."""
+
+    raw: Path  # the dataset the preprocess stage reads (data.raw_dir)
+    faces: Path  # the face-crop cache (data.faces_dir)
+    models: Path
+    reports: Path
+
+    @property
+    def splits(self) -> Path:
+        return self.reports / "split"
+
+    @property
+    def preprocess_reports(self) -> Path:
+        return self.reports / "preprocess"
+
+    @property
+    def split_reports(self) -> Path:
+        return self.reports / "split"
+
+    @property
+    def train_reports(self) -> Path:
+        return self.reports / "train"
+
+    @property
+    def eval_reports(self) -> Path:
+        return self.reports / "eval"
+
+    @property
+    def figures(self) -> Path:
+        return self.reports / "figures"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.models / "best.pt"
+
+    @property
+    def calibration(self) -> Path:
+        return self.eval_reports / "calibration.json"
+
+    def cross_reports(self, name: str) -> Path:
+        return self.reports / "cross" / name
+
+    def cross_faces(self, name: str) -> Path:
+        """Face-crop cache of a cross-dataset test set (the preprocess stage's code, its own folder)."""
+        return self.faces.parent / "cross" / name
+
+
+def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool = False) -> Layout:
+    """The pipeline's layout (``data.raw_dir`` and ``data.faces_dir`` from params.yaml), or the quick check's under ``build/quick``."""
+    if quick:
+        return Layout(raw=QUICK_DIR / "raw", faces=QUICK_DIR / "faces", models=QUICK_DIR / "models", reports=QUICK_DIR / "reports")
+    return Layout(raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR)

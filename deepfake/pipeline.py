@@ -1,51 +1,60 @@
-"""Stage functions behind the notebooks, parameter loading and quick-check inputs.
+"""Stage functions behind the notebooks.
 
-Each pipeline notebook is a thin wrapper around one ``run_*`` function here. The notebooks'
-default parameters are a quick-check configuration that reads and writes under
-``build/quick/``; ``ensure_quick_*`` builds whatever upstream input such a run lacks, with a
-tiny synthetic dataset, so every notebook runs on a fresh clone (``pytest --nbval-lax``).
+Each pipeline notebook opens its stage with ``open_stage`` (params.yaml read and validated,
+the folders it reads and writes) and calls one ``run_*`` function here. The notebooks' default
+is a quick check (``quick=True``) that reads and writes under ``build/quick/`` with
+``deepfake.testing.QUICK_OVERRIDES``, building any missing upstream input on a tiny dataset.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
-import yaml
-
 from . import paths
 from .data import index_dataset, read_split
 from .split import SplitConfig, balance_table, check_leakage, has_given_split, keep_given_split, split_dataset, write_splits
-from .synth import SynthConfig, generate
+from .config import Params, load_params
+from .evaluate import EvalConfig, EvalResult
+from .preprocess import PreprocessConfig
 from .utils import write_json
 
-C = TypeVar("C")
+log = logging.getLogger(__name__)
 
-#: The tiny dataset and training run behind the notebooks' default parameters.
-QUICK_SYNTH = SynthConfig(n_identities=32, images_per_identity=1, image_size=64, seed=0, workers=1)
-QUICK_TRAIN = {"weights": "none", "epochs": 1, "batch_size": 16, "image_size": 64, "device": "cpu"}
-#: A second tiny dataset (other seed and resolution) standing in for a cross-dataset test.
-QUICK_CROSS_SYNTH = SynthConfig(n_identities=8, images_per_identity=2, image_size=48, seed=1, workers=1)
+STAGES = ("preprocess", "split", "train", "evaluate", "cross", "plots", "demo")
 
 
-def load_params(path: str | os.PathLike = paths.PARAMS_FILE) -> dict[str, Any]:
-    """Read ``params.yaml``."""
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+@dataclass(frozen=True)
+class Stage:
+    """A stage about to run: its name, every validated setting, and where it reads and writes."""
+
+    name: str
+    params: Params
+    where: paths.Layout
+    quick: bool
 
 
-def make_config(cls: type[C], section: dict[str, Any] | None, **overrides: Any) -> C:
-    """Build a config dataclass from a params section; unknown keys fail loudly."""
-    values = {**(section or {}), **overrides}
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise TypeError(f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(known)}")
-    return cls(**values)
+def open_stage(name: str, params_file: str | os.PathLike = paths.PARAMS_FILE, quick: bool = False,
+               overrides: dict[str, dict[str, Any]] | None = None) -> Stage:
+    """Validate ``params_file`` (every section, within seconds) and return the stage's settings and folders.
+
+    ``quick`` applies ``deepfake.testing.QUICK_OVERRIDES`` (before ``overrides``), uses
+    ``build/quick/`` and builds any missing upstream output on the tiny quick dataset.
+    """
+    from . import testing
+
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; the stages are {', '.join(STAGES)}")
+    layers = testing.merge_overrides(testing.QUICK_OVERRIDES if quick else None, overrides)
+    params = load_params(params_file, layers)
+    where = paths.layout(params.data.raw_dir, params.data.faces_dir, quick)
+    if quick:
+        testing.ensure_upstream(name, params, where)
+    return Stage(name, params, where, quick)
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,32 +148,44 @@ def run_evaluate(cfg, checkpoint: str | os.PathLike, raw_dir: str | os.PathLike,
     return result
 
 
-def run_cross_evaluate(cfg, checkpoint: str | os.PathLike, calibration_file: str | os.PathLike, data_dir: str | os.PathLike,
-                       reports_dir: str | os.PathLike, figures: bool = True):
-    """Score every image of a second dataset with a trained model, without fitting anything on it.
+def run_cross_evaluate(cfg: EvalConfig, checkpoint: str | os.PathLike, calibration_file: str | os.PathLike, data_dir: str | os.PathLike,
+                       faces_dir: str | os.PathLike, reports_dir: str | os.PathLike, preprocess_cfg: PreprocessConfig,
+                       figures: bool = True, progress: bool = True) -> EvalResult:
+    """Score every image and video of a second dataset with a trained model, fitting nothing on it.
 
-    ``data_dir`` has the layouts ``data.index_dataset`` reads (``real/`` and ``fake/``, or a
-    ``manifest.csv``). The temperature and threshold are the in-distribution ones from
-    ``calibration_file``. Writes predictions, metrics and curves (and figures) under
-    ``reports_dir``, apart from the in-distribution results.
-
-    Returns:
-        The ``deepfake.evaluate.EvalResult``.
+    ``data_dir`` is any dataset the preprocess stage reads (folders, a manifest, videos). Its
+    faces are cropped by the preprocess stage's own code into ``faces_dir`` with the
+    checkpoint's preprocessing contract (detection, detector, margin, crop size, frames per
+    video; ``preprocess_cfg`` gives the rest: folder names, workers, size limits), then scored
+    like the evaluate stage scores its test split, with the in-distribution temperature and
+    threshold of ``calibration_file``. Writes predictions, metrics (with video-level results
+    when there are videos), curves, ``skipped.csv`` and figures under ``reports_dir``.
     """
     from .calibration import load_calibration
+    from .checkpoint import preprocessing_of, read_checkpoint
     from .evaluate import evaluate, write_outputs
 
-    data = paths.resolve(data_dir)
-    calib_path = paths.resolve(calibration_file)
-    frame = index_dataset(data, hashes=False)
-    result = evaluate(paths.resolve(checkpoint), frame, data, cfg, calibration=load_calibration(calib_path))
-    result.metrics = {"dataset": os.path.normpath(data), "split": "all images (cross-dataset, nothing fitted on it)",
-                      "calibration_from": os.path.normpath(calib_path), **result.metrics}
+    cfg = replace(cfg.without_robustness(), latency_images=0)  # this dataset's clean scores; latency is the evaluate stage's
+    ckpt_path, calib_path, data = paths.resolve(checkpoint), paths.resolve(calibration_file), paths.resolve(data_dir)
+    prep = preprocessing_of(read_checkpoint(ckpt_path), ckpt_path)
+    if prep.crop == "none":
+        log.warning("%s was trained on whole images (no face cache): the second dataset is scored on centre squares", ckpt_path)
+    pcfg = replace(preprocess_cfg, detect=prep.detect, no_face=prep.no_face, margin=prep.margin,
+                   size=prep.crop_size or prep.input_size, frames_per_video=prep.frames_per_video, keep_splits=False)
     out = paths.resolve(reports_dir)
+    cache = run_preprocess(data, faces_dir, out, pcfg, progress=progress)
+    if cache.manifest.empty:
+        raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")
+    frame = index_dataset(paths.resolve(faces_dir), hashes=False)
+    result = evaluate(ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path))
+    counts = {k: cache.summary.get(k) for k in ("images", "videos", "faces_found", "no_face", "written", "skipped")}
+    result.metrics = {"dataset": os.path.normpath(data), "split": "all images (cross-dataset, nothing fitted on it)",
+                      "calibration_from": os.path.normpath(calib_path), "preprocess": counts, **result.metrics}
     write_outputs(result, out, write_calibration=False, ece_bins=cfg.ece_bins)
+    (out / "summary.json").unlink(missing_ok=True)  # the preprocess counts live in metrics.json
     if figures:
         threshold = result.calibration["threshold"]
-        _draw(_eval_figures(result.predictions, out, threshold, data, result.metrics), out / "figures")
+        _draw(_eval_figures(result.predictions, out, threshold, paths.resolve(faces_dir), result.metrics), out / "figures")
     return result
 
 
@@ -218,96 +239,3 @@ def run_plots(train_reports: str | os.PathLike, eval_reports: str | os.PathLike,
     figs = {"training_curves": lambda: plots.training_curves(history),
             **_eval_figures(preds, eval_dir, threshold, paths.resolve(raw_dir), metrics, gallery_size)}
     return _draw(figs, out)
-
-
-# --------------------------------------------------------------------------------------------
-# Quick-check inputs (notebook defaults)
-# --------------------------------------------------------------------------------------------
-
-
-def ensure_quick_dataset(raw_dir: str | os.PathLike) -> Path:
-    """Create the tiny synthetic dataset at ``raw_dir`` unless a dataset is already there."""
-    raw = paths.resolve(raw_dir)
-    if not raw.exists():
-        generate(raw, QUICK_SYNTH, progress=False)
-    return raw
-
-
-def ensure_quick_splits(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike) -> Path:
-    """Quick dataset plus its split manifests, created when missing."""
-    ensure_quick_dataset(raw_dir)
-    out = paths.resolve(splits_dir)
-    if not all((out / f"{s}.csv").exists() for s in ("train", "val", "test")):
-        run_split(raw_dir, out, out / "reports", SplitConfig())
-    return out
-
-
-def ensure_quick_model(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, model_dir: str | os.PathLike,
-                       reports_dir: str | os.PathLike) -> Path:
-    """Quick splits plus a one-epoch model trained on them, created when missing."""
-    from .train import TrainConfig
-
-    ensure_quick_splits(raw_dir, splits_dir)
-    best = paths.resolve(model_dir) / "best.pt"
-    if not best.exists():
-        run_train(TrainConfig(**QUICK_TRAIN), raw_dir, splits_dir, model_dir, reports_dir)
-    return best
-
-
-def ensure_quick_reports(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, model_dir: str | os.PathLike,
-                         train_reports: str | os.PathLike, eval_reports: str | os.PathLike) -> None:
-    """Quick model plus its training history and test evaluation (with calibration), created when missing."""
-    from .evaluate import EvalConfig
-
-    ensure_quick_model(raw_dir, splits_dir, model_dir, train_reports)
-    needed = ("predictions.csv", "calibration.json", "robustness.csv", "reliability_calibrated.csv")
-    if not all((paths.resolve(eval_reports) / f).exists() for f in needed):
-        run_evaluate(EvalConfig(device="cpu", latency_images=5, bootstrap=200), paths.resolve(model_dir) / "best.pt", raw_dir, splits_dir, eval_reports)
-
-
-def ensure_quick_mixed_dataset(raw_dir: str | os.PathLike) -> Path:
-    """A quick dataset with the awkward inputs real collections have, created when missing.
-
-    The tiny synthetic set plus, listed in its manifest: a zero-byte file, a text file named
-    ``.jpg``, a truncated JPEG, a grayscale PNG and an RGBA PNG (both usable after conversion),
-    a 12-frame video made of synthetic faces, and a video file that cannot be opened.
-    """
-    import cv2
-    import numpy as np
-    from PIL import Image
-
-    raw = paths.resolve(raw_dir)
-    if raw.exists():
-        return raw
-    tmp = raw.with_name(raw.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an interrupted run
-    generate(tmp, QUICK_SYNTH, progress=False)
-    manifest = pd.read_csv(tmp / "manifest.csv", dtype=str, keep_default_na=False)
-    real = sorted((tmp / "real").glob("*.jpg"))
-    img = np.asarray(Image.open(real[0]).convert("RGB"))
-    (tmp / "fake" / "empty.jpg").write_bytes(b"")
-    (tmp / "real" / "notes.jpg").write_text("not a photo\n")
-    (tmp / "real" / "cut.jpg").write_bytes(real[1].read_bytes()[: real[1].stat().st_size // 2])
-    Image.fromarray(img).convert("L").save(tmp / "real" / "grey.png")
-    Image.fromarray(img).convert("RGBA").save(tmp / "real" / "alpha.png")
-    h, w = img.shape[:2]
-    writer = cv2.VideoWriter(str(tmp / "fake" / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
-    for f in real[:12]:
-        writer.write(cv2.cvtColor(np.asarray(Image.open(f).convert("RGB")), cv2.COLOR_RGB2BGR))
-    writer.release()
-    (tmp / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
-    extra = pd.DataFrame({"file": ["fake/empty.jpg", "real/notes.jpg", "real/cut.jpg", "real/grey.png", "real/alpha.png", "fake/clip.avi",
-                                   "fake/broken.mp4"],
-                          "label": ["fake", "real", "real", "real", "real", "fake", "fake"]})
-    pd.concat([manifest, extra], ignore_index=True).fillna("").to_csv(tmp / "manifest.csv", index=False)
-    tmp.rename(raw)
-    return raw
-
-
-def ensure_quick_cross_dataset(data_dir: str | os.PathLike) -> Path:
-    """A second tiny synthetic dataset (other seed, other image size) for the cross-dataset quick check."""
-    data = paths.resolve(data_dir)
-    if not data.exists():
-        generate(data, QUICK_CROSS_SYNTH, progress=False)
-    return data

@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
-from .data import load_image
+from .media import read_image
 from .utils import atomic_path
 
 _LABEL_ORDER = ["real", "fake"]
@@ -187,7 +187,7 @@ def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -
             ax.set_yticks([])
             if c < len(rows):
                 row = rows.iloc[c]
-                ax.imshow(load_image(Path(root) / row["path"]))
+                ax.imshow(read_image(Path(root) / row["path"]))
                 ax.set_title(f"p(fake) {row['score']:.3f}\n{Path(row['path']).name[:24]}", fontsize=7)
             else:
                 ax.set_axis_off()

@@ -10,7 +10,7 @@ The output folder is itself a dataset root: ``manifest.csv`` (``path,label,targe
 ``split`` when kept, ``source``, ``kind``, ``crop``, ``box``, ``phash``, ``video``, ``frame``,
 ``video_label`` and the source manifest's own columns) next to ``real/`` and ``fake/``.
 The split and training stages read it like any dataset. ``skipped.csv`` lists every input not
-used and why (``deepfake.ingest.REASONS``).
+used and why (``deepfake.media.REASONS``).
 
 Re-running is cheap: a run records each source's size, modification time and SHA-256 with
 what it produced. When the settings and every source are unchanged it returns at once without
@@ -37,18 +37,21 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .audit import phash_hex
-from .data import LABELS, MANIFEST_NAME, sha256_file
-from .faces import DEFAULT_MARGIN, FaceBox, crop_face, default_detector
-from .ingest import REASONS, BadInputError, IngestConfig, Inventory, Source, decode_image, read_bytes, read_video_frames, scan
+from .config import section, setting
+from .data import LABELS, MANIFEST_NAME
+from .inputs import CONTRACT_FILE, Preprocessing, crop_image
+from .ingest import IngestConfig, Inventory, Source, scan
+from .media import REASONS, BadInputError, decode_image, read_bytes, read_video_frames, sha256_file
 from .utils import atomic_path
 
 STATE_NAME = ".preprocess.json"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
-_CODE = ("ingest.py", "preprocess.py", "faces.py", "audit.py")  # their text is part of the settings' fingerprint
+_CODE = ("ingest.py", "media.py", "inputs.py", "preprocess.py", "faces.py", "audit.py")  # their text is part of the settings' fingerprint
 
 
 @dataclass(frozen=True)
+@section("preprocess")
 class PreprocessConfig:
     """Face cropping and cache settings (``params.yaml``: ``preprocess``).
 
@@ -68,36 +71,29 @@ class PreprocessConfig:
         max_megapixels: larger images are refused unread (decompression-bomb guard).
     """
 
-    detect: bool = True
-    no_face: str = "skip"
-    margin: float = DEFAULT_MARGIN
-    size: int = 96
-    frames_per_video: int = 32
-    workers: int = 0
-    keep_splits: bool = False
-    group_by: str = "file"
-    real_dirs: str = "real"
-    fake_dirs: str = "fake"
-    max_megapixels: float = 64.0
+    detect: bool = setting()
+    no_face: str = setting(choices=("skip", "keep_full"))
+    margin: float = setting(min=1.0, max=4.0)
+    size: int = setting(min=8, max=2048)
+    frames_per_video: int = setting(min=1)
+    workers: int = setting(min=0)
+    keep_splits: bool = setting()
+    group_by: str = setting(choices=("file", "folder"))
+    real_dirs: str = setting()
+    fake_dirs: str = setting()
+    max_megapixels: float = setting(gt=0)
 
     def __post_init__(self) -> None:
-        if self.no_face not in ("skip", "keep_full"):
-            raise ValueError(f"preprocess.no_face must be 'skip' or 'keep_full', got {self.no_face!r}")
-        if not self.margin >= 1.0:
-            raise ValueError(f"preprocess.margin must be at least 1.0 (1.3 is the usual), got {self.margin}")
-        if self.size < 8:
-            raise ValueError(f"preprocess.size must be at least 8 pixels, got {self.size}")
-        if self.frames_per_video < 1:
-            raise ValueError(f"preprocess.frames_per_video must be at least 1, got {self.frames_per_video}")
-        if self.workers < 0:
-            raise ValueError(f"preprocess.workers must be 0 (all cores) or more, got {self.workers}")
-        if not self.max_megapixels > 0:
-            raise ValueError(f"preprocess.max_megapixels must be positive, got {self.max_megapixels}")
         self.ingest  # validates real_dirs, fake_dirs, group_by
 
     @property
     def ingest(self) -> IngestConfig:
         return IngestConfig(real_dirs=self.real_dirs, fake_dirs=self.fake_dirs, keep_splits=self.keep_splits, group_by=self.group_by)
+
+    def contract(self, input_size: int | None = None) -> Preprocessing:
+        """The crops' part of the preprocessing contract (the network input size defaults to the crop size)."""
+        return Preprocessing(crop="face" if self.detect else "center", detector="haar", margin=self.margin, no_face=self.no_face,
+                             crop_size=self.size, input_size=input_size or self.size, frames_per_video=self.frames_per_video)
 
     @property
     def max_pixels(self) -> int:
@@ -128,18 +124,6 @@ def _init_worker(cfg: PreprocessConfig, out_dir: str, single_thread: bool) -> No
     _WORKER.update(cfg=cfg, out=Path(out_dir))
 
 
-def _crop(rgb: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray | None, str, FaceBox | None]:
-    """(crop or None, 'face' | 'full' | 'none', box)."""
-    if not cfg.detect:
-        return crop_face(rgb, None, cfg.size), "full", None
-    box = default_detector().largest(rgb)
-    if box is not None:
-        return crop_face(rgb, box, cfg.size, cfg.margin), "face", box
-    if cfg.no_face == "keep_full":
-        return crop_face(rgb, None, cfg.size), "full", None
-    return None, "none", None
-
-
 def encode_png(rgb: np.ndarray) -> bytes:
     """Lossless PNG bytes of an (H, W, 3) uint8 RGB image."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -156,7 +140,7 @@ def _write_png(rgb: np.ndarray, path: Path) -> None:
 
 def _product(rgb: np.ndarray, cfg: PreprocessConfig, out: Path, key: str, frame: int | None, rec: dict) -> None:
     """Crop one image or frame, write it, and record the outcome in ``rec``."""
-    crop, how, box = _crop(rgb, cfg)
+    crop, how, box = crop_image(rgb, cfg.contract())
     rec["decoded"] += 1
     if how == "face":
         rec["faces"] += 1
@@ -388,7 +372,7 @@ def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, 
     return results
 
 
-def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig = PreprocessConfig(),
+def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig | None = None,
                progress: bool = True) -> PreprocessResult:
     """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
 
@@ -402,6 +386,7 @@ def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: Prep
         The manifest and skip list (also written to ``out_dir``) and a summary with counts
         (faces found, skipped by reason) and throughput.
     """
+    cfg = cfg or PreprocessConfig()
     inv = scan(dataset, cfg.ingest)
     out = Path(out_dir)
     _check_out_dir(out, inv)
@@ -435,6 +420,7 @@ def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: Prep
     changed = _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
     changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
     changed |= _remove_stale(out, set(manifest["path"])) > 0
+    changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
     changed |= _write_if_changed(out / STATE_NAME, json.dumps(new_state))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
     summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)

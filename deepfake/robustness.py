@@ -1,7 +1,8 @@
 """Image perturbations for robustness tests: JPEG, blur, down-scaling, other input resolutions.
 
-Each :class:`Perturbation` is applied to the decoded image before the evaluation transforms,
-so the test split can be re-scored under it without writing any file:
+Each :class:`Perturbation` maps a decoded (H, W, 3) uint8 image to a perturbed one before
+it is resized to the network input (``deepfake.inputs``), so the test split can be re-scored
+under it without writing any file:
 
 * ``jpeg`` (quality 1-95): re-encode with Pillow's JPEG encoder at that quality.
 * ``blur`` (sigma in pixels of the image as stored): Gaussian blur.
@@ -14,7 +15,7 @@ so the test split can be re-scored under it without writing any file:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -53,27 +54,18 @@ class Perturbation:
         """Side of the network input under this perturbation."""
         return int(self.level) if self.kind == "resize" else default
 
-    def __call__(self, im: Image.Image) -> Image.Image:
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        """The perturbed copy of an (H, W, 3) uint8 RGB image (the image itself for ``none`` and ``resize``)."""
         if self.kind == "jpeg":  # the training augmentation's re-compression
-            return Image.fromarray(jpeg_recompress(np.asarray(im.convert("RGB")), int(self.level)))
+            return jpeg_recompress(img, int(self.level))
         if self.kind == "blur":
-            return im.filter(ImageFilter.GaussianBlur(radius=float(self.level)))
+            return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=float(self.level))))
         if self.kind == "downscale":
-            w, h = im.size
+            h, w = img.shape[:2]
+            im = Image.fromarray(img)
             small = im.resize((max(1, round(w * self.level)), max(1, round(h * self.level))), Image.BILINEAR)
-            return small.resize((w, h), Image.BILINEAR)
-        return im  # none, resize: the image itself is unchanged
-
-
-class PerturbedTransform:
-    """``transform(perturbation(image))``; a class (not a lambda) so loader workers can pickle it."""
-
-    def __init__(self, perturbation: Perturbation, transform: Callable) -> None:
-        self.perturbation = perturbation
-        self.transform = transform
-
-    def __call__(self, im: Image.Image):
-        return self.transform(self.perturbation(im))
+            return np.asarray(small.resize((w, h), Image.BILINEAR))
+        return img  # none, resize: the image itself is unchanged
 
 
 def parse_levels(value: str | int | float | Iterable | None, kind: str) -> tuple[float, ...]:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from .config import section, setting
+
 SPLITS = ("train", "val", "test")
 
 
@@ -18,6 +20,7 @@ class LeakageError(RuntimeError):
 
 
 @dataclass(frozen=True)
+@section("split", base_keys=("seed",))
 class SplitConfig:
     """Fractions of the data (by group) held out for validation and test.
 
@@ -31,19 +34,11 @@ class SplitConfig:
             near duplicates; -1 checks exact duplicates only.
     """
 
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    seed: int = 0
-    dedupe: bool = False
-    near_dup_bits: int = 20
-
-    def __post_init__(self) -> None:
-        for name in ("val_frac", "test_frac"):
-            v = getattr(self, name)
-            if not 0 < v < 0.5:
-                raise ValueError(f"split.{name} must be in (0, 0.5), got {v}")
-        if not -1 <= self.near_dup_bits < 128:
-            raise ValueError(f"split.near_dup_bits must be -1 (off) or 0..127, got {self.near_dup_bits}")
+    val_frac: float = setting(gt=0, lt=0.5)
+    test_frac: float = setting(gt=0, lt=0.5)
+    seed: int = setting(min=0)
+    dedupe: bool = setting()
+    near_dup_bits: int = setting(min=-1, max=127)
 
 
 def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:
@@ -59,7 +54,7 @@ def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:
     return mask
 
 
-def split_dataset(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.DataFrame:
+def split_dataset(frame: pd.DataFrame, cfg: SplitConfig | None = None) -> pd.DataFrame:
     """Assign each row of an indexed dataset to ``train``, ``val`` or ``test``.
 
     Groups (identities, videos) never cross splits; the label ratio is kept close to the
@@ -68,6 +63,7 @@ def split_dataset(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.D
     Returns:
         A copy of ``frame`` with a ``split`` column.
     """
+    cfg = cfg or SplitConfig()
     frame = frame.reset_index(drop=True).copy()
     test = _holdout(frame, cfg.test_frac, cfg.seed)
     rest = frame[~test]
@@ -84,12 +80,13 @@ def has_given_split(frame: pd.DataFrame) -> bool:
     return "split" in frame.columns and bool(len(frame)) and bool((frame["split"].astype(str) != "").all())
 
 
-def keep_given_split(frame: pd.DataFrame, cfg: SplitConfig = SplitConfig()) -> pd.DataFrame:
+def keep_given_split(frame: pd.DataFrame, cfg: SplitConfig | None = None) -> pd.DataFrame:
     """Use the dataset's own ``split`` column; a missing val or test split is held out of train by group.
 
     Returns:
         A copy of ``frame`` whose ``split`` is one of ``SPLITS`` on every row.
     """
+    cfg = cfg or SplitConfig()
     frame = frame.reset_index(drop=True).copy()
     bad = sorted(set(frame["split"]) - set(SPLITS))
     if bad:

@@ -36,6 +36,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .config import section, setting
+
 MANIPULATIONS = ("swap", "upsample", "partial")
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "label", "group", "identity", "manipulation", "donor", "quality")
@@ -54,6 +56,7 @@ _HAIR_STYLES = ("short", "long", "bald", "bun", "curly")
 
 
 @dataclass(frozen=True)
+@section("synth")
 class SynthConfig:
     """Size and difficulty of the synthetic dataset.
 
@@ -68,31 +71,24 @@ class SynthConfig:
         workers: processes used to render (0: all cores).
     """
 
-    n_identities: int = 200
-    images_per_identity: int = 3
-    image_size: int = 128
-    seed: int = 0
-    jpeg_quality: tuple[int, int] = (70, 95)
-    manipulations: tuple[str, ...] = MANIPULATIONS
-    family_size: int = 4
-    workers: int = 0
+    n_identities: int = setting(min=2)
+    images_per_identity: int = setting(min=1)
+    image_size: int = setting(min=32, max=1024)
+    seed: int = setting(min=0)
+    jpeg_quality: tuple[int, int] = setting(min=1, max=100, length=2)
+    family_size: int = setting(min=2)
+    manipulations: tuple[str, ...] = MANIPULATIONS  # not a params.yaml setting: every kind by default
+    workers: int = 0  # rendering processes (0: all cores); not a params.yaml setting
 
     def __post_init__(self) -> None:
-        if self.n_identities < 2:
-            raise ValueError(f"n_identities must be at least 2 (swaps need a donor), got {self.n_identities}")
-        if self.images_per_identity < 1:
-            raise ValueError(f"images_per_identity must be at least 1, got {self.images_per_identity}")
-        if not 2 <= self.family_size <= self.n_identities:
-            raise ValueError(f"family_size must be in 2..n_identities (donors come from the family), got {self.family_size}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if not self.family_size <= self.n_identities:
+            raise ValueError(f"synth.family_size must not exceed synth.n_identities (donors come from the family), got {self.family_size}")
         lo, hi = self.jpeg_quality
-        if not 1 <= lo <= hi <= 100:
-            raise ValueError(f"jpeg_quality must be a range within 1..100, got {self.jpeg_quality}")
+        if lo > hi:
+            raise ValueError(f"synth.jpeg_quality must be a range [low, high] with low <= high, got {list(self.jpeg_quality)}")
         unknown = set(self.manipulations) - set(MANIPULATIONS)
         if unknown or not self.manipulations:
             raise ValueError(f"manipulations must be a non-empty subset of {MANIPULATIONS}, got {self.manipulations}")
-        object.__setattr__(self, "jpeg_quality", (int(lo), int(hi)))
         object.__setattr__(self, "manipulations", tuple(self.manipulations))
 
 
@@ -465,7 +461,7 @@ def _render_job(args: tuple) -> tuple[str, bytes, dict]:
     return rel, row
 
 
-def generate(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False, progress: bool = True) -> Path:
+def generate(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the dataset to ``out_dir`` (``real/``, ``fake/``, ``manifest.csv``).
 
     The folder is built under a temporary name and renamed when complete, so an interrupted

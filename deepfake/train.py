@@ -16,6 +16,7 @@ and writes files.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -35,11 +36,17 @@ from tqdm import tqdm
 from . import __version__, paths
 from . import distributed as D
 from .augment import AugmentConfig
-from .data import IMAGENET_MEAN, IMAGENET_STD, read_split
-from .loading import Batch, DecodedCache, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
+from .config import section, setting
+from .checkpoint import save_checkpoint
+from .data import read_split
+from .inference import forward_logits, predict
+from .inputs import read_contract
+from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
 from .metrics import binary_metrics
 from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
-from .utils import amp_dtype, atomic_path, autocast, cpu_bf16_supported, resolve_device, seed_everything, write_json
+from .utils import amp_dtype, atomic_path, cpu_bf16_supported, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
 SCHEDULES = ("constant", "cosine")
@@ -50,8 +57,11 @@ CHECK_EVERY = 20  # batches between checks that the training loss is finite (eac
 
 
 @dataclass(frozen=True)
+@section("train", base_keys=("device", "seed"))
 class TrainConfig:
     """Everything that defines a training run (recorded inside every checkpoint).
+
+    Defaults are ``params.yaml``'s ``train`` section (``device`` and ``seed``: ``base``).
 
     Attributes:
         arch: ``resnet18`` | ``dilated_cnn`` (see ``deepfake.models``).
@@ -97,57 +107,48 @@ class TrainConfig:
         checkpoint_every: also write ``last.pt`` every this many batches (0: at epoch ends only).
     """
 
-    arch: str = "resnet18"
-    weights: str = "auto"
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    freeze_backbone_epochs: int = 0
-    patience: int = 0
-    class_balance: str = "auto"
-    image_size: int = 112
-    hflip: float = 0.5
-    rotation: float = 10.0
-    color_jitter: float = 0.2
-    jpeg_prob: float = 0.0
-    jpeg_quality_min: int = 30
-    jpeg_quality_max: int = 95
-    blur_prob: float = 0.0
-    blur_sigma_min: float = 0.1
-    blur_sigma_max: float = 2.0
-    num_workers: int = 0
-    decode_cache: bool = False
-    device: str = "auto"
-    amp: bool = True
-    cpu_bf16: bool = False
-    channels_last: bool = True
-    compile_model: bool = False
-    sync_bn: bool = True
-    seed: int = 0
-    deterministic: bool = False
-    max_batches: int = 0
-    resume: bool = False
-    checkpoint_every: int = 0
+    arch: str = setting(choices=ARCHS)
+    weights: str = setting()
+    epochs: int = setting(min=1)
+    batch_size: int = setting(min=1)
+    lr: float = setting(gt=0)
+    weight_decay: float = setting(min=0)
+    schedule: str = setting(choices=SCHEDULES)
+    warmup_epochs: float = setting(min=0)
+    freeze_backbone_epochs: int = setting(min=0)
+    patience: int = setting(min=0)
+    class_balance: str = setting(choices=CLASS_BALANCE)
+    image_size: int = setting(min=16, max=2048)
+    hflip: float = setting(min=0, max=1)
+    rotation: float = setting(min=0, max=180)
+    color_jitter: float = setting(min=0, max=1)
+    jpeg_prob: float = setting(min=0, max=1)
+    jpeg_quality_min: int = setting(min=1, max=100)
+    jpeg_quality_max: int = setting(min=1, max=100)
+    blur_prob: float = setting(min=0, max=1)
+    blur_sigma_min: float = setting(gt=0)
+    blur_sigma_max: float = setting(gt=0)
+    num_workers: int = setting(min=0)
+    decode_cache: bool = setting()
+    device: str = setting()
+    amp: bool = setting()
+    cpu_bf16: bool = setting()
+    channels_last: bool = setting()
+    compile_model: bool = setting()
+    sync_bn: bool = setting()
+    seed: int = setting(min=0)
+    deterministic: bool = setting()
+    resume: bool = setting()
+    checkpoint_every: int = setting(min=0)
+    max_batches: int = 0  # not a pipeline setting: quick checks stop each epoch early
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"train.arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.class_balance not in CLASS_BALANCE:
-            raise ValueError(f"train.class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}")
-        for name in ("warmup_epochs", "freeze_backbone_epochs", "patience", "max_batches", "checkpoint_every", "num_workers", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.jpeg_quality_min > self.jpeg_quality_max:
+            raise ValueError(f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max ({self.jpeg_quality_max})")
+        if self.blur_sigma_min > self.blur_sigma_max:
+            raise ValueError(f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max ({self.blur_sigma_max})")
+        if self.max_batches < 0:
+            raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
         self.augment  # validates the augmentation ranges
 
     @property
@@ -227,113 +228,77 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    loss_fn: nn.Module,
-    global_sizes: list[int],
-    stats: EpochStats | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
-    augment: bool = True,
-    world_size: int = 1,
-    on_step: Callable[[int, EpochStats], None] | None = None,
-    show: bool = True,
-    desc: str = "train",
-) -> EpochStats:
+@dataclass
+class StepOptions:
+    """How ``train_one_epoch`` takes its optimisation steps.
+
+    Attributes:
+        device: where the model lives.
+        loss_fn: a ``reduction="sum"`` loss on logits; a step's loss is that sum over this
+            process's images divided by the global batch size times ``world_size``, so that
+            DDP's gradient averaging yields the global-batch mean.
+        scheduler: stepped after every optimisation step (None: constant learning rate).
+        scaler: fp16 gradient scaler (None: no scaling).
+        amp: autocast the forward pass.
+        channels_last: NHWC memory format.
+        augment: run the device-side augmentation of the batch.
+        world_size: processes under torchrun.
+        show: show a progress bar (the main process).
+        desc: the progress bar's label.
+        on_step: called with the 1-based step number and the accumulator after each step.
+    """
+
+    device: torch.device
+    loss_fn: nn.Module
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    amp: bool = False
+    channels_last: bool = False
+    augment: bool = True
+    world_size: int = 1
+    show: bool = True
+    desc: str = "train"
+    on_step: Callable[[int, EpochStats], None] | None = None
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, opts: StepOptions, global_sizes: list[int],
+                    stats: EpochStats | None = None) -> EpochStats:
     """One pass over ``loader`` (the model must already be in train mode).
 
     Args:
-        loss_fn: a ``reduction="sum"`` loss on logits; the step's loss is that sum over this
-            process's images divided by the global batch size (``global_sizes[i]``) times
-            ``world_size``, so that DDP's gradient averaging yields the global-batch mean.
+        global_sizes: images in each global batch (``EpochBatchSampler.global_sizes``).
         stats: accumulator to continue (a resumed epoch); a new one otherwise.
-        on_step: called with the 1-based step number and the accumulator after each step.
 
     Returns:
         The accumulator: loss sum, labels and fake-probabilities of this process's images.
     """
     stats = stats or EpochStats()
-    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
-        b = finish_batch(batch, device, augment, channels_last=channels_last)  # images (B, 3, H, W)
-        with autocast(device, amp):
-            logits = model(b.images).squeeze(1)  # (B,)
-        loss_sum = loss_fn(logits.float(), b.targets)
-        loss = loss_sum * (world_size / global_sizes[i])
+    for i, batch in enumerate(tqdm(loader, desc=opts.desc, leave=False, unit="batch", **_quiet(opts.show))):
+        b = finish_batch(batch, opts.device, opts.augment, channels_last=opts.channels_last)  # images (B, 3, H, W)
+        logits = forward_logits(model, b.images, opts.device, opts.amp)  # (B,)
+        loss_sum = opts.loss_fn(logits, b.targets)
+        loss = loss_sum * (opts.world_size / global_sizes[i])
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        if opts.scaler is not None:
+            opts.scaler.scale(loss).backward()
+            opts.scaler.step(optimizer)
+            opts.scaler.update()
         else:
             loss.backward()
             optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        stats.add(loss_sum, b.targets, torch.sigmoid(logits.detach().float()))
+        if opts.scheduler is not None:
+            opts.scheduler.step()
+        stats.add(loss_sum, b.targets, torch.sigmoid(logits.detach()))
         if (i + 1) % CHECK_EVERY == 0 and not math.isfinite(float(stats.loss_sum)):
             raise FloatingPointError(f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp")
-        if on_step is not None:
-            on_step(i + 1, stats)
+        if opts.on_step is not None:
+            opts.on_step(i + 1, stats)
     return stats
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module, loader, device: torch.device, amp: bool = False, channels_last: bool = False, max_batches: int = 0,
-    desc: str = "predict", dist_info: D.DistInfo | None = None, show: bool = True,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Score ``loader``; returns mean loss, labels and fake-probabilities.
-
-    ``loader`` yields ``Batch`` objects (``deepfake.loading``) or ``(images, targets)`` pairs of
-    normalised tensors (``deepfake.data.make_loader``). With ``Batch`` es under torchrun, each
-    rank scores its share and the results come back gathered from every rank, in the order
-    of the split frame.
-    """
-    model.eval()
-    info = dist_info or D.DistInfo()
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    total, ys, ps, idx = torch.zeros((), dtype=torch.float64), [], [], []
-    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", **_quiet(show))):
-        if max_batches and i >= max_batches:
-            break
-        if isinstance(batch, Batch):
-            b = finish_batch(batch, device, augment=False, channels_last=channels_last)
-            x, y = b.images, b.targets
-            idx.append(b.indices)
-        else:
-            x, y = batch
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            y = y.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(x).squeeze(1).float()  # (B,)
-        total = total.to(logits.device) + loss_fn(logits, y).double()
-        ys.append(y.cpu())
-        ps.append(torch.sigmoid(logits).cpu())
-    y = torch.cat(ys).numpy() if ys else np.zeros(0, np.float32)
-    p = torch.cat(ps).numpy() if ps else np.zeros(0, np.float32)
-    order = torch.cat(idx).numpy() if idx else np.arange(len(y))
-    parts = D.all_gather_objects((float(total), order, y, p), info)
-    loss = sum(t for t, _, _, _ in parts)
-    order, y, p = (np.concatenate([q[k] for q in parts]) for k in (1, 2, 3))
-    sort = np.argsort(order, kind="stable")
-    return loss / max(len(y), 1), y[sort], p[sort]
 
 
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, **payload) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
 
 
 def rng_state(loader_generator: torch.Generator | None = None) -> dict:
@@ -510,14 +475,14 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
 
     meta = {
         "config": asdict(cfg), "arch": cfg.arch, "weights_used": weights_used, "image_size": cfg.image_size,
-        "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, "package_version": __version__,
+        "preprocessing": read_contract(data_root, cfg.image_size).to_dict(), "package_version": __version__,
         "world_size": info.world_size,
     }
     prog = _Progress()
     if resume_ckpt is not None:
         prog = _restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
         if show:
-            tqdm.write(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
+            log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
 
     def checkpoint(path: Path, p: _Progress) -> None:
         rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
@@ -549,13 +514,15 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             if callback is not None:
                 callback(epoch, done)
 
-        stats = train_one_epoch(model, train_loader, optimizer, device, loss_fn, train_sampler.global_sizes(), stats, scheduler, scaler,
-                                use_amp, channels_last, augment is not None, info.world_size, on_step, show, f"epoch {epoch}/{cfg.epochs}")
+        opts = StepOptions(device, loss_fn, scheduler, scaler, use_amp, channels_last, augment is not None, info.world_size, show,
+                           f"epoch {epoch}/{cfg.epochs}", on_step)
+        stats = train_one_epoch(model, train_loader, optimizer, opts, train_sampler.global_sizes(), stats)
         loss_sum, y, p = stats.gathered(info)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss of epoch {epoch} is {loss_sum}; lower train.lr or disable amp")
         tr = (loss_sum / max(len(y), 1), y, p)
-        va = predict(net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show)
+        va_loss, va_y, va_z = predict(net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show)
+        va = (va_loss, va_y, torch.sigmoid(torch.from_numpy(va_z)).numpy())
         row = {"epoch": epoch, **_epoch_stats("train", *tr), **_epoch_stats("val", *va),
                "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
         prog.rows.append(row)
@@ -571,7 +538,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             with atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
         if show:
-            tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
+            log.info(f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
                        f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
                        + (" (frozen backbone)" if frozen else "") + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else ""))
     D.barrier(info)
@@ -647,8 +614,3 @@ def write_history(history: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         history.to_csv(tmp, index=False, float_format="%.6g")
     return Path(path)
-
-
-def write_summary(summary: dict, path: str | os.PathLike) -> Path:
-    """Training summary as JSON (a DVC metrics file)."""
-    return write_json(path, summary)

@@ -14,10 +14,6 @@ import numpy as np
 import torch
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     """Seed python, numpy and torch (CPU and CUDA); returns a seeded generator for loaders."""
     random.seed(seed)
@@ -73,6 +69,18 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _current_umask() -> int:
+    """The process's umask, read without changing it (``/proc``), or 0o022 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
@@ -80,7 +88,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file normal permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -23,10 +23,13 @@ import numpy as np
 from PIL import Image
 
 from .gradcam import GradCam
-from .predict import (VIDEO_EXTENSIONS, InputError, InputTooLargeError, NoFaceError, Prediction, Predictor, Prepared,
-                      UnreadableInputError, VideoPrediction, looks_like_video)
+from .media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind_of, looks_like_video
+from .predict import Predictor
+from .prediction import (InputError, InputTooLargeError, NoFaceError, Prediction, Prepared, UnreadableInputError,
+                         VideoPrediction)
 
-ACCEPT = "image/*,video/*," + ",".join(VIDEO_EXTENSIONS)
+#: What the upload button offers: the file types the package reads (``deepfake.media``).
+ACCEPT = ",".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
 COLOURS = {"fake": "#c0392b", "real": "#1e8449"}
 
 
@@ -104,7 +107,8 @@ class DemoWidget:
         self.upload.add_class("deepfake-upload")
         self.button = W.Button(description="Predict", icon="search", button_style="primary")
         self.button.add_class("deepfake-predict")
-        self.status = W.HTML(self._status_html("Upload a face image (JPEG, PNG, WebP) or a video (MP4, AVI, MOV)."))
+        kinds = ", ".join(e.lstrip(".").upper() for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS if e not in (".jpeg", ".tiff"))
+        self.status = W.HTML(self._status_html(f"Upload a face image or a video ({kinds})."))
         self.result = W.VBox([])
         self.result.add_class("deepfake-result")
         self.widget = W.VBox([W.HBox([self.upload, self.button]), self.status, self.result])
@@ -148,13 +152,13 @@ class DemoWidget:
         self.result.children = ()
         try:
             self._check_size(name, data)
-            if Path(name).suffix.lower() in VIDEO_EXTENSIONS or looks_like_video(data):
+            if kind_of(name) == "video" or looks_like_video(data):
                 self._show_video(name, data)
             else:
                 self._show_image(name, data)
         except NoFaceError:
-            self.show_message(f"No face found in {name}. Photos larger than {self.predictor.cfg.auto_crop_max_side} px are "
-                              "searched for a frontal face; upload a clearer photo or a face crop.")
+            self.show_message(f"No face found in {name}. The model was trained on detected faces "
+                              f"({self.predictor.describe_preprocessing()}); upload a clearer frontal photo.")
         except InputTooLargeError as e:
             self.show_message(f"Too large: {e}")
         except UnreadableInputError as e:

@@ -10,7 +10,8 @@ from PIL import Image
 from deepfake import pipeline
 from deepfake.audit import (DuplicateLeakageError, audit_duplicates, cross_split_rows, find_duplicates, hex_to_words, near_pairs, phash,
                             phash_hex)
-from deepfake.data import index_dataset, sha256_file
+from deepfake.data import index_dataset
+from deepfake.media import sha256_file
 from deepfake.split import LeakageError, SplitConfig, keep_given_split
 
 

@@ -5,8 +5,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from deepfake.augment import (
-    IDENTITY_PARAMS, N_PARAMS, AugmentConfig, apply_batch, degrade, gaussian_blur, jpeg_recompress, normalize, sample_augment, to_float,
+    IDENTITY_PARAMS, N_PARAMS, AugmentConfig, apply_batch, degrade, gaussian_blur, jpeg_recompress, sample_augment,
 )
+from deepfake.inputs import normalize, to_float
 
 
 def _images(b=3, side=40, seed=0):

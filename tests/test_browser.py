@@ -40,8 +40,7 @@ NOTEBOOK = paths.NOTEBOOKS_DIR / "05_demo.ipynb"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 # the notebook's quick-check defaults
-QUICK_CHECKPOINT = "build/quick/model/best.pt"
-QUICK_CALIBRATION = "build/quick/reports/eval/calibration.json"
+QUICK = paths.layout("", "", quick=True)
 
 
 def _free_port() -> int:
@@ -81,7 +80,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server serving a copy of the demo notebook (so autosave never touches the repo)."""
-    pipeline.ensure_quick_model("build/quick/raw", "build/quick/splits", "build/quick/model", "build/quick/reports/train")
+    pipeline.open_stage("demo", quick=True)  # the quick model and its calibration, as the notebook's first cell builds them
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     port, token = _free_port(), secrets.token_hex(16)
@@ -105,10 +104,7 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def default_image(tmp_path_factory):
     """A fake image exactly as the default dataset (params.yaml 'synth') holds it."""
-    section = dict(pipeline.load_params()["synth"])
-    section["jpeg_quality"] = tuple(section["jpeg_quality"])
-    cfg = pipeline.make_config(SynthConfig, section)
-    data, row = make_image(cfg, identity=7, index=0, fake=True)
+    data, row = make_image(SynthConfig(), identity=7, index=0, fake=True)
     path = tmp_path_factory.mktemp("upload") / f"id00007_00_{row['manipulation']}.jpg"
     path.write_bytes(data)
     return path
@@ -150,7 +146,7 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path
         finally:
             browser.close()
 
-    want = get_predictor(QUICK_CHECKPOINT, "cpu", calibration_file=QUICK_CALIBRATION).predict(default_image)
+    want = get_predictor(QUICK.checkpoint, "cpu", calibration_file=str(QUICK.calibration)).predict(default_image)
     assert errors == 0
     assert text.split()[0] == want.label.upper()
     assert shown_prob == pytest.approx(want.probability, abs=1e-3)

@@ -1,8 +1,9 @@
 import csv
 
 from deepfake.__main__ import main
+from deepfake.testing import write_params
 
-ARGS = ["--params", "", "--n-identities", "4", "--images-per-identity", "1", "--image-size", "32", "--workers", "1"]
+ARGS = ["--n-identities", "4", "--images-per-identity", "1", "--image-size", "32", "--workers", "1"]
 
 
 def test_synth_writes_dataset_and_respects_existing(tmp_path, capsys):
@@ -17,21 +18,29 @@ def test_synth_writes_dataset_and_respects_existing(tmp_path, capsys):
 
 
 def test_synth_if_missing_skips_when_the_pipeline_reads_another_dataset(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  raw_dir: {tmp_path / 'my_photos'}\nsynth:\n  n_identities: 2\n  family_size: 2\n  workers: 1\n")
+    small = {"n_identities": 2, "family_size": 2}
+    params = write_params(tmp_path / "params.yaml", {"data": {"raw_dir": str(tmp_path / "my_photos")}, "synth": small})
     out = tmp_path / "raw"
     assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing"]) == 0
     assert not out.exists() and "nothing to render" in capsys.readouterr().out
-    params.write_text(params.read_text().replace(str(tmp_path / "my_photos"), str(out)))
-    assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing", "--image-size", "32"]) == 0
+    write_params(params, {"data": {"raw_dir": str(out)}, "synth": small})
+    assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing", "--image-size", "32", "--workers", "1"]) == 0
     assert (out / "manifest.csv").is_file()
 
 
 def test_synth_reads_params_yaml(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("synth:\n  n_identities: 2\n  family_size: 2\n  images_per_identity: 2\n  image_size: 32\n  jpeg_quality: [80, 80]\n  workers: 1\n")
+    synth = {"n_identities": 2, "family_size": 2, "images_per_identity": 2, "image_size": 32, "jpeg_quality": [80, 80]}
+    params = write_params(tmp_path / "params.yaml", {"synth": synth})
     out = tmp_path / "raw"
-    assert main(["synth", "--out", str(out), "--params", str(params)]) == 0
+    assert main(["synth", "--out", str(out), "--params", str(params), "--workers", "1"]) == 0
     with open(out / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {r["quality"] for r in rows} == {"80"}
+
+
+def test_a_faulty_params_file_stops_synth_naming_the_key(tmp_path, capsys):
+    params = write_params(tmp_path / "params.yaml", {"synth": {"n_identites": 4}})
+    assert main(["synth", "--out", str(tmp_path / "raw"), "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "synth.n_identites" in err and "did you mean synth.n_identities" in err
+    assert not (tmp_path / "raw").exists()

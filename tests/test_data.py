@@ -1,18 +1,9 @@
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from deepfake.data import (
-    DatasetLayoutError,
-    FaceDataset,
-    UnreadableImageError,
-    build_transforms,
-    index_dataset,
-    load_image,
-    read_split,
-    sha256_file,
-)
+from deepfake.data import DatasetLayoutError, index_dataset, read_split
+from deepfake.media import UnreadableImageError, read_image, sha256_file
 
 
 def _img(path, color=(200, 10, 10), size=(20, 20), fmt=None):
@@ -49,7 +40,7 @@ def test_manifest_errors_name_the_problem(tmp_path):
     with pytest.raises(DatasetLayoutError, match="missing.jpg"):
         index_dataset(tmp_path)
     (tmp_path / "manifest.csv").write_text("path,y\nreal/a.jpg,real\n")
-    with pytest.raises(DatasetLayoutError, match="file"):
+    with pytest.raises(DatasetLayoutError, match=r"lacks the column.*label"):
         index_dataset(tmp_path)
 
 
@@ -61,14 +52,22 @@ def test_missing_or_empty_dataset_is_a_clear_error(tmp_path):
         index_dataset(tmp_path)
 
 
-def test_load_image_converts_to_rgb_and_names_bad_files(tmp_path):
+def test_read_image_converts_to_rgb_and_names_bad_files(tmp_path):
     gray = tmp_path / "g.png"
     Image.new("L", (5, 5), 128).save(gray)
-    assert load_image(gray).mode == "RGB"
+    assert read_image(gray).shape == (5, 5, 3)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(UnreadableImageError, match="bad.jpg"):
-        load_image(bad)
+        read_image(bad)
+
+
+def test_index_refuses_videos_it_cannot_sample(tmp_path):
+    _img(tmp_path / "real" / "a.jpg")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "clip.mp4").write_bytes(b"\x00" * 10)
+    with pytest.raises(DatasetLayoutError, match="preprocess"):
+        index_dataset(tmp_path)
 
 
 def test_sha256_matches_hashlib(tmp_path):
@@ -77,22 +76,6 @@ def test_sha256_matches_hashlib(tmp_path):
     p = tmp_path / "x.bin"
     p.write_bytes(b"abc" * 1000)
     assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
-
-
-def test_transforms_give_normalised_tensor_of_requested_size():
-    im = Image.new("RGB", (50, 30), (124, 116, 104))  # about the ImageNet mean
-    for train in (False, True):
-        x = build_transforms(40, train)(im)
-        assert x.shape == (3, 40, 40) and x.dtype == torch.float32
-    x = build_transforms(40, False)(im)
-    assert x.abs().max() < 0.05
-
-
-def test_face_dataset_returns_tensor_and_target(tiny_dataset):
-    df = index_dataset(tiny_dataset)
-    ds = FaceDataset(df, tiny_dataset, build_transforms(32, False))
-    x, y = ds[len(ds) - 1]
-    assert x.shape == (3, 32, 32) and y.item() == df["target"].iloc[-1]
 
 
 def test_read_split_missing_says_which_stage(tmp_path):

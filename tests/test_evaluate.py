@@ -10,8 +10,8 @@ from torch import nn
 
 from deepfake.calibration import REQUIRED_KEYS, apply_temperature, fit_temperature, logits_from_probs
 from deepfake.data import read_split
-from deepfake.evaluate import (EvalConfig, evaluate, load_checkpoint, predictions_frame, robustness_table, video_unit,
-                               write_outputs)
+from deepfake.checkpoint import load_checkpoint
+from deepfake.evaluate import EvalConfig, evaluate, predictions_frame, robustness_table, video_unit, write_outputs
 from deepfake.metrics import choose_threshold
 from deepfake.robustness import perturbation_grid
 from deepfake.train import TrainConfig, train
@@ -78,11 +78,17 @@ def test_temperature_and_threshold_come_from_validation_only(result, checkpoint,
 
 
 def test_scores_match_a_manual_forward_pass(result, checkpoint, tiny_dataset, tiny_splits):
-    from deepfake.data import FaceDataset, build_transforms
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD
 
     test = read_split(tiny_splits, "test")
     model, ckpt = load_checkpoint(checkpoint)
-    x, _ = FaceDataset(test.iloc[:1], tiny_dataset, build_transforms(ckpt["image_size"], False))[0]
+    size = ckpt["image_size"]  # an independent reference: torchvision's evaluation transform on the PIL image
+    reference = T.Compose([T.Resize((size, size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    with Image.open(tiny_dataset / test["path"].iloc[0]) as im:
+        x = reference(im.convert("RGB"))
     with torch.no_grad():
         p = torch.sigmoid(model(x.unsqueeze(0))).item()
     assert result.predictions["score_raw"].iloc[0] == pytest.approx(p, abs=1e-5)
@@ -147,14 +153,6 @@ def test_video_unit_rules():
     assert video_unit(base.assign(group=list("abcd"), video=["v", "w", "v", "w"]))[0] == "video"
 
 
-def test_load_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train a model first"):
-        load_checkpoint(tmp_path / "none.pt")
-    torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a deepfake checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
-
-
 def test_predictions_frame_threshold():
     frame = pd.DataFrame({"path": ["a", "b"], "group": ["1", "2"], "label": ["real", "fake"], "target": [0, 1]})
     p = predictions_frame(frame, np.array([0.7, 0.69]), threshold=0.7)
@@ -173,12 +171,14 @@ def test_bad_config():
 def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
     from deepfake import pipeline
     from deepfake.calibration import save_calibration
+    from deepfake.preprocess import PreprocessConfig
     from deepfake.synth import SynthConfig, generate
 
     other = generate(tmp_path / "other", SynthConfig(n_identities=4, images_per_identity=2, image_size=40, seed=9, workers=1), progress=False)
     calib = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "max balanced accuracy on the validation split")
-    r = pipeline.run_cross_evaluate(EvalConfig(**FAST).without_robustness(), checkpoint, calib, other, tmp_path / "cross")
-    assert r.metrics["n"] == 16 and r.metrics["threshold"] == 0.4 and r.metrics["temperature"] == 1.5
+    r = pipeline.run_cross_evaluate(EvalConfig(**FAST), checkpoint, calib, other, tmp_path / "faces", tmp_path / "cross",
+                                    PreprocessConfig(workers=1), progress=False)
+    assert r.metrics["n"] == 16 and r.metrics["preprocess"]["written"] == 16 and "source" in r.predictions.columns and r.metrics["threshold"] == 0.4 and r.metrics["temperature"] == 1.5
     assert r.metrics["dataset"] == os.path.normpath(other) and "robustness" not in r.metrics
     assert not (tmp_path / "cross" / "calibration.json").exists()  # nothing is fitted on the second dataset
     saved = json.loads((tmp_path / "cross" / "metrics.json").read_text())

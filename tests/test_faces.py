@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.faces import DetectorConfig, FaceBox, FaceDetector, crop_face, default_detector, square_box
+from deepfake.faces import DetectorConfig, FaceBox, FaceDetector, crop_face, get_detector, square_box
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 
@@ -48,8 +48,13 @@ def test_detector_finds_faces_in_real_photos():
     found = 0
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
-        box = default_detector().largest(rgb)
+        box = get_detector().largest(rgb)
         if box is not None:
             found += 1
             assert box.w > 0.15 * rgb.shape[1]  # portraits: the face is a large part of the photo
     assert found >= 9
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
+        get_detector("mtcnn")

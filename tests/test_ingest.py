@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from deepfake.data import DatasetLayoutError
-from deepfake.ingest import (BadInputError, IngestConfig, decode_image, read_image, read_manifest, read_video_frames, sample_frame_indices,
-                             scan)
+from deepfake.ingest import IngestConfig, read_manifest, scan
+from deepfake.media import BadInputError, decode_image, read_image, read_video_frames, sample_frame_indices
 
 RNG = np.random.default_rng(0)
 

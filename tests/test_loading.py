@@ -6,10 +6,15 @@ from PIL import Image
 from torchvision import transforms as T
 
 from deepfake.augment import AugmentConfig
-from deepfake.data import IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError, build_transforms, load_image
-from deepfake.loading import (
-    Batch, EpochBatchSampler, ImageDataset, class_weights, decode_image, finish_batch, make_batch_loader,
-)
+from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD, load_input
+from deepfake.loading import Batch, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
+from deepfake.media import UnreadableImageError
+
+
+def _reference(path, size):
+    """torchvision's ImageNet evaluation transform on a PIL image: what every scoring path must equal."""
+    with Image.open(path) as im:
+        return T.Compose([T.Resize((size, size), antialias=True), T.ToTensor()])(im.convert("RGB"))
 
 
 def _photo(side: int, seed: int = 0) -> Image.Image:
@@ -20,27 +25,19 @@ def _photo(side: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(((img * 0.5 + 0.5) * 255).astype(np.uint8))
 
 
-def test_decode_matches_the_evaluation_transform_without_draft(tmp_path):
+def test_loaded_inputs_equal_the_torchvision_evaluation_transform(tmp_path):
     _photo(70).save(tmp_path / "a.png")
-    _photo(70, 1).save(tmp_path / "b.jpg", quality=90)  # < 2x the target side: no draft reduction
-    for name in ("a.png", "b.jpg"):
-        ours = torch.from_numpy(decode_image(tmp_path / name, 48)).permute(2, 0, 1).float() / 255
-        ref = T.Compose([T.Resize((48, 48), antialias=True), T.ToTensor()])(load_image(tmp_path / name))
-        assert torch.allclose(ours, ref, atol=1e-6), name
-
-
-def test_draft_decoding_stays_close_to_a_full_decode(tmp_path):
-    _photo(600, 2).save(tmp_path / "big.jpg", quality=92)
-    fast = decode_image(tmp_path / "big.jpg", 224).astype(float)  # decoded at 300x300 by libjpeg, then resized
-    full = np.asarray(load_image(tmp_path / "big.jpg").resize((224, 224), Image.BILINEAR)).astype(float)
-    assert fast.shape == (224, 224, 3)
-    assert np.abs(fast - full).mean() < 1.0 and np.abs(fast - full).max() < 16
+    _photo(70, 1).save(tmp_path / "b.jpg", quality=90)
+    _photo(600, 2).save(tmp_path / "big.jpg", quality=92)  # decoded in full: no reduced-scale shortcut
+    for name, size in (("a.png", 48), ("b.jpg", 48), ("big.jpg", 224)):
+        ours = torch.from_numpy(load_input(tmp_path / name, size)).permute(2, 0, 1).float() / 255
+        assert torch.allclose(ours, _reference(tmp_path / name, size), atol=1e-6), name
 
 
 def test_unreadable_image_names_the_file(tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     with pytest.raises(UnreadableImageError, match="junk.jpg"):
-        decode_image(tmp_path / "junk.jpg", 32)
+        load_input(tmp_path / "junk.jpg", 32)
 
 
 def _frame(n=10):
@@ -144,12 +141,11 @@ def test_unaugmented_batches_equal_the_evaluation_transform(tmp_path):
     ds = _dataset(tmp_path)
     s = EpochBatchSampler(len(ds), 4, shuffle=False)
     batch = next(iter(make_batch_loader(ds, s, finish_in_workers=True)))
-    tf = build_transforms(32, False)
-    ref = torch.stack([tf(load_image(tmp_path / f"{i}.png")) for i in range(4)])
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    ref = torch.stack([norm(_reference(tmp_path / f"{i}.png", 32)) for i in range(4)])
     assert batch.indices.tolist() == [0, 1, 2, 3]
     assert torch.allclose(batch.images, ref, atol=1e-5)
     assert isinstance(batch, Batch) and torch.equal(batch.targets, torch.tensor([0.0, 1.0, 0.0, 1.0]))
-    assert IMAGENET_MEAN and IMAGENET_STD
 
 
 def test_worker_side_augmentation_gives_the_device_side_result_in_uint8(tmp_path):
@@ -177,7 +173,7 @@ def test_decoded_cache_holds_exactly_the_decoded_pixels_and_is_reused(tmp_path):
     cache = DecodedCache.build(paths, 40, tmp_path / "cache", show=False)
     assert cache.file.stat().st_size == 5 * 40 * 40 * 3
     for i, p in enumerate(paths):
-        assert np.array_equal(cache[i], decode_image(p, 40))
+        assert np.array_equal(cache[i], load_input(p, 40))
     stamp = cache.file.stat().st_mtime_ns
     assert DecodedCache.build(paths, 40, tmp_path / "cache", show=False).file.stat().st_mtime_ns == stamp  # found, not rebuilt
     _photo(90, 9).save(paths[2], quality=85)  # a changed file gives another cache

@@ -1,36 +1,29 @@
+"""The DVC pipeline: each stage is one papermill call that passes paths, and reads params.yaml itself."""
+
 import ast
 import json
-import re
 import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from deepfake import paths, pipeline
-from deepfake.evaluate import EvalConfig
-from deepfake.preprocess import PreprocessConfig
+from deepfake import config, paths, pipeline
 from deepfake.split import SplitConfig
-from deepfake.synth import SynthConfig
-from deepfake.train import TrainConfig
+from deepfake.testing import write_params
 
-PARAMS = pipeline.load_params()
+RAW = config.read_yaml(paths.PARAMS_FILE)
 DVC = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())
+SMALL = {"synth": {"image_size": 32}, "preprocess": {"size": 32}, "train": {"image_size": 32}}
 
 
-def test_make_config_rejects_unknown_keys():
-    with pytest.raises(TypeError, match="unknown SplitConfig key"):
-        pipeline.make_config(SplitConfig, {"val_frac": 0.1, "tset_frac": 0.1})
-    assert pipeline.make_config(SplitConfig, {"val_frac": 0.1}, seed=4) == SplitConfig(val_frac=0.1, seed=4)
-
-
-def test_params_yaml_sections_are_valid_configs():
-    base = PARAMS["base"]
-    pipeline.make_config(SynthConfig, {**PARAMS["synth"], "jpeg_quality": tuple(PARAMS["synth"]["jpeg_quality"])})
-    pipeline.make_config(SplitConfig, PARAMS["split"], seed=base["seed"])
-    pipeline.make_config(TrainConfig, PARAMS["train"], seed=base["seed"], device=base["device"])
-    pipeline.make_config(EvalConfig, PARAMS["evaluate"], device=base["device"])
-    pipeline.make_config(PreprocessConfig, PARAMS["preprocess"])
+def _dvc() -> str:
+    return shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
 
 
 def _notebook_parameters(path):
@@ -41,41 +34,55 @@ def _notebook_parameters(path):
     return {node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)}
 
 
-def _cmd_parameters(cmd):
-    words = shlex.split(cmd)
-    while re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # leading environment assignments
-        words = words[1:]
-    names = [words[i + 1] for i, w in enumerate(words) if w == "-p"]
-    names += [words[i + 1].split(":")[0] for i, w in enumerate(words) if w == "-y"]
-    return words, names
-
-
 def _stage(name):
     """A stage's definition; for a ``foreach`` stage, its ``do`` template."""
     stage = DVC["stages"][name]
     return stage.get("do", stage)
 
 
+def _words(cmd):
+    words = shlex.split(cmd)
+    while "=" in words[0] and words[0].split("=")[0].isupper():  # leading environment assignments
+        words = words[1:]
+    return words
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
-def test_each_stage_passes_exactly_its_notebooks_parameters(stage):
-    words, names = _cmd_parameters(_stage(stage)["cmd"])
+def test_each_stage_passes_paths_not_settings(stage):
+    words = _words(_stage(stage)["cmd"])
     assert words[0] == "papermill"
     notebook = paths.ROOT / words[1]
     assert notebook.exists() and words[1] in _stage(stage)["deps"]
-    assert len(names) == len(set(names)), "a parameter is passed twice"
-    assert set(names) == _notebook_parameters(notebook)
-    assert "quick" in names and words[words.index("quick") + 1] == "False"
+    passed = {words[i + 1]: words[i + 2] for i, w in enumerate(words) if w == "-p"}
+    assert "-y" not in words, "settings come from params.yaml, not the command line"
+    assert passed["params_file"] == "params.yaml" and passed["quick"] == "False"
+    assert set(passed) <= _notebook_parameters(notebook)
+    assert set(passed) <= {"params_file", "quick", "name"}, f"{stage} passes settings one by one: {sorted(passed)}"
 
 
-def test_stage_param_references_exist():
+def test_every_interpolation_in_a_command_is_quoted():
+    """A dataset path with a space cannot break a stage: no ${...} reaches the shell unquoted."""
     for name in DVC["stages"]:
-        for ref in re.findall(r"\$\{([\w.]+)\}", _stage(name)["cmd"]):
-            if ref.split(".")[0] in ("item", "key"):  # foreach variables
-                continue
-            node = PARAMS
+        cmd = _stage(name)["cmd"]
+        quoted, unquoted = False, []
+        for i, ch in enumerate(cmd):
+            if ch == '"':
+                quoted = not quoted
+            elif cmd.startswith("${", i) and not quoted:
+                unquoted.append(cmd[i:cmd.index("}", i) + 1])
+        assert not unquoted, f"{name}: {unquoted}"
+
+
+def test_stage_params_and_deps_exist():
+    for name in DVC["stages"]:
+        for ref in _stage(name).get("params", []):
+            node = RAW
             for part in ref.split("."):
-                assert part in node, f"params.yaml lacks {ref}"
+                assert part in node, f"{name} depends on params.yaml's {ref}, which does not exist"
                 node = node[part]
+        for dep in _stage(name)["deps"]:
+            if dep.startswith("deepfake/") or dep.startswith("notebooks/"):
+                assert (paths.ROOT / dep).exists(), f"{name} depends on {dep}, which does not exist"
 
 
 def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
@@ -90,25 +97,46 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
 
 
 def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=32, images_per_identity=1, image_size=32, workers=1))
-    monkeypatch.setitem(pipeline.QUICK_TRAIN, "image_size", 32)
-    q = tmp_path / "quick"
-    pipeline.ensure_quick_reports(q / "raw", q / "splits", q / "model", q / "train", q / "eval")
-    for f in ("raw/manifest.csv", "splits/test.csv", "model/best.pt", "train/history.csv", "eval/predictions.csv", "eval/metrics.json",
-              "eval/calibration.json"):
-        assert (q / f).exists(), f
-    figures = pipeline.run_plots(q / "train", q / "eval", q / "figures", q / "raw")
+    monkeypatch.setattr(paths, "QUICK_DIR", tmp_path / "quick")
+    stage = pipeline.open_stage("plots", quick=True, overrides=SMALL)
+    w = stage.where
+    assert w.reports == tmp_path / "quick" / "reports" and stage.params.train.epochs == 1
+    for f in (w.raw / "manifest.csv", w.faces / "manifest.csv", w.faces / "preprocessing.json", w.splits / "test.csv", w.checkpoint,
+              w.train_reports / "history.csv", w.eval_reports / "predictions.csv", w.calibration):
+        assert f.exists(), f
+    figures = pipeline.run_plots(w.train_reports, w.eval_reports, w.figures, w.faces)
     assert all(p.stat().st_size > 1000 for p in figures.values())
 
 
-def test_dvc_reads_the_pipeline():
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_a_dataset_path_with_a_space_runs_through_the_stages(tmp_path, tiny_dataset, monkeypatch):
+    data = tmp_path / "my data" / "raw set"
+    shutil.copytree(tiny_dataset, data)
+    params = write_params(tmp_path / "params.yaml", {"data": {"raw_dir": str(data), "faces_dir": str(tmp_path / "my cache" / "faces")},
+                                                      "preprocess": {"size": 32, "workers": 1}, "split": {"val_frac": 0.25, "test_frac": 0.25}})
+    stage = pipeline.open_stage("split", params)
+    w = stage.where
+    pre = pipeline.run_preprocess(w.raw, w.faces, tmp_path / "reports" / "preprocess", stage.params.preprocess, progress=False)
+    assert len(pre.manifest) == 48 and " " in str(w.faces)
+    split = pipeline.run_split(w.faces, tmp_path / "reports" / "split", tmp_path / "reports" / "split", stage.params.split)
+    assert len(split.frame) == 48
 
-    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
-    out = subprocess.run([dvc, "dag", "--md"], cwd=paths.ROOT, capture_output=True, text=True, timeout=120)
+
+def test_a_stage_stops_within_seconds_naming_a_faulty_key(tmp_path):
+    """What `dvc repro` runs: the stage's notebook, which validates params.yaml before any work."""
+    params = write_params(tmp_path / "params.yaml", {"train": {"learning_rate": 0.001}})
+    out = tmp_path / "out.ipynb"
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS_DIR / "01_split.ipynb"), str(out), "-p", "params_file",
+                          str(params), "-p", "quick", "False", "--no-progress-bar"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    seconds = time.perf_counter() - t0
+    assert run.returncode != 0
+    assert "train.learning_rate (did you mean train.lr?)" in run.stderr + run.stdout
+    assert seconds < 60
+
+
+def test_dvc_reads_the_pipeline():
+    out = subprocess.run([_dvc(), "dag", "--md"], cwd=paths.ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for stage in DVC["stages"]:
         if "foreach" not in DVC["stages"][stage]:  # a foreach over an empty mapping has no stage
@@ -116,17 +144,10 @@ def test_dvc_reads_the_pipeline():
 
 
 def test_cross_dataset_stage_appears_once_a_dataset_is_named(tmp_path):
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([dvc, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([_dvc(), "init", "-q"], cwd=tmp_path, check=True)
     shutil.copy(paths.ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = {**PARAMS, "cross_dataset": {"other": str(tmp_path / "other")}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run([dvc, "stage", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    write_params(tmp_path / "params.yaml", {"cross_dataset": {"other": str(tmp_path / "other set")}})
+    out = subprocess.run([_dvc(), "stage", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "cross@other" in out.stdout

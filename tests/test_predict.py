@@ -9,27 +9,50 @@ import pytest
 import torch
 from PIL import Image
 
+from torchvision import transforms as T
+
+from deepfake import inputs
 from deepfake import predict as P
 from deepfake.__main__ import main
-from deepfake.data import build_transforms, load_image
+from deepfake.calibration import Calibration
+from deepfake.checkpoint import load_checkpoint
 from deepfake.faces import FaceBox, crop_face
+from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, whole_image
+from deepfake.media import read_video_frames
 from deepfake.models import build_model
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 
 
-def write_checkpoint(path: Path, images: list[Path], image_size: int = SIZE, seed: int = 0) -> Path:
+def reference_transform(image_size: int):
+    """torchvision's ImageNet evaluation transform (whole image), independent of the package's own code."""
+    return T.Compose([T.Resize((image_size, image_size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def load_pil(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def face_contract(image_size: int = SIZE) -> Preprocessing:
+    """A contract of training crops made around detected faces."""
+    return Preprocessing(crop="face", detector="haar", margin=1.3, no_face="skip", crop_size=image_size, input_size=image_size)
+
+
+def write_checkpoint(path: Path, images: list[Path], image_size: int = SIZE, seed: int = 0,
+                     preprocessing: Preprocessing | None = None) -> Path:
     """A ResNet18 checkpoint (training's format) with seeded random weights.
 
     The head is rescaled so that the logits of ``images`` have mean 0 and standard deviation 2:
-    both labels occur and calibration and thresholds matter.
+    both labels occur and calibration and thresholds matter. Its contract is ``preprocessing``
+    (default: whole images resized to ``image_size``).
     """
     torch.manual_seed(seed)
     model, used = build_model("resnet18", weights="none")
     model.eval()
-    tf = build_transforms(image_size, False)
-    x = torch.stack([tf(load_image(p)) for p in images])  # (N, 3, S, S)
+    tf = reference_transform(image_size)
+    x = torch.stack([tf(load_pil(p)) for p in images])  # (N, 3, S, S)
     fc, model.fc = model.fc, torch.nn.Identity()
     with torch.no_grad():
         feats = model(x)  # (N, 512)
@@ -38,8 +61,9 @@ def write_checkpoint(path: Path, images: list[Path], image_size: int = SIZE, see
         fc.weight.copy_(k * w[None])
         fc.bias.fill_(float(-(mu @ w) * k))
     model.fc = fc
+    prep = preprocessing or whole_image(image_size)
     torch.save({"model": model.state_dict(), "arch": "resnet18", "image_size": image_size, "epoch": 1, "val_auc": 0.5,
-                "weights_used": used, "config": {"image_size": image_size}}, path)
+                "weights_used": used, "config": {"image_size": image_size}, "preprocessing": prep.to_dict()}, path)
     return path
 
 
@@ -68,12 +92,15 @@ def images(tiny_dataset):
     return sorted((tiny_dataset / "fake").glob("*.jpg"))[:4] + sorted((tiny_dataset / "real").glob("*.jpg"))[:4]
 
 
-def reference_probability(ckpt_path: Path, image: Path) -> float:
-    """The evaluation path of training: PIL, torchvision transforms, eager model, sigmoid."""
-    from deepfake.evaluate import load_checkpoint
+@pytest.fixture(scope="module")
+def face_ckpt(tmp_path_factory, tiny_dataset):
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "face.pt", sorted(tiny_dataset.rglob("*.jpg")), preprocessing=face_contract())
 
+
+def reference_probability(ckpt_path: Path, image: Path) -> float:
+    """An independent reference: PIL, torchvision's transforms, the eager model, sigmoid."""
     model, meta = load_checkpoint(ckpt_path)
-    x = build_transforms(meta["image_size"], False)(load_image(image)).unsqueeze(0)  # (1, 3, S, S)
+    x = reference_transform(meta["image_size"])(load_pil(image)).unsqueeze(0)  # (1, 3, S, S)
     with torch.no_grad():
         return float(torch.sigmoid(model(x)).item())
 
@@ -84,7 +111,7 @@ def big_jpeg(src: Path, out: Path, side: int = 600) -> Path:
 
 
 def test_exact_path_matches_the_training_transform(ckpt, images, tmp_path):
-    exact = P.Predictor(ckpt, "cpu", P.PredictConfig(face="none", fast_decode=False, calibration_file=""))
+    exact = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file=""))
     odd = tmp_path / "odd.png"  # not square and not the network size: the Resize((S, S)) path
     Image.open(images[0]).convert("RGB").resize((150, 90)).save(odd)
     probs = []
@@ -123,7 +150,7 @@ def test_calibration_file_sets_temperature_and_threshold(ckpt, images, tmp_path)
     cal.write_text(json.dumps({"temperature": 2.0, "threshold": 0.7, "ece_before": 0.1}))
     plain = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file=str(tmp_path / "absent.json")))
     calibrated = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file=str(cal)))
-    assert plain.calibration == P.Calibration(1.0, 0.5, None)
+    assert plain.calibration == Calibration(1.0, 0.5, None)
     for img in images:
         a, b = plain.predict(img), calibrated.predict(img)
         assert b.logit == pytest.approx(a.logit, abs=1e-5)
@@ -131,50 +158,45 @@ def test_calibration_file_sets_temperature_and_threshold(ckpt, images, tmp_path)
         assert b.label == ("fake" if b.probability >= 0.7 else "real")
     cal.write_text('{"temperature": "warm"}')
     with pytest.raises(ValueError, match="calibration.json"):
-        P.load_calibration(cal)
+        Calibration.from_file(cal)
 
 
-def test_fast_decode_reads_a_reduced_jpeg_close_to_the_full_one(ckpt, images, tmp_path):
-    photo = big_jpeg(images[2], tmp_path / "photo.jpg")
-    fast = P.Predictor(ckpt, "cpu", P.PredictConfig(face="none", calibration_file=""))
-    exact = P.Predictor(ckpt, "cpu", P.PredictConfig(face="none", fast_decode=False, calibration_file=""))
-    a, b = fast.prepare(photo, keep_image=True), exact.prepare(photo, keep_image=True)
-    assert a.rgb.shape == (75, 75, 3) and a.scale == 8.0  # 600 px decoded at 1/8: still >= 64
-    assert b.rgb.shape == (600, 600, 3) and b.scale == 1.0
-    assert np.abs(a.crop.astype(int) - b.crop.astype(int)).mean() < 3.0
-    assert fast.predict(photo).probability == pytest.approx(exact.predict(photo).probability, abs=0.05)
-
-
-def test_detection_crops_the_largest_face_and_reports_its_box_in_input_pixels(ckpt, images, tmp_path, monkeypatch):
+def test_detection_follows_the_checkpoint_contract_and_reports_the_box(face_ckpt, images, tmp_path, monkeypatch):
     photo = big_jpeg(images[3], tmp_path / "photo.jpg", side=512)
     seen = []
 
     class FakeDetector:
         def largest(self, rgb):
             seen.append(rgb.shape)
-            k = rgb.shape[1] / 512
-            return FaceBox(*(round(v * k) for v in (128, 96, 256, 256)))
+            return FaceBox(128, 96, 256, 256)
 
-    monkeypatch.setattr(P, "default_detector", lambda: FakeDetector())
-    exact = P.Predictor(ckpt, "cpu", P.PredictConfig(face="auto", fast_decode=False, calibration_file=""))
-    prep = exact.prepare(photo, keep_image=True)
-    assert prep.box == (128, 96, 256, 256) and seen[-1] == (512, 512, 3)
-    assert np.array_equal(prep.crop, crop_face(prep.rgb, FaceBox(128, 96, 256, 256), SIZE))
-    fast = P.Predictor(ckpt, "cpu", P.PredictConfig(face="auto", calibration_file=""))
-    pred = fast.predict(photo)
-    assert seen[-1] == (128, 128, 3)  # decoded at 1/4, still 2x the network size
+    monkeypatch.setattr(inputs, "get_detector", lambda name: FakeDetector())
+    p = P.Predictor(face_ckpt, "cpu", P.PredictConfig(calibration_file=""))
+    assert p.preprocessing.crop == "face" and "largest face" in p.describe_preprocessing()
+    prep = p.prepare(photo, keep_image=True)
+    assert prep.box == (128, 96, 256, 256) and seen[-1] == (512, 512, 3)  # decoded in full, searched in full
+    assert np.array_equal(prep.crop, crop_face(prep.rgb, FaceBox(128, 96, 256, 256), SIZE, 1.3))
+    pred = p.predict(photo)
     assert pred.box == (128, 96, 256, 256) and pred.image_size == (512, 512)
-    small = fast.predict(images[3])  # 48 px: already a crop, not searched
-    assert small.box is None and seen[-1] == (128, 128, 3)
 
 
-def test_no_face_is_an_error_naming_the_input(ckpt, tmp_path):
+def test_overriding_the_contract_is_logged(ckpt, face_ckpt, caplog):
+    with caplog.at_level("WARNING", logger="deepfake.predict"):
+        same = P.Predictor(face_ckpt, "cpu", P.PredictConfig(face="detect", calibration_file=""))
+    assert same.preprocessing == same.trained_preprocessing and not caplog.records
+    with caplog.at_level("WARNING", logger="deepfake.predict"):
+        forced = P.Predictor(ckpt, "cpu", P.PredictConfig(face="detect", calibration_file=""))
+    assert forced.preprocessing.crop == "face" and forced.trained_preprocessing.crop == "none"
+    assert "trained on none crops" in caplog.text and "scores will differ" in caplog.text
+
+
+def test_no_face_is_an_error_naming_the_input(face_ckpt, tmp_path):
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (320, 320, 3), dtype=np.uint8)).save(noise)
-    p = P.Predictor(ckpt, "cpu", P.PredictConfig(face="auto", calibration_file=""))
+    p = P.Predictor(face_ckpt, "cpu", P.PredictConfig(calibration_file=""))
     with pytest.raises(P.NoFaceError, match="noise.png"):
         p.predict(noise)
-    whole = P.Predictor(ckpt, "cpu", P.PredictConfig(face="none", calibration_file=""))
+    whole = P.Predictor(face_ckpt, "cpu", P.PredictConfig(face="none", calibration_file=""))
     assert whole.predict(noise).box is None
 
 
@@ -203,7 +225,7 @@ def test_unreadable_inputs_raise_clear_errors(predictor, images, tmp_path):
     with pytest.raises(P.UnreadableInputError, match="shape"):
         predictor.predict(np.zeros((4, 4, 7), np.uint8))
     tiny = P.Predictor(predictor.checkpoint, "cpu", P.PredictConfig(max_pixels=1000, calibration_file=""))
-    with pytest.raises(P.InputTooLargeError, match="million pixels"):
+    with pytest.raises(P.InputTooLargeError, match="too many pixels"):
         tiny.predict(images[0])  # 48x48 = 2304 pixels > 1000
 
 
@@ -226,11 +248,12 @@ def test_video_frames_are_sampled_evenly_and_averaged(predictor, images, tmp_pat
     video = write_video(tmp_path / f"clip{ext}", _frames(images, 20))
     result = predictor.predict(video)
     assert isinstance(result, P.VideoPrediction) and result.n_frames == 20
-    want = np.unique(np.linspace(0, 19, predictor.cfg.video_frames).round().astype(int)).tolist()
+    assert predictor.cfg.video_frames is None  # as many as training sampled: the checkpoint's contract
+    want = np.unique(np.linspace(0, 19, predictor.preprocessing.frames_per_video).round().astype(int)).tolist()
     assert [f.frame for f in result.frames] == want
     assert result.probability == pytest.approx(np.mean([f.probability for f in result.frames]), abs=1e-9)
     assert result.label == predictor.label(result.probability)
-    frames, _ = P.read_video_frames(video, 4)
+    frames = read_video_frames(video, 4)
     idx, rgb = frames[1]  # frame 6: scoring the decoded frame directly gives the same number
     assert idx == 6 and [f.probability for f in result.frames if f.frame == 6][0] == pytest.approx(predictor.predict(rgb).probability, abs=1e-5)
     from_bytes = predictor.predict(video.read_bytes(), name=video.name)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake import pipeline
+from deepfake import pipeline, testing
 from deepfake.data import index_dataset
 from deepfake.ingest import Source
 from deepfake.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess, preview_grid
@@ -261,8 +261,7 @@ def test_run_preprocess_writes_reports(messy, tmp_path):
 
 
 def test_quick_mixed_dataset_shows_each_kind_of_problem(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "QUICK_SYNTH", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1))
-    raw = pipeline.ensure_quick_mixed_dataset(tmp_path / "mixed")
+    raw = testing.ensure_quick_mixed_dataset(tmp_path / "mixed", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1))
     res = preprocess(raw, tmp_path / "c", PreprocessConfig(detect=False, size=32, workers=1), progress=False)
     assert res.summary["skipped_by_reason"] == {"empty_file": 1, "not_an_image": 1, "truncated": 1, "video_unreadable": 1}
     assert res.summary["written"] == 24 + 2 + 12 and res.summary["videos_with_frames"] == 1

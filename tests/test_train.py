@@ -77,7 +77,7 @@ def test_max_batches_caps_an_epoch(tiny_dataset, tiny_splits, tmp_path):
 @pytest.mark.parametrize("kwargs, msg", [
     ({"epochs": 0}, "epochs"), ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size"), ({"arch": "vgg"}, "arch"),
     ({"schedule": "step"}, "schedule"), ({"class_balance": "smote"}, "class_balance"), ({"patience": -1}, "patience"),
-    ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg quality"), ({"blur_prob": 2.0}, "probability"),
+    ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg_quality_min"), ({"blur_prob": 2.0}, r"train\.blur_prob = 2\.0"),
 ])
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -92,7 +92,7 @@ def test_cuda_request_without_cuda_is_a_clear_error(tiny_dataset, tiny_splits, t
 
 
 def test_dilated_cnn_trains_through_the_same_path_and_reloads(tiny_dataset, tiny_splits, tmp_path):
-    from deepfake.evaluate import load_checkpoint
+    from deepfake.checkpoint import load_checkpoint
 
     result = train(TrainConfig(**{**FAST, "arch": "dilated_cnn", "epochs": 1}), tiny_splits, tiny_dataset, tmp_path)
     assert result.summary["parameters"] == 652_773 and result.summary["arch"] == "dilated_cnn"
@@ -338,7 +338,7 @@ def test_cuda_resume_restores_the_grad_scaler_and_cuda_rng(tiny_dataset, tiny_sp
 def test_step_loss_is_the_global_batch_mean_whatever_the_share():
     """Two ranks' scaled gradients average to the single-process gradient of the global batch."""
     from deepfake.loading import Batch
-    from deepfake.train import EpochStats, train_one_epoch
+    from deepfake.train import EpochStats, StepOptions, train_one_epoch
 
     torch.manual_seed(0)
     x = torch.randn(6, 3, 2, 2)
@@ -350,7 +350,8 @@ def test_step_loss_is_the_global_batch_mean_whatever_the_share():
         model = __import__("copy").deepcopy(net)
         batch = Batch(x[rows], y[rows], torch.tensor(rows), torch.zeros(len(rows), 6), ready=True)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        stats = train_one_epoch(model, [batch], opt, torch.device("cpu"), loss_fn, [6], EpochStats(), world_size=world, augment=False, show=False)
+        opts = StepOptions(torch.device("cpu"), loss_fn, world_size=world, augment=False, show=False)
+        stats = train_one_epoch(model, [batch], opt, opts, [6], EpochStats())
         return model[1].weight.grad.clone(), stats
 
     whole, stats = grad([0, 1, 2, 3, 4, 5], 1)

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from deepfake.predict import Predictor, PredictConfig
-from deepfake.widgets import DemoConfig, DemoWidget, draw_box
-from test_predict import write_checkpoint, write_video
+from deepfake.widgets import ACCEPT, DemoConfig, DemoWidget, draw_box
+from test_predict import face_contract, write_checkpoint, write_video
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,6 @@ def _noise_png(side: int) -> bytes:
 @pytest.mark.parametrize("name, data, mime, message", [
     ("notes.txt", b"hello, not a picture", "text/plain", "Not a readable image or video"),
     ("empty.jpg", b"", "image/jpeg", "empty"),
-    ("noise.png", _noise_png(400), "image/png", "No face found in noise.png"),
     ("clip.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4", "could not be opened as a video"),
 ])
 def test_bad_uploads_show_a_message_and_no_result(predictor, name, data, mime, message):
@@ -80,6 +79,23 @@ def test_bad_uploads_show_a_message_and_no_result(predictor, name, data, mime, m
     upload(w, name, data, mime)
     shown = w.shown()
     assert message in shown["message"] and "label" not in shown and w.result.children == ()
+
+
+def test_no_face_in_a_photo_for_a_face_model_is_a_message(tiny_dataset, tmp_path):
+    files = sorted(tiny_dataset.rglob("*.jpg"))
+    ckpt = write_checkpoint(tmp_path / "face.pt", files, preprocessing=face_contract())
+    w = DemoWidget(Predictor(ckpt, "cpu", PredictConfig(calibration_file="")))
+    upload(w, "noise.png", _noise_png(400), "image/png")
+    shown = w.shown()
+    assert "No face found in noise.png" in shown["message"] and "largest face (haar)" in shown["message"]
+    assert "label" not in shown and w.result.children == ()
+
+
+def test_the_upload_button_offers_every_type_the_package_reads(predictor):
+    from deepfake.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    assert set(ACCEPT.split(",")) == set(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    assert DemoWidget(predictor).upload.accept == ACCEPT and ".tif" in ACCEPT and ".webm" in ACCEPT
 
 
 def test_truncated_and_too_large_uploads(predictor, image):

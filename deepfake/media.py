@@ -1,0 +1,285 @@
+"""Image and video I/O: the one decoder every path uses, and the one list of file types.
+
+``read_image`` / ``decode_image`` turn a file or bytes into upright (H, W, 3) uint8 RGB,
+applying EXIF rotation and converting grayscale, CMYK, RGBA/LA (composited on white), palette
+and 16-bit images deliberately. Guards run before any pixel is decoded: only regular files are
+read (a FIFO or a device would block or never end), at most ``MAX_FILE_BYTES`` of them, and an
+image larger than ``max_pixels`` is refused from its header (decompression bombs). A file that
+is not a usable image or video raises ``BadInputError`` with a short ``reason`` code
+(``REASONS``) so a long run can skip it and list it in a report instead of crashing.
+
+``read_video`` samples evenly spaced frames from a video (``sample_frame_indices``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import warnings
+from pathlib import Path
+from struct import error as struct_error  # raised by some damaged TIFF/BMP headers
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Every file type the package reads, in one place (ingestion, the predictor, the widget).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: Default pixel limit of one image (``preprocess.max_megapixels`` sets the pipeline's).
+MAX_PIXELS = 64_000_000
+#: Files larger than this are not read into memory (far above any photo).
+MAX_FILE_BYTES = 1 << 30
+
+
+class UnreadableImageError(OSError):
+    """A file could not be decoded as an image."""
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """``image``, ``video`` or None, from the file extension."""
+    ext = Path(path).suffix.lower()
+    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+
+
+def looks_like_video(data: bytes | memoryview) -> bool:
+    """True for MP4/MOV (an ``ftyp`` box), AVI (RIFF ... AVI) and Matroska/WebM (EBML) headers."""
+    head = bytes(data[:12])
+    return head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:11] == b"AVI") or head[:4] == b"\x1aE\xdf\xa3"
+
+
+#: Why an input was skipped: reason code -> explanation (reports and the notebook use these).
+REASONS = {
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "the content is not an image format (wrong extension, text, HTML...)",
+    "corrupt": "an image header was found but the data cannot be decoded",
+    "truncated": "the image data ends early (interrupted download or copy)",
+    "too_large": "more pixels than max_megapixels allows (decompression-bomb guard)",
+    "unsupported_mode": "a pixel format that cannot be converted to RGB",
+    "unreadable": "the file cannot be opened (permissions, I/O error)",
+    "not_regular_file": "not a regular file (a folder, FIFO, device or socket)",
+    "file_too_large": "larger than the package reads into memory",
+    "video_unreadable": "OpenCV cannot open the video (corrupt, wrong extension or missing codec)",
+    "video_no_frames": "the video opened but no frame could be decoded",
+    "no_face": "no face was detected (no_face: skip)",
+    "missing_file": "listed in the manifest but not on disk",
+    "no_label_folder": "not below a real/ or fake/ folder",
+    "no_split_folder": "keep_splits is on but the file is not below a train/valid/test folder",
+    "unsupported_extension": "below real/ or fake/ but neither an image nor a video extension",
+}
+
+# FFmpeg (inside OpenCV) prints its own errors to stderr ("moov atom not found"); unreadable
+# videos are reported here instead. Read when OpenCV first opens or writes a video.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+_MAGIC = (  # signatures of formats Pillow decodes: a file starting with one is an image, maybe corrupt
+    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+)
+
+
+class BadInputError(UnreadableImageError):
+    """An input file that cannot be used; ``reason`` is a key of ``REASONS``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+        self.path, self.reason, self.detail = str(path), reason, detail
+        what = REASONS.get(reason, reason)
+        super().__init__(f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped and listed in the report")
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+def _looks_like_image(head: bytes) -> bool:
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _to_rgb(im: Image.Image, path: str | os.PathLike) -> np.ndarray:
+    """Convert any Pillow mode to (H, W, 3) uint8 RGB, explicitly per mode."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)  # 16/32-bit grayscale
+        if mode == "F":
+            a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+        elif mode.startswith("I;16") or (a.size and a.max() > 255):
+            a = a / 257.0  # 0..65535 -> 0..255
+        g = np.clip(np.nan_to_num(np.rint(a)), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    try:  # L, 1, P, CMYK, YCbCr, RGBX...: Pillow's own conversion
+        return np.asarray(im.convert("RGB"))
+    except (ValueError, OSError) as e:
+        raise BadInputError(path, "unsupported_mode", f"mode {mode}") from e
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to upright (H, W, 3) uint8 RGB.
+
+    EXIF orientation is applied; the image size is checked against ``max_pixels`` from the
+    header, before any pixel is decoded. Raises ``BadInputError`` with the reason.
+    """
+    if not data:
+        raise BadInputError(path, "empty_file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, below
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise BadInputError(path, "too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im, path)
+    except BadInputError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS)
+        raise BadInputError(path, "too_large", str(e).split(" could be")[0]) from e
+    except UnidentifiedImageError as e:
+        raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
+    except OSError as e:
+        reason = "truncated" if "truncated" in str(e).lower() else "corrupt"  # 'image file is truncated', 'Truncated File Read'
+        raise BadInputError(path, reason, str(e)) from e
+    except (SyntaxError, ValueError, TypeError, EOFError, IndexError, struct_error) as e:
+        raise BadInputError(path, "corrupt", f"{type(e).__name__}: {e}") from e
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BadInputError(path, "unsupported_mode", f"decoded shape {rgb.shape}")
+    return np.ascontiguousarray(rgb)
+
+
+def check_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES) -> int:
+    """The size of ``path`` after checking that it is a regular file of at most ``max_bytes``.
+
+    Raises ``BadInputError``: ``missing_file``, ``not_regular_file`` (FIFO, device, socket,
+    folder), ``file_too_large`` or ``unreadable``. Symbolic links are followed.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise BadInputError(path, "missing_file") from e
+    except OSError as e:
+        raise BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInputError(path, "not_regular_file", "a folder, FIFO, device or socket")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise BadInputError(path, "file_too_large", f"{st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB")
+    return st.st_size
+
+
+def read_bytes(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes (``check_regular_file``), raising ``BadInputError`` on I/O errors."""
+    check_regular_file(path, max_bytes)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
+    except OSError as e:
+        raise BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BadInputError(path, "file_too_large", f"more than {max_bytes / 2**20:.0f} MiB")
+    return data
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as upright (H, W, 3) uint8 RGB (see ``decode_image``)."""
+    return decode_image(read_bytes(path), path, max_pixels)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_rgb_array(item: Image.Image | np.ndarray, source: str = "<array>") -> np.ndarray:
+    """A PIL image or an array (grey, RGB, RGBA; uint8 or floats in [0, 1]) as (H, W, 3) uint8 RGB."""
+    if isinstance(item, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(item), source)
+    a = np.asarray(item)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise BadInputError(source, "unsupported_mode", f"expected an (H, W, 3) RGB array, got shape {a.shape}")
+    a = a[:, :, :3]
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and np.nanmax(a) <= 1.0:
+            a = np.clip(np.nan_to_num(a) * 255.0 + 0.5, 0, 255)
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+# --------------------------------------------------------------------------------------------
+# Videos
+# --------------------------------------------------------------------------------------------
+
+
+def sample_frame_indices(n_frames: int, k: int) -> list[int]:
+    """``k`` evenly spaced frame indices over ``n_frames`` (all of them when there are fewer)."""
+    if n_frames <= 0 or k <= 0:
+        return []
+    if n_frames <= k:
+        return list(range(n_frames))
+    return sorted(set(np.linspace(0, n_frames - 1, k).round().astype(int).tolist()))
+
+
+def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.ndarray]]:
+    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)`` (see ``read_video``)."""
+    return read_video(path, k)[0]
+
+
+def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``, and its frame count.
+
+    Frames are read sequentially (seeking is inaccurate for many codecs). When the container
+    does not report its frame count, every frame is decoded once and the sample is taken
+    afterwards from a bounded reservoir of candidates. Raises ``BadInputError``
+    (``video_unreadable`` or ``video_no_frames``).
+    """
+    path = str(path)
+    if check_regular_file(path, max_bytes=None) == 0:
+        raise BadInputError(path, "empty_file")
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise BadInputError(path, "video_unreadable")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if n > 0:
+            wanted = set(sample_frame_indices(n, k))
+            frames, i = [], 0
+            while wanted and i <= max(wanted):
+                if not cap.grab():
+                    break
+                if i in wanted:
+                    ok, bgr = cap.retrieve()
+                    if ok and bgr is not None:
+                        frames.append((i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+                i += 1
+            if frames or i > 0:
+                if not frames:
+                    raise BadInputError(path, "video_no_frames", f"{i} frame(s) read, none decodable")
+                return frames, n
+        decoded = []  # unknown (or wrong) frame count: decode everything, then sample
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            decoded.append(bgr)
+        if not decoded:
+            raise BadInputError(path, "video_no_frames")
+        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(decoded)
+    finally:
+        cap.release()

@@ -64,7 +64,11 @@ class Variant:
 
 
 def list_images(folder: Path) -> tuple[list[Path], np.ndarray]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.parent.name.lower() in ("real", "fake"))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.parent.name.lower() in ("real", "fake")
+    )
     if not files:
         raise SystemExit(f"no images under {folder}/real or {folder}/fake")
     return files, np.array([int(p.parent.name.lower() == "fake") for p in files])
@@ -73,8 +77,17 @@ def list_images(folder: Path) -> tuple[list[Path], np.ndarray]:
 def random_checkpoint(image_size: int, out: Path) -> Path:
     torch.manual_seed(0)
     model, used = build_model("resnet18", weights="none")
-    torch.save({"model": model.state_dict(), "arch": "resnet18", "image_size": image_size, "epoch": 0,
-                "weights_used": used, "config": {}}, out)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "arch": "resnet18",
+            "image_size": image_size,
+            "epoch": 0,
+            "weights_used": used,
+            "config": {},
+        },
+        out,
+    )
     return out
 
 
@@ -87,13 +100,18 @@ def naive(checkpoint: Path) -> Variant:
     def one(path: Path) -> float:
         return float(torch.sigmoid(model(tf(load_image(path)).unsqueeze(0))).item())
 
-    return Variant("naive: PIL + torchvision transforms + eager, 1 image at a time", one, lambda paths: [one(p) for p in paths])
+    return Variant(
+        "naive: PIL + torchvision transforms + eager, 1 image at a time", one, lambda paths: [one(p) for p in paths]
+    )
 
 
 def predictor_variant(name: str, checkpoint: Path, cfg: PredictConfig) -> Variant:
     p = Predictor(checkpoint, "cpu", cfg)
-    return Variant(name, lambda path: p.predict_image(path).probability,
-                   lambda paths: [r.probability for r in p.predict_batch(paths)])
+    return Variant(
+        name,
+        lambda path: p.predict_image(path).probability,
+        lambda paths: [r.probability for r in p.predict_batch(paths)],
+    )
 
 
 def time_latency(variants: list[Variant], paths: list[Path], warmup: int) -> None:
@@ -121,12 +139,15 @@ def accuracy_rows(variants: list[Variant], reference: np.ndarray, labels: np.nda
     rows = []
     for v in variants:
         d = np.abs(v.probs - reference)
-        rows.append({
-            "max_abs_dp": float(d.max()), "mean_abs_dp": float(d.mean()),
-            "agree_05": float(np.mean((v.probs >= 0.5) == (reference >= 0.5))),
-            "agree_median": float(np.mean((v.probs >= median) == (reference >= median))),
-            "auc": binary_metrics(labels, v.probs)["roc_auc"],
-        })
+        rows.append(
+            {
+                "max_abs_dp": float(d.max()),
+                "mean_abs_dp": float(d.mean()),
+                "agree_05": float(np.mean((v.probs >= 0.5) == (reference >= 0.5))),
+                "agree_median": float(np.mean((v.probs >= median) == (reference >= median))),
+                "auc": binary_metrics(labels, v.probs)["roc_auc"],
+            }
+        )
     return rows
 
 
@@ -141,8 +162,13 @@ def _iou(a, b) -> float:
 
 def detection_cost(ckpt: Path, fastest: Variant, calib: list[Path], common: dict, paths: list[Path]) -> dict:
     """Latency added by face detection, and how reduced-size decoding changes boxes and scores."""
-    backend = ({"backend": "int8", "int8_calibration": tuple(map(str, calib))} if "int8" in fastest.name
-               else {"backend": "jit"} if "TorchScript" in fastest.name else {})
+    backend = (
+        {"backend": "int8", "int8_calibration": tuple(map(str, calib))}
+        if "int8" in fastest.name
+        else {"backend": "jit"}
+        if "TorchScript" in fastest.name
+        else {}
+    )
     fast = Predictor(ckpt, "cpu", PredictConfig(**{**common, "face": "auto"}, **backend))
     exact = Predictor(ckpt, "cpu", PredictConfig(**{**common, "face": "auto", "fast_decode": False}))
     with_det, without, pairs, found = [], [], [], [0, 0]
@@ -165,57 +191,81 @@ def detection_cost(ckpt: Path, fastest: Variant, calib: list[Path], common: dict
         if a and b:
             pairs.append((_iou(a.box, b.box), abs(a.probability - b.probability)))
     ious, dps = (np.array([x[i] for x in pairs]) for i in (0, 1))
-    return {"latency": statistics.median(with_det), "added": statistics.median(with_det) - statistics.median(without),
-            "n": len(paths), "found_fast": found[0], "found_exact": found[1],
-            "iou": float(ious.mean()) if len(pairs) else float("nan"),
-            "mean_dp": float(dps.mean()) if len(pairs) else float("nan"), "max_dp": float(dps.max()) if len(pairs) else float("nan")}
+    return {
+        "latency": statistics.median(with_det),
+        "added": statistics.median(with_det) - statistics.median(without),
+        "n": len(paths),
+        "found_fast": found[0],
+        "found_exact": found[1],
+        "iou": float(ious.mean()) if len(pairs) else float("nan"),
+        "mean_dp": float(dps.mean()) if len(pairs) else float("nan"),
+        "max_dp": float(dps.max()) if len(pairs) else float("nan"),
+    }
 
 
 def machine() -> str:
     cpu = cpu_name()
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
+    )
 
 
 def render(args, variants, acc, det, ckpt_note, loads, n_lat, n_thr, n_cmp) -> str:
     base = variants[0]
     base_lat, base_thr = statistics.median(base.latencies), max(base.throughputs)
     lines = [
-        SECTION, "",
-        f"`{' '.join(['python', 'benchmarks/bench_inference.py'] + sys.argv[1:])}`", "",
+        SECTION,
+        "",
+        f"`{' '.join(['python', 'benchmarks/bench_inference.py'] + sys.argv[1:])}`",
+        "",
         f"- Machine: {machine()}.",
         f"- Load average (1 min) before / after the run: {loads[0]:.1f} / {loads[1]:.1f} (the run itself adds about one per thread)"
-        + (" — the machine was busy before the run started; absolute numbers are pessimistic." if loads[0] > 1.0 else "."),
+        + (
+            " — the machine was busy before the run started; absolute numbers are pessimistic."
+            if loads[0] > 1.0
+            else "."
+        ),
         f"- Model: {ckpt_note}",
         f"- Images: {n_lat} for latency (median / p90 of one-at-a-time calls, variants taking turns per image), "
         f"{n_thr} for throughput (best of {args.repeats}), {n_cmp} for the accuracy columns; 600x600 JPEGs from `{os.path.relpath(args.images, ROOT)}`.",
         "- Accuracy columns compare each variant's fake-probability with the exact path (naive) on the same images; "
         "'agree' is the share of identical labels at threshold 0.5 and at the median exact score.",
         "- 'CPU ms per image' is the process CPU time of one latency call (all threads): less sensitive than wall time to "
-        "other jobs on the machine, but it counts the spinning of waiting OpenMP threads.", "",
+        "other jobs on the machine, but it counts the spinning of waiting OpenMP threads.",
+        "",
         "| variant | latency ms (median / p90) | CPU ms per image | speed-up | throughput img/s | speed-up | max abs dp | mean abs dp | agree @0.5 | agree @median | AUC |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v, a in zip(variants, acc):
         lat, p90, thr = statistics.median(v.latencies), float(np.percentile(v.latencies, 90)), max(v.throughputs)
         auc = "n/a" if a["auc"] is None else f"{a['auc']:.3f}"
-        lines.append(f"| {v.name} | {lat:.1f} / {p90:.1f} | {statistics.median(v.cpu_ms):.1f} | {base_lat / lat:.1f}x | {thr:.1f} | {thr / base_thr:.1f}x | "
-                     f"{a['max_abs_dp']:.2e} | {a['mean_abs_dp']:.2e} | {a['agree_05']:.3f} | {a['agree_median']:.3f} | {auc} |")
+        lines.append(
+            f"| {v.name} | {lat:.1f} / {p90:.1f} | {statistics.median(v.cpu_ms):.1f} | {base_lat / lat:.1f}x | {thr:.1f} | {thr / base_thr:.1f}x | "
+            f"{a['max_abs_dp']:.2e} | {a['mean_abs_dp']:.2e} | {a['agree_05']:.3f} | {a['agree_median']:.3f} | {auc} |"
+        )
     best_lat = min(statistics.median(v.latencies) for v in variants)
     best_thr = max(max(v.throughputs) for v in variants)
-    lines += ["",
-              f"Goals: single image at most 15 ms — best {best_lat:.1f} ms (naive {base_lat:.1f} ms); "
-              f"folder throughput at least 80 images/s — best {best_thr:.1f} images/s (naive {base_thr:.1f} images/s).",
-              f"Face detection (`face='auto'`: Haar cascade, largest face, 1.3x square crop) is off in the table because "
-              f"the naive pipeline has none. With it, the fastest variant takes {det['latency']:.1f} ms per image (median, "
-              f"+{det['added']:.1f} ms); it found a face in {det['found_fast']}/{det['n']} photos decoded at reduced size and "
-              f"{det['found_exact']}/{det['n']} at full size (exact path: full decode, eager); where both did, box IoU "
-              f"{det['iou']:.3f} on average and fake-probability difference {det['mean_dp']:.2e} mean / {det['max_dp']:.2e} max.", ""]
+    lines += [
+        "",
+        f"Goals: single image at most 15 ms — best {best_lat:.1f} ms (naive {base_lat:.1f} ms); "
+        f"folder throughput at least 80 images/s — best {best_thr:.1f} images/s (naive {base_thr:.1f} images/s).",
+        f"Face detection (`face='auto'`: Haar cascade, largest face, 1.3x square crop) is off in the table because "
+        f"the naive pipeline has none. With it, the fastest variant takes {det['latency']:.1f} ms per image (median, "
+        f"+{det['added']:.1f} ms); it found a face in {det['found_fast']}/{det['n']} photos decoded at reduced size and "
+        f"{det['found_exact']}/{det['n']} at full size (exact path: full decode, eager); where both did, box IoU "
+        f"{det['iou']:.3f} on average and fake-probability difference {det['mean_dp']:.2e} mean / {det['max_dp']:.2e} max.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured numbers, the machine they were taken on and the command that produced them.\n"
+    old = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nMeasured numbers, the machine they were taken on and the command that produced them.\n"
+    )
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _m: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(new)
@@ -223,13 +273,21 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "real-faces" / "yonsei-rffd",
-                    help="folder with real/ and fake/ JPEGs (default: the shared photos beside the repository)")
-    ap.add_argument("--checkpoint", type=Path, help="trained checkpoint; omitted: ResNet18 with random weights at --image-size")
+    ap.add_argument(
+        "--images",
+        type=Path,
+        default=ROOT.parent / "shared" / "real-faces" / "yonsei-rffd",
+        help="folder with real/ and fake/ JPEGs (default: the shared photos beside the repository)",
+    )
+    ap.add_argument(
+        "--checkpoint", type=Path, help="trained checkpoint; omitted: ResNet18 with random weights at --image-size"
+    )
     ap.add_argument("--image-size", type=int, default=224, help="input size of the random-weight model")
     ap.add_argument("--latency-images", type=int, default=40)
     ap.add_argument("--throughput-images", type=int, default=160)
-    ap.add_argument("--calibration-images", type=int, default=32, help="int8 calibration images, disjoint from the timed ones")
+    ap.add_argument(
+        "--calibration-images", type=int, default=32, help="int8 calibration images, disjoint from the timed ones"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="throughput repetitions (best is reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -243,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     files, labels = list_images(args.images)
     order = np.random.default_rng(0).permutation(len(files))
     calib = [files[i] for i in order[: args.calibration_images]]
-    rest = order[args.calibration_images:]
+    rest = order[args.calibration_images :]
     timed_idx = rest[: max(args.latency_images, args.throughput_images)]
     timed = [files[i] for i in timed_idx]
     timed_labels = labels[timed_idx]
@@ -251,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             ckpt = args.checkpoint
             meta = torch.load(ckpt, map_location="cpu", weights_only=True)
-            note = (f"`{ckpt}`: {meta['arch']}, {meta['image_size']}x{meta['image_size']} input, weights {meta.get('weights_used')}, "
-                    f"epoch {meta.get('epoch')}, validation AUC {meta.get('val_auc', float('nan')):.3f}.")
+            note = (
+                f"`{ckpt}`: {meta['arch']}, {meta['image_size']}x{meta['image_size']} input, weights {meta.get('weights_used')}, "
+                f"epoch {meta.get('epoch')}, validation AUC {meta.get('val_auc', float('nan')):.3f}."
+            )
         else:
             ckpt = random_checkpoint(args.image_size, Path(tmp) / "random.pt")
             note = f"ResNet18 with random weights at {args.image_size}x{args.image_size} (timing only: AUC is meaningless)."
@@ -260,10 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         print("building variants (int8 calibrates on", len(calib), "images)...", flush=True)
         variants = [
             naive(ckpt),
-            predictor_variant("Predictor, exact (full decode, eager fp32, NHWC batches)", ckpt, PredictConfig(fast_decode=False, **common)),
+            predictor_variant(
+                "Predictor, exact (full decode, eager fp32, NHWC batches)",
+                ckpt,
+                PredictConfig(fast_decode=False, **common),
+            ),
             predictor_variant("+ reduced-size JPEG decode", ckpt, PredictConfig(**common)),
             predictor_variant("+ TorchScript (frozen, optimised)", ckpt, PredictConfig(backend="jit", **common)),
-            predictor_variant("+ int8 static quantisation", ckpt, PredictConfig(backend="int8", int8_calibration=tuple(map(str, calib)), **common)),
+            predictor_variant(
+                "+ int8 static quantisation",
+                ckpt,
+                PredictConfig(backend="int8", int8_calibration=tuple(map(str, calib)), **common),
+            ),
         ]
         print("latency...", flush=True)
         time_latency(variants, timed[: args.latency_images], args.warmup)

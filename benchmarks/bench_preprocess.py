@@ -36,8 +36,8 @@ from torch import nn
 from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment
 from deepfake.faces import crop_face, default_detector
 from deepfake.ingest import read_manifest
-from deepfake.media import read_image
 from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader
+from deepfake.media import read_image
 from deepfake.models import build_model
 from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers
 from deepfake.train import TrainConfig, train_one_epoch
@@ -69,8 +69,14 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores_usable": resolve_workers(0), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "load_avg_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores_usable": resolve_workers(0),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_avg_start": os.getloadavg(),
+    }
 
 
 def dataset_subset(data: Path, limit: int, workdir: Path) -> Path:
@@ -82,7 +88,12 @@ def dataset_subset(data: Path, limit: int, workdir: Path) -> Path:
         df = read_manifest(manifest)
     else:
         files = sorted(p for lab in ("real", "fake") for p in (data / lab).rglob("*") if p.is_file())
-        df = pd.DataFrame({"path": [p.relative_to(data).as_posix() for p in files], "label": [p.relative_to(data).parts[0] for p in files]})
+        df = pd.DataFrame(
+            {
+                "path": [p.relative_to(data).as_posix() for p in files],
+                "label": [p.relative_to(data).parts[0] for p in files],
+            }
+        )
     df = df.sort_values("path").groupby("label", group_keys=False).head(limit // 2)
     df = df.assign(path=[str((data / p).resolve()) for p in df["path"]])
     (workdir / "lists").mkdir(parents=True, exist_ok=True)
@@ -93,16 +104,25 @@ def dataset_subset(data: Path, limit: int, workdir: Path) -> Path:
 
 def bench_preprocess(source: Path, workdir: Path, size: int, cores: int) -> tuple[list[dict], Path, pd.DataFrame]:
     rows, kept = [], None
-    for name, cfg in (("detect on, 1 worker", PreprocessConfig(detect=True, size=size, workers=1)),
-                      (f"detect on, {cores} workers", PreprocessConfig(detect=True, size=size, workers=cores)),
-                      (f"detect off (decode + resize), {cores} workers", PreprocessConfig(detect=False, size=size, workers=cores))):
+    for name, cfg in (
+        ("detect on, 1 worker", PreprocessConfig(detect=True, size=size, workers=1)),
+        (f"detect on, {cores} workers", PreprocessConfig(detect=True, size=size, workers=cores)),
+        (f"detect off (decode + resize), {cores} workers", PreprocessConfig(detect=False, size=size, workers=cores)),
+    ):
         out = workdir / f"cache_{len(rows)}"
         t0 = time.perf_counter()
         res = preprocess(source, out, cfg, progress=False)
         wall = time.perf_counter() - t0
         s = res.summary
-        rows.append({"step": f"preprocess: {name}", "images": s["decoded"], "seconds": round(wall, 2),
-                     "images_per_s": round(s["decoded"] / wall, 1), "note": f"{s['faces_found']} faces, {s['skipped']} skipped"})
+        rows.append(
+            {
+                "step": f"preprocess: {name}",
+                "images": s["decoded"],
+                "seconds": round(wall, 2),
+                "images_per_s": round(s["decoded"] / wall, 1),
+                "note": f"{s['faces_found']} faces, {s['skipped']} skipped",
+            }
+        )
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
         if cfg.detect and cfg.workers == cores:
             kept = (out, res.manifest)
@@ -119,16 +139,35 @@ def _time_epoch(dataset: ImageDataset, batch: int, workers: int, train: bool, ar
     if train:
         model = build_model(arch, "none")[0].train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        train_one_epoch(model, loader, opt, torch.device("cpu"), nn.BCEWithLogitsLoss(reduction="sum"), sampler.global_sizes(),
-                        amp=False, augment=dataset.augment is not None, show=False)
+        train_one_epoch(
+            model,
+            loader,
+            opt,
+            torch.device("cpu"),
+            nn.BCEWithLogitsLoss(reduction="sum"),
+            sampler.global_sizes(),
+            amp=False,
+            augment=dataset.augment is not None,
+            show=False,
+        )
     else:
         for _batch in loader:
             pass
     return time.perf_counter() - t0
 
 
-def bench_epochs(cache: Path, manifest: pd.DataFrame, source_root: Path, size: int, margin: float, batch: int, workers: int,
-                 seed: int, repeats: int, arch: str) -> list[dict]:
+def bench_epochs(
+    cache: Path,
+    manifest: pd.DataFrame,
+    source_root: Path,
+    size: int,
+    margin: float,
+    batch: int,
+    workers: int,
+    seed: int,
+    repeats: int,
+    arch: str,
+) -> list[dict]:
     frame = manifest[["path", "label", "target", "source"]].copy()
     frame["target"] = frame["target"].astype(int)
     originals = frame.assign(path=[s if Path(s).is_absolute() else str(source_root / s) for s in frame["source"]])
@@ -138,26 +177,43 @@ def bench_epochs(cache: Path, manifest: pd.DataFrame, source_root: Path, size: i
         "originals, decode + resize": ImageDataset(originals, "/", size, augment),
         "originals, decode + detect + crop": OnTheFlyFaces(originals, "/", size, augment, margin),
     }
-    _time_epoch(ImageDataset(frame.head(2 * batch), cache, size, augment), batch, 0, True, arch, seed)  # warm-up: first allocations
+    _time_epoch(
+        ImageDataset(frame.head(2 * batch), cache, size, augment), batch, 0, True, arch, seed
+    )  # warm-up: first allocations
     times: dict[tuple[bool, str], list[float]] = {}
     for _ in range(repeats):  # rounds interleave the variants, so drifting load hits them alike
         for train in (False, True):
             for name in datasets:
-                times.setdefault((train, name), []).append(_time_epoch(datasets[name], batch, workers, train, arch, seed))
-                print(f"  {'train' if train else 'load'} {name}: {times[(train, name)][-1]:.2f} s", file=sys.stderr, flush=True)
+                times.setdefault((train, name), []).append(
+                    _time_epoch(datasets[name], batch, workers, train, arch, seed)
+                )
+                print(
+                    f"  {'train' if train else 'load'} {name}: {times[(train, name)][-1]:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     rows = []
     for (train, name), ts in times.items():
         best = min(ts)
-        rows.append({"step": f"{'train epoch' if train else 'loading only'}: {name}", "images": len(frame), "seconds": round(best, 2),
-                     "images_per_s": round(len(frame) / best, 1),
-                     "note": f"best of {len(ts)} ({', '.join(f'{t:.1f}' for t in ts)} s); batch {batch}, {workers} loader workers"})
+        rows.append(
+            {
+                "step": f"{'train epoch' if train else 'loading only'}: {name}",
+                "images": len(frame),
+                "seconds": round(best, 2),
+                "images_per_s": round(len(frame) / best, 1),
+                "note": f"best of {len(ts)} ({', '.join(f'{t:.1f}' for t in ts)} s); batch {batch}, {workers} loader workers",
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"),
-                    help="dataset folder (real/ and fake/, or manifest.csv)")
+    ap.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"),
+        help="dataset folder (real/ and fake/, or manifest.csv)",
+    )
     ap.add_argument("--size", type=int, default=96, help="crop / training size")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--arch", default="resnet18", help="model of the epoch timings (resnet18 | dilated_cnn)")
@@ -179,8 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         source = dataset_subset(data, args.limit, workdir)
         rows, cache, manifest = bench_preprocess(source, workdir, args.size, cores)
         root = source.parent if source.is_file() else source
-        rows += bench_epochs(cache, manifest, root, args.size, PreprocessConfig().margin, args.batch_size, args.loader_workers, args.seed,
-                             args.repeats, args.arch)
+        rows += bench_epochs(
+            cache,
+            manifest,
+            root,
+            args.size,
+            PreprocessConfig().margin,
+            args.batch_size,
+            args.loader_workers,
+            args.seed,
+            args.repeats,
+            args.arch,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     info["load_avg_end"] = os.getloadavg()
@@ -193,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
         other = table[table["step"] == f"train epoch: {name}"]["seconds"].iloc[0]
         print(f"train epoch, {name} / cache: {other / cache_row:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows, "args": vars(args)}, indent=2, default=str))
+        Path(args.json).write_text(
+            json.dumps({"machine": info, "rows": rows, "args": vars(args)}, indent=2, default=str)
+        )
     return 0
 
 
 def _has_tabulate() -> bool:
     try:
         import tabulate  # noqa: F401
+
         return True
     except ImportError:
         return False

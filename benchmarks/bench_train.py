@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -70,7 +69,11 @@ def synthetic_photos(out: Path, n: int, unique: int = 32) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     src = out.parent / "synth600-unique"
     if not src.exists():
-        generate(src, SynthConfig(n_identities=max(unique // 2, 2), images_per_identity=1, image_size=600, workers=0), progress=False)
+        generate(
+            src,
+            SynthConfig(n_identities=max(unique // 2, 2), images_per_identity=1, image_size=600, workers=0),
+            progress=False,
+        )
     files = sorted(src.rglob("*.jpg"))
     for i in range(n):
         f = files[i % len(files)]
@@ -81,19 +84,33 @@ def synthetic_photos(out: Path, n: int, unique: int = 32) -> Path:
 
 
 def naive_batches(root: Path, size: int, batch: int, workers: int, pin: bool):
-    tf = T.Compose([
-        T.Resize((size, size)), T.RandomHorizontalFlip(AUG["hflip"]), T.RandomRotation(AUG["rotation"]),
-        T.ColorJitter(AUG["color_jitter"], AUG["color_jitter"], AUG["color_jitter"], AUG["color_jitter"] / 4),
-        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    tf = T.Compose(
+        [
+            T.Resize((size, size)),
+            T.RandomHorizontalFlip(AUG["hflip"]),
+            T.RandomRotation(AUG["rotation"]),
+            T.ColorJitter(AUG["color_jitter"], AUG["color_jitter"], AUG["color_jitter"], AUG["color_jitter"] / 4),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     ds = datasets.ImageFolder(str(root), transform=tf)
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, pin_memory=pin, drop_last=True,
-                        persistent_workers=workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=pin,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     for _ in itertools.count():
         yield from loader
 
 
-def package_batches(root: Path, size: int, batch: int, workers: int, pin: bool, on_cpu: bool, robust: bool = False, cache: bool = False):
+def package_batches(
+    root: Path, size: int, batch: int, workers: int, pin: bool, on_cpu: bool, robust: bool = False, cache: bool = False
+):
     """The training loader of ``deepfake.train``; with ``cache``, the decoded cache is built first (timed, printed)."""
     frame = index_dataset(root, hashes=False)
     aug = AugmentConfig(**AUG, jpeg_prob=0.5 if robust else 0.0, blur_prob=0.5 if robust else 0.0)
@@ -105,11 +122,19 @@ def package_batches(root: Path, size: int, batch: int, workers: int, pin: bool, 
         t0 = time.perf_counter()
         decoded = DecodedCache.build(files, size, cache_dir, workers, show=False)
         wall = time.perf_counter() - t0
-        print(f"  decoded cache: {len(files)} images in {wall:.1f} s ({len(files) / wall:.1f} images/s; "
-              f"{decoded.file.stat().st_size / 2**20:.0f} MiB), once per dataset and image size", flush=True)
+        print(
+            f"  decoded cache: {len(files)} images in {wall:.1f} s ({len(files) / wall:.1f} images/s; "
+            f"{decoded.file.stat().st_size / 2**20:.0f} MiB), once per dataset and image size",
+            flush=True,
+        )
     sampler = EpochBatchSampler(len(frame), batch, seed=0, drop_last=True)
-    loader = make_batch_loader(ImageDataset(frame, root, size, aug, augment_in_worker=on_cpu, cache=decoded), sampler, workers,
-                               pin_memory=pin, finish_in_workers=on_cpu)
+    loader = make_batch_loader(
+        ImageDataset(frame, root, size, aug, augment_in_worker=on_cpu, cache=decoded),
+        sampler,
+        workers,
+        pin_memory=pin,
+        finish_in_workers=on_cpu,
+    )
 
     def batches():
         for epoch in itertools.count(1):
@@ -192,18 +217,37 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         raise SystemExit("--cpu-bf16 needs a CPU device with native bf16 instructions (AVX512-BF16 or AMX)")
     if cuda:
         torch.backends.cudnn.benchmark = True
-    root = Path(args.data) if args.data else (SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else
-                                               synthetic_photos(paths.ROOT / "build" / "bench" / "synth600", args.images))
+    root = (
+        Path(args.data)
+        if args.data
+        else (
+            SHARED_PHOTOS
+            if SHARED_PHOTOS.is_dir()
+            else synthetic_photos(paths.ROOT / "build" / "bench" / "synth600", args.images)
+        )
+    )
     n_images = len(index_dataset(root, hashes=False))
-    print(f"images: {root} ({n_images}); device {device}; batch {args.batch_size}; workers {args.workers}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"images: {root} ({n_images}); device {device}; batch {args.batch_size}; workers {args.workers}; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     sources = {
         "naive": lambda: naive_batches(root, args.image_size, args.batch_size, args.workers, cuda),
         "package": lambda: package_batches(root, args.image_size, args.batch_size, args.workers, cuda, not cuda),
-        "package+robust": lambda: package_batches(root, args.image_size, args.batch_size, args.workers, cuda, not cuda, robust=True),
-        "package+cache": lambda: package_batches(root, args.image_size, args.batch_size, args.workers, cuda, not cuda, cache=True),
+        "package+robust": lambda: package_batches(
+            root, args.image_size, args.batch_size, args.workers, cuda, not cuda, robust=True
+        ),
+        "package+cache": lambda: package_batches(
+            root, args.image_size, args.batch_size, args.workers, cuda, not cuda, cache=True
+        ),
     }
-    inputs = {"naive": naive_input, "package": package_input, "package+robust": package_input, "package+cache": package_input}
+    inputs = {
+        "naive": naive_input,
+        "package": package_input,
+        "package+robust": package_input,
+        "package+cache": package_input,
+    }
     rows = []
     workloads = ["loader"] + list(args.archs)
     for workload in workloads:
@@ -214,6 +258,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             for name in args.paths:  # interleaved, so a burst of load on a shared machine hits every path
                 batches = sources[name]()
                 if workload == "loader":
+
                     def step(b, name=name):
                         x, _ = inputs[name](b, device, cuda)
                         if cuda:
@@ -223,14 +268,22 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
                     def step(b, name=name, trainer=trainer):
                         trainer(*inputs[name](b, device, trainer.amp))
+
                 ips, ipc = measure(batches, step, args.warmup, steps, args.batch_size, device)
                 batches.close()
                 best[name], best_cpu[name] = max(best.get(name, 0.0), ips), max(best_cpu.get(name, 0.0), ipc)
                 print(f"  {workload:12s} {name:15s} {ips:9.1f} images/s {ipc:9.1f} images/CPU-s", flush=True)
         for name, ips in best.items():
-            rows.append({"workload": workload, "path": name, "images_per_s": ips,
-                         "vs_naive": ips / best["naive"] if "naive" in best else np.nan, "images_per_cpu_s": best_cpu[name],
-                         "cpu_vs_naive": best_cpu[name] / best_cpu["naive"] if "naive" in best_cpu else np.nan})
+            rows.append(
+                {
+                    "workload": workload,
+                    "path": name,
+                    "images_per_s": ips,
+                    "vs_naive": ips / best["naive"] if "naive" in best else np.nan,
+                    "images_per_cpu_s": best_cpu[name],
+                    "cpu_vs_naive": best_cpu[name] / best_cpu["naive"] if "naive" in best_cpu else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -244,7 +297,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="folder with real/ and fake/ images (default: shared photos, else synthetic)")
-    p.add_argument("--images", type=int, default=2048 if cuda else 256, help="synthetic images to write when no photos exist")
+    p.add_argument(
+        "--images", type=int, default=2048 if cuda else 256, help="synthetic images to write when no photos exist"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=256 if cuda else 32)
@@ -256,8 +311,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--archs", nargs="*", default=["resnet18", "dilated_cnn"])
     p.add_argument("--paths", nargs="*", default=["naive", "package", "package+robust", "package+cache"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
-    p.add_argument("--cpu-bf16", action="store_true", dest="cpu_bf16",
-                   help="on a CPU, train with bf16 autocast and channels-last (train.cpu_bf16), both paths")
+    p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        dest="cpu_bf16",
+        help="on a CPU, train with bf16 autocast and channels-last (train.cpu_bf16), both paths",
+    )
     p.add_argument("--json", help="also write the table and settings to this JSON file")
     return p.parse_args(argv)
 
@@ -269,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python benchmarks/bench_train.py {' '.join(sys.argv[1:])}".rstrip())
     print(table.to_markdown(index=False, floatfmt=".2f") if _has_tabulate() else table.to_string(index=False))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": table.to_dict("records")}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"machine": machine(), "args": vars(args), "rows": table.to_dict("records")}, indent=2)
+        )
     return 0
 
 

@@ -24,8 +24,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         # the pipeline reads another dataset (a real one): the embedded one is not needed
         print(f"data.raw_dir in {args.params} is {params.data.raw_dir}, not {out}: nothing to render")
         return 0
-    changes = {k: getattr(args, k) for k in ("n_identities", "images_per_identity", "image_size", "seed", "workers")
-               if getattr(args, k) is not None}
+    changes = {
+        k: getattr(args, k)
+        for k in ("n_identities", "images_per_identity", "image_size", "seed", "workers")
+        if getattr(args, k) is not None
+    }
     cfg = replace(params.synth, **changes)
     try:
         generate(out, cfg, overwrite=args.overwrite)
@@ -54,8 +57,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = run_train(params.train, where.faces, where.splits, where.models, where.train_reports)
     if result.is_main:
         s = result.summary
-        print(f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
-              f"checkpoints in {result.best_checkpoint.parent}")
+        print(
+            f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
+            f"checkpoints in {result.best_checkpoint.parent}"
+        )
     return 0
 
 
@@ -76,9 +81,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: no images or videos found in {' '.join(args.paths)}", file=sys.stderr)
         return 1
     try:
-        cfg = PredictConfig(face=args.face, backend=args.backend, batch_size=args.batch_size, video_frames=args.frames,
-                            calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
-                            int8_calibration=tuple(args.int8_calibration or ()))
+        cfg = PredictConfig(
+            face=args.face,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            video_frames=args.frames,
+            calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
+            int8_calibration=tuple(args.int8_calibration or ()),
+        )
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
     except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
         print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
@@ -102,7 +112,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .cli_output import health
 
-    info, ok = health(_user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else "")
+    info, ok = health(
+        _user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else ""
+    )
     if args.json:
         import json
 
@@ -119,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render the embedded synthetic face-forgery dataset")
-    p.add_argument("--out", default=str(paths.RAW_DIR.relative_to(paths.ROOT)), help="output folder (default: data/raw)")
-    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file whose 'synth' section is used (validated whole)")
+    p.add_argument(
+        "--out", default=str(paths.RAW_DIR.relative_to(paths.ROOT)), help="output folder (default: data/raw)"
+    )
+    p.add_argument(
+        "--params", default=str(paths.PARAMS_FILE), help="params file whose 'synth' section is used (validated whole)"
+    )
     p.add_argument("--n-identities", type=int, dest="n_identities")
     p.add_argument("--images-per-identity", type=int, dest="images_per_identity")
     p.add_argument("--image-size", type=int, dest="image_size")
@@ -130,13 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--if-missing", action="store_true", help="do nothing when the folder exists")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit")
+    p = sub.add_parser(
+        "check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit"
+    )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)")
-    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file whose 'base' and 'train' sections are used (validated whole)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a train key (YAML value), e.g. --set epochs=3")
+    p = sub.add_parser(
+        "train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)"
+    )
+    p.add_argument(
+        "--params",
+        default=str(paths.PARAMS_FILE),
+        help="params file whose 'base' and 'train' sections are used (validated whole)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a train key (YAML value), e.g. --set epochs=3",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="score images, videos and folders with a trained model")
@@ -146,18 +176,37 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print CSV (one row per input)")
     p.add_argument("--checkpoint", default="models/best.pt", help="trained checkpoint (default: models/best.pt)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--face", default="checkpoint", choices=("checkpoint", "detect", "none"),
-                   help="checkpoint: crop as the model's training data was cropped (recorded in the checkpoint); "
-                        "detect / none: force face detection on or off (scores then differ from the pipeline's)")
-    p.add_argument("--calibration", default="reports/eval/calibration.json", help="temperature and threshold JSON, used when present")
-    p.add_argument("--backend", default="eager", choices=("eager", "jit", "int8"), help="model runtime (int8 needs --int8-calibration)")
-    p.add_argument("--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on")
+    p.add_argument(
+        "--face",
+        default="checkpoint",
+        choices=("checkpoint", "detect", "none"),
+        help="checkpoint: crop as the model's training data was cropped (recorded in the checkpoint); "
+        "detect / none: force face detection on or off (scores then differ from the pipeline's)",
+    )
+    p.add_argument(
+        "--calibration",
+        default="reports/eval/calibration.json",
+        help="temperature and threshold JSON, used when present",
+    )
+    p.add_argument(
+        "--backend",
+        default="eager",
+        choices=("eager", "jit", "int8"),
+        help="model runtime (int8 needs --int8-calibration)",
+    )
+    p.add_argument(
+        "--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on"
+    )
     p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
-    p.add_argument("--frames", type=int, default=None, help="frames sampled per video (default: as many as training sampled)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames sampled per video (default: as many as training sampled)"
+    )
     p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("info", help="versions, device, and whether a trained model is present and loads (exit 1 if not)")
+    p = sub.add_parser(
+        "info", help="versions, device, and whether a trained model is present and loads (exit 1 if not)"
+    )
     p.add_argument("--checkpoint", default="models/best.pt")
     p.add_argument("--device", default="auto")
     p.add_argument("--calibration", default="reports/eval/calibration.json")

@@ -29,7 +29,20 @@ from .split import SPLITS, LeakageError
 
 HASH_SIDE = 16  # 16 x 16 DCT coefficients: 256 bits
 _WORDS = HASH_SIDE * HASH_SIDE // 64
-PAIR_COLUMNS = ("kind", "distance", "cross_split", "path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "group_a", "group_b", "cluster")
+PAIR_COLUMNS = (
+    "kind",
+    "distance",
+    "cross_split",
+    "path_a",
+    "path_b",
+    "split_a",
+    "split_b",
+    "label_a",
+    "label_b",
+    "group_a",
+    "group_b",
+    "cluster",
+)
 
 
 class DuplicateLeakageError(LeakageError):
@@ -39,7 +52,9 @@ class DuplicateLeakageError(LeakageError):
 def phash(rgb: np.ndarray) -> np.ndarray:
     """256-bit DCT perceptual hash of an (H, W, 3) uint8 RGB or (H, W) grey image, as 4 uint64 words."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    small = cv2.resize(grey, (4 * HASH_SIDE, 4 * HASH_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)  # (64, 64)
+    small = cv2.resize(grey, (4 * HASH_SIDE, 4 * HASH_SIDE), interpolation=cv2.INTER_AREA).astype(
+        np.float32
+    )  # (64, 64)
     low = cv2.dct(small)[:HASH_SIDE, :HASH_SIDE]  # (16, 16) lowest frequencies
     bits = (low > np.median(low)).reshape(-1)  # (256,)
     return np.packbits(bits).view(">u8").astype(np.uint64)  # (4,)
@@ -56,11 +71,13 @@ def hex_to_words(hexes: list[str]) -> np.ndarray:
     for i, h in enumerate(hexes):
         if len(h) != 16 * _WORDS:
             raise ValueError(f"perceptual hash {h!r} does not have {16 * _WORDS} hex digits")
-        out[i] = [int(h[16 * k:16 * (k + 1)], 16) for k in range(_WORDS)]
+        out[i] = [int(h[16 * k : 16 * (k + 1)], 16) for k in range(_WORDS)]
     return out
 
 
-def near_pairs(words: np.ndarray, max_bits: int, block_elems: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_pairs(
+    words: np.ndarray, max_bits: int, block_elems: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` whose hashes differ in at most ``max_bits`` bits.
 
     Exact, blockwise: memory stays near ``block_elems`` distances whatever the dataset size.
@@ -72,7 +89,7 @@ def near_pairs(words: np.ndarray, max_bits: int, block_elems: int = 1 << 22) -> 
     ii, jj, dd = [], [], []
     rows = max(1, block_elems // max(n, 1))
     for start in range(0, n, rows):
-        a = words[start:start + rows]  # (r, W)
+        a = words[start : start + rows]  # (r, W)
         b = words[start:]  # (n - start, W): only j >= start
         dist = np.zeros((len(a), len(b)), np.uint16)  # (r, n - start)
         for k in range(words.shape[1]):
@@ -153,12 +170,22 @@ def find_duplicates(frame: pd.DataFrame, root: str | os.PathLike, near_dup_bits:
     cluster = _clusters(n, i, j)
     split = frame["split"].to_numpy() if "split" in frame.columns else np.full(n, "")
     col = lambda c: frame[c].to_numpy() if c in frame.columns else np.full(n, "")  # noqa: E731
-    pairs = pd.DataFrame({
-        "kind": kinds, "distance": dd, "cross_split": split[i] != split[j],
-        "path_a": frame["path"].to_numpy()[i], "path_b": frame["path"].to_numpy()[j], "split_a": split[i], "split_b": split[j],
-        "label_a": col("label")[i], "label_b": col("label")[j], "group_a": col("group")[i], "group_b": col("group")[j],
-        "cluster": cluster[i],
-    })
+    pairs = pd.DataFrame(
+        {
+            "kind": kinds,
+            "distance": dd,
+            "cross_split": split[i] != split[j],
+            "path_a": frame["path"].to_numpy()[i],
+            "path_b": frame["path"].to_numpy()[j],
+            "split_a": split[i],
+            "split_b": split[j],
+            "label_a": col("label")[i],
+            "label_b": col("label")[j],
+            "group_a": col("group")[i],
+            "group_b": col("group")[j],
+            "cluster": cluster[i],
+        }
+    )
     return pairs.sort_values(["kind", "distance", "path_a", "path_b"]).reset_index(drop=True)
 
 
@@ -197,8 +224,13 @@ class AuditResult:
     summary: dict
 
 
-def audit_duplicates(frame: pd.DataFrame, root: str | os.PathLike, near_dup_bits: int = 20, dedupe: bool = False,
-                     report: str | os.PathLike | None = None) -> AuditResult:
+def audit_duplicates(
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    near_dup_bits: int = 20,
+    dedupe: bool = False,
+    report: str | os.PathLike | None = None,
+) -> AuditResult:
     """Find duplicates in a split frame; drop the cross-split ones when ``dedupe``, else raise.
 
     ``report``, when given, receives the pair list (``write_pairs``) before anything is raised,

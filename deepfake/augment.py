@@ -86,14 +86,17 @@ def sample_augment(cfg: AugmentConfig, rng: np.random.Generator) -> SampleAugmen
     """Draw one image's augmentation. The draws happen in a fixed order, whatever is enabled."""
     u = rng.random(9)  # one uniform per decision, so enabling one augmentation does not shift the others
     j = cfg.color_jitter
-    params = np.array([
-        float(u[0] < cfg.hflip),
-        (2 * u[1] - 1) * cfg.rotation,
-        1 + (2 * u[2] - 1) * j if j else 1.0,
-        1 + (2 * u[3] - 1) * j if j else 1.0,
-        1 + (2 * u[4] - 1) * j if j else 1.0,
-        (2 * u[5] - 1) * cfg.hue,
-    ], dtype=np.float32)
+    params = np.array(
+        [
+            float(u[0] < cfg.hflip),
+            (2 * u[1] - 1) * cfg.rotation,
+            1 + (2 * u[2] - 1) * j if j else 1.0,
+            1 + (2 * u[3] - 1) * j if j else 1.0,
+            1 + (2 * u[4] - 1) * j if j else 1.0,
+            (2 * u[5] - 1) * cfg.hue,
+        ],
+        dtype=np.float32,
+    )
     params[2:5] = np.maximum(params[2:5], 0.0)
     lo_s, hi_s = cfg.blur_sigma
     sigma = lo_s + (hi_s - lo_s) * u[7] if u[6] < cfg.blur_prob else 0.0
@@ -203,7 +206,14 @@ def apply_image(img: np.ndarray, params: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     if angle != 0:
         inv = _inverse_geometry(flip, angle, h, w)
-        img = cv2.warpAffine(img, inv, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        img = cv2.warpAffine(
+            img,
+            inv,
+            (w, h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     elif flip > 0:
         img = np.ascontiguousarray(img[:, ::-1])
     if np.any(np.asarray(params[2:6], dtype=np.float64) != (1.0, 1.0, 1.0, 0.0)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -19,8 +19,12 @@ from torch import nn
 BACKENDS = ("eager", "jit", "int8")
 
 
-def build_runner(model: nn.Module, backend: str, example: torch.Tensor,
-                 calibration_batches: Callable[[], Iterable[torch.Tensor]] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def build_runner(
+    model: nn.Module,
+    backend: str,
+    example: torch.Tensor,
+    calibration_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The callable that scores batches with ``backend`` (``BACKENDS``)."""
     if backend == "eager":
         return model

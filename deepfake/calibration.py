@@ -13,8 +13,8 @@ loads it as a :class:`Calibration` and applies :func:`calibrated` to its logits.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,14 +110,23 @@ def fit_temperature(logits, y_true, bounds: tuple[float, float] = T_BOUNDS, iter
     return float(1.0 / (0.5 * (a_lo + a_hi))), False
 
 
-def save_calibration(path: str | os.PathLike, temperature: float, threshold: float, threshold_rule: str, **extra) -> Path:
+def save_calibration(
+    path: str | os.PathLike, temperature: float, threshold: float, threshold_rule: str, **extra
+) -> Path:
     """Write the calibration file (``temperature``, ``threshold``, ``threshold_rule`` and ``extra``)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    return write_json(path, {"temperature": float(temperature), "threshold": float(threshold),
-                             "threshold_rule": str(threshold_rule), **extra})
+    return write_json(
+        path,
+        {
+            "temperature": float(temperature),
+            "threshold": float(threshold),
+            "threshold_rule": str(threshold_rule),
+            **extra,
+        },
+    )
 
 
 def read_calibration(path: Path) -> tuple[dict, float, float]:
@@ -130,11 +139,15 @@ def read_calibration(path: Path) -> tuple[dict, float, float]:
         data = json.loads(path.read_text())
         temperature, threshold = float(data["temperature"]), float(data["threshold"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a calibration file (needs numeric 'temperature' and 'threshold'): {e}; "
-                         "re-run the evaluate stage or delete it") from e
+        raise ValueError(
+            f"{path} is not a calibration file (needs numeric 'temperature' and 'threshold'): {e}; "
+            "re-run the evaluate stage or delete it"
+        ) from e
     if not temperature > 0 or not 0 < threshold < 1:
-        raise ValueError(f"{path} has temperature {temperature} and threshold {threshold}; "
-                         "need temperature > 0 and 0 < threshold < 1")
+        raise ValueError(
+            f"{path} has temperature {temperature} and threshold {threshold}; "
+            "need temperature > 0 and 0 < threshold < 1"
+        )
     return data, temperature, threshold
 
 
@@ -163,7 +176,9 @@ def load_calibration(path: str | os.PathLike) -> dict:
     """Read and check a calibration file written by :func:`save_calibration`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"calibration file {path} does not exist; run the evaluate stage first (dvc repro evaluate)")
+        raise FileNotFoundError(
+            f"calibration file {path} does not exist; run the evaluate stage first (dvc repro evaluate)"
+        )
     data, _, _ = read_calibration(path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:

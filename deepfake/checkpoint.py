@@ -53,17 +53,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain values, which a "
-                              f"checkpoint written by this package never does ({str(e).splitlines()[0][:200]}); "
-                              "use a checkpoint written by deepfake's training") from None
+        raise CheckpointError(
+            f"{path} was refused: it holds objects other than tensors and plain values, which a "
+            f"checkpoint written by this package never does ({str(e).splitlines()[0][:200]}); "
+            "use a checkpoint written by deepfake's training"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                              "it may be truncated or not a PyTorch file: train again or copy it again") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it may be truncated or not a PyTorch file: train again or copy it again"
+        ) from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a deepfake checkpoint (a dict with {REQUIRED_KEYS})")
+        raise CheckpointError(
+            f"{path} holds a {type(ckpt).__name__}, not a deepfake checkpoint (a dict with {REQUIRED_KEYS})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path} is not a deepfake checkpoint: it has no {missing} entr{'y' if len(missing) == 1 else 'ies'}")
+        raise CheckpointError(
+            f"{path} is not a deepfake checkpoint: it has no {missing} entr{'y' if len(missing) == 1 else 'ies'}"
+        )
     return ckpt
 
 
@@ -75,8 +83,12 @@ def preprocessing_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint
     """
     d = ckpt.get("preprocessing")
     if d is None:
-        log.warning("%s records no preprocessing contract (written by an older version): images are used whole, "
-                    "resized to %s px; retrain to record how its crops were made", path, ckpt["image_size"])
+        log.warning(
+            "%s records no preprocessing contract (written by an older version): images are used whole, "
+            "resized to %s px; retrain to record how its crops were made",
+            path,
+            ckpt["image_size"],
+        )
         return whole_image(int(ckpt["image_size"]))
     try:
         return Preprocessing.from_dict(d)
@@ -91,5 +103,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: its weights do not fit a {ckpt['arch']} ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: its weights do not fit a {ckpt['arch']} ({str(e).splitlines()[0][:200]})"
+        ) from None
     return model.to(device).eval(), ckpt

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,10 +14,30 @@ import torch
 
 from . import paths
 from .calibration import Calibration
-from .predict import DEFAULT_CALIBRATION, DEFAULT_CHECKPOINT, PredictConfig, Prediction, PredictionError, Predictor, VideoPrediction
+from .predict import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_CHECKPOINT,
+    PredictConfig,
+    Prediction,
+    PredictionError,
+    Predictor,
+    VideoPrediction,
+)
 from .utils import resolve_device
 
-CSV_COLUMNS = ("source", "label", "probability", "logit", "box_x", "box_y", "box_w", "box_h", "frames", "total_ms", "error")
+CSV_COLUMNS = (
+    "source",
+    "label",
+    "probability",
+    "logit",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "frames",
+    "total_ms",
+    "error",
+)
 
 
 def _row(r: Prediction | VideoPrediction | PredictionError) -> dict[str, Any]:
@@ -53,16 +74,25 @@ def predictions_table(results: Sequence[Prediction | VideoPrediction | Predictio
         if r["error"]:
             lines.append(f"{r['source']:<{width}}  ERROR  {r['error']}")
             continue
-        box = f"{r['box_x']},{r['box_y']},{r['box_w']},{r['box_h']}" if r["box_w"] != "" else ("whole image" if not r["frames"] else f"video, {r['frames']} frames")
+        box = (
+            f"{r['box_x']},{r['box_y']},{r['box_w']},{r['box_h']}"
+            if r["box_w"] != ""
+            else ("whole image" if not r["frames"] else f"video, {r['frames']} frames")
+        )
         lines.append(f"{r['source']:<{width}}  {r['label']:<5}  {float(r['probability']):.4f}   {box}")
     labels = [r["label"] for r in rows if not r["error"]]
-    lines.append(f"{labels.count('fake')} fake, {labels.count('real')} real, {len(rows) - len(labels)} unreadable "
-                 f"(threshold {threshold:.3f} on the fake probability)")
+    lines.append(
+        f"{labels.count('fake')} fake, {labels.count('real')} real, {len(rows) - len(labels)} unreadable "
+        f"(threshold {threshold:.3f} on the fake probability)"
+    )
     return "\n".join(lines)
 
 
-def health(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, device: str = "auto",
-           calibration_file: str | os.PathLike = DEFAULT_CALIBRATION) -> tuple[dict[str, Any], bool]:
+def health(
+    checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT,
+    device: str = "auto",
+    calibration_file: str | os.PathLike = DEFAULT_CALIBRATION,
+) -> tuple[dict[str, Any], bool]:
     """Versions, device and whether a trained model is present and loads; ``ok`` when it does."""
     import platform
     from importlib import metadata
@@ -72,9 +102,15 @@ def health(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, device: str = "au
 
     from . import __version__
 
-    info: dict[str, Any] = {"deepfake": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                            "torchvision": torchvision.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__,
-                            "numpy": np.__version__}
+    info: dict[str, Any] = {
+        "deepfake": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "opencv": cv2.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+    }
     try:
         info["ipywidgets"] = metadata.version("ipywidgets")
     except metadata.PackageNotFoundError:
@@ -99,16 +135,21 @@ def health(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, device: str = "au
             z = p.logits([np.zeros((p.image_size, p.image_size, 3), np.uint8)])
             if not np.isfinite(z).all():
                 raise ValueError("the model outputs non-finite logits")
-            info["model"] = (f"loads: {p.arch}, {p.image_size}x{p.image_size} input, epoch {p.meta.get('epoch')}, "
-                             f"val AUC {p.meta.get('val_auc')}")
+            info["model"] = (
+                f"loads: {p.arch}, {p.image_size}x{p.image_size} input, epoch {p.meta.get('epoch')}, "
+                f"val AUC {p.meta.get('val_auc')}"
+            )
             info["preprocessing"] = p.describe_preprocessing()
             ok = True
         except Exception as e:  # report any failure to load as unhealthy, with its reason
             info["model"] = f"present but does not load: {type(e).__name__}: {e}"
     try:
         cal = Calibration.from_file(paths.resolve(calibration_file) if calibration_file else None)
-        info["calibration"] = (f"{cal.source}: temperature {cal.temperature:g}, threshold {cal.threshold:g}" if cal.source
-                               else "none (temperature 1, threshold 0.5)")
+        info["calibration"] = (
+            f"{cal.source}: temperature {cal.temperature:g}, threshold {cal.threshold:g}"
+            if cal.source
+            else "none (temperature 1, threshold 0.5)"
+        )
     except ValueError as e:
         info["calibration"] = f"invalid: {e}"
         ok = False

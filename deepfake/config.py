@@ -21,9 +21,10 @@ import functools
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -98,7 +99,9 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (base, data, train, ...), not a {type(data).__name__}")
+        raise ConfigError(
+            f"{path} must hold a mapping of sections (base, data, train, ...), not a {type(data).__name__}"
+        )
     return data
 
 
@@ -266,7 +269,9 @@ def _unknown(keys: list[str], known: list[str], where: str) -> str:
     return ", ".join(msgs)
 
 
-def build(cls: type[C], values: dict[str, Any] | None = None, base: dict[str, Any] | None = None, origin: str = "") -> C:
+def build(
+    cls: type[C], values: dict[str, Any] | None = None, base: dict[str, Any] | None = None, origin: str = ""
+) -> C:
     """A config from a params section (``values``) and the ``base`` section, every key checked.
 
     Keys missing from ``values`` keep params.yaml's defaults. Unknown keys raise ``ConfigError``
@@ -279,8 +284,10 @@ def build(cls: type[C], values: dict[str, Any] | None = None, base: dict[str, An
     unknown = sorted(set(values) - set(known) - set(base_keys))
     if unknown:
         takes = [k for k in settings_of(cls) if k not in base_keys]
-        raise ConfigError(f"{origin or 'params'}: unknown setting(s) {_unknown(unknown, known, name)}; "
-                          f"the {name} section takes {', '.join(takes)}")
+        raise ConfigError(
+            f"{origin or 'params'}: unknown setting(s) {_unknown(unknown, known, name)}; "
+            f"the {name} section takes {', '.join(takes)}"
+        )
     for k in base_keys:
         if base is not None and k in base:
             values.setdefault(k, base[k])
@@ -342,7 +349,16 @@ class Params:
     evaluate: Any
     cross_dataset: dict[str, str]
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("base", "data", "synth", "preprocess", "split", "train", "evaluate", "cross_dataset")
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "base",
+        "data",
+        "synth",
+        "preprocess",
+        "split",
+        "train",
+        "evaluate",
+        "cross_dataset",
+    )
 
 
 def _classes() -> dict[str, type]:
@@ -352,11 +368,20 @@ def _classes() -> dict[str, type]:
     from .synth import SynthConfig
     from .train import TrainConfig
 
-    return {"base": BaseConfig, "data": DataConfig, "synth": SynthConfig, "preprocess": PreprocessConfig, "split": SplitConfig,
-            "train": TrainConfig, "evaluate": EvalConfig}
+    return {
+        "base": BaseConfig,
+        "data": DataConfig,
+        "synth": SynthConfig,
+        "preprocess": PreprocessConfig,
+        "split": SplitConfig,
+        "train": TrainConfig,
+        "evaluate": EvalConfig,
+    }
 
 
-def load_params(path: str | os.PathLike = paths.PARAMS_FILE, overrides: dict[str, dict[str, Any]] | None = None) -> Params:
+def load_params(
+    path: str | os.PathLike = paths.PARAMS_FILE, overrides: dict[str, dict[str, Any]] | None = None
+) -> Params:
     """Read ``path`` and validate every section, with ``overrides`` (``{"train": {"epochs": 1}}``) applied.
 
     Every key of every section must be known, present and valid; the first fault raises
@@ -380,11 +405,15 @@ def load_params(path: str | os.PathLike = paths.PARAMS_FILE, overrides: dict[str
         settings = settings_of(cls)
         not_settings = sorted(k for k in values if k not in settings and k in {f.name for f in dataclasses.fields(cls)})
         if not_settings:
-            raise ConfigError(f"{file}: {', '.join(f'{name}.{k}' for k in not_settings)} is not a params.yaml setting "
-                              f"(a code-only option); the {name} section takes {', '.join(settings)}")
-        missing = [k for k in settings if k not in values and not (k in getattr(cls, "BASE_KEYS", ()))]
+            raise ConfigError(
+                f"{file}: {', '.join(f'{name}.{k}' for k in not_settings)} is not a params.yaml setting "
+                f"(a code-only option); the {name} section takes {', '.join(settings)}"
+            )
+        missing = [k for k in settings if k not in values and k not in getattr(cls, "BASE_KEYS", ())]
         if missing:
-            raise ConfigError(f"{file}: {', '.join(f'{name}.{k}' for k in missing)} missing; every setting is written in params.yaml")
+            raise ConfigError(
+                f"{file}: {', '.join(f'{name}.{k}' for k in missing)} missing; every setting is written in params.yaml"
+            )
         values = {**values, **overrides.get(name, {})}
         # every value comes from this file (not from the repository's params.yaml defaults)
         base = base_values if name != "base" else None
@@ -394,11 +423,15 @@ def load_params(path: str | os.PathLike = paths.PARAMS_FILE, overrides: dict[str
                 full[k] = base[k]
         built[name] = build(cls, full, origin=str(file))
     cross = {**(raw.get("cross_dataset") or {}), **overrides.get("cross_dataset", {})}
-    if not isinstance(cross, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in cross.items()):
+    if not isinstance(cross, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in cross.items()
+    ):
         raise ConfigError(f"{file}: cross_dataset must map names to dataset paths (name: path), got {cross!r}")
     for k in cross:
         if not k.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"{file}: cross_dataset name {k!r} may hold only letters, digits, '-' and '_' (it names a folder)")
+            raise ConfigError(
+                f"{file}: cross_dataset name {k!r} may hold only letters, digits, '-' and '_' (it names a folder)"
+            )
     return Params(file=file, cross_dataset=cross, **built)
 
 

@@ -27,7 +27,9 @@ def _from_manifest(root: Path) -> pd.DataFrame:
     df = read_manifest(root / MANIFEST_NAME)
     absent = [p for p in df["path"] if not (root / p).is_file()]
     if absent:
-        raise DatasetLayoutError(f"{root / MANIFEST_NAME} lists {len(absent)} file(s) that do not exist under {root}, e.g. {absent[0]}")
+        raise DatasetLayoutError(
+            f"{root / MANIFEST_NAME} lists {len(absent)} file(s) that do not exist under {root}, e.g. {absent[0]}"
+        )
     return df
 
 
@@ -37,9 +39,16 @@ def _from_folders(root: Path) -> pd.DataFrame:
     inv = scan(root, IngestConfig())
     videos = [s.rel for s in inv.sources if s.kind == "video"]
     if videos:
-        raise DatasetLayoutError(f"{root} holds videos (e.g. {videos[0]}); run the preprocess stage on it first, it samples their frames")
-    return pd.DataFrame({"path": [s.rel for s in inv.sources], "label": [s.label for s in inv.sources],
-                         "group": [s.group for s in inv.sources]})
+        raise DatasetLayoutError(
+            f"{root} holds videos (e.g. {videos[0]}); run the preprocess stage on it first, it samples their frames"
+        )
+    return pd.DataFrame(
+        {
+            "path": [s.rel for s in inv.sources],
+            "label": [s.label for s in inv.sources],
+            "group": [s.group for s in inv.sources],
+        }
+    )
 
 
 def index_dataset(root: str | os.PathLike, hashes: bool = True) -> pd.DataFrame:
@@ -56,7 +65,9 @@ def index_dataset(root: str | os.PathLike, hashes: bool = True) -> pd.DataFrame:
 
     root = Path(root)
     if not root.is_dir():
-        raise DatasetLayoutError(f"dataset folder {root} does not exist; create it (make data) or point data.raw_dir at yours")
+        raise DatasetLayoutError(
+            f"dataset folder {root} does not exist; create it (make data) or point data.raw_dir at yours"
+        )
     df = _from_manifest(root) if (root / MANIFEST_NAME).is_file() else _from_folders(root)
     if "group" not in df.columns:
         df["group"] = ""

@@ -53,7 +53,9 @@ def setup(device: str = "auto") -> DistInfo:
         device: the training device setting; CPU training uses gloo even on a CUDA machine.
     """
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size(), owns_group=False)
+        return DistInfo(
+            dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size(), owns_group=False
+        )
     world = env_world_size()
     if world <= 1:
         return DistInfo()

@@ -26,21 +26,40 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import section, setting
 from .calibration import calibrated, fit_temperature, nll, save_calibration
 from .checkpoint import load_checkpoint, preprocessing_of
+from .config import section, setting
 from .inference import forward_logits, score_frame
 from .inputs import Preprocessing, load_input, to_model_tensor
-from .metrics import (THRESHOLD_RULES, binary_metrics, choose_threshold, expected_calibration_error, group_bootstrap_ci,
-                      pr_points, reliability_table, roc_points)
+from .metrics import (
+    THRESHOLD_RULES,
+    binary_metrics,
+    choose_threshold,
+    expected_calibration_error,
+    group_bootstrap_ci,
+    pr_points,
+    reliability_table,
+    roc_points,
+)
 from .robustness import Perturbation, perturbation_grid
 from .utils import atomic_path, resolve_device, write_json
 
 #: Columns of the per-video table (empty when the data has no videos).
 VIDEO_COLUMNS = ["video", "label", "target", "n_frames", "score_mean", "score_max"]
 #: Columns of the robustness table.
-ROBUSTNESS_COLUMNS = ["perturbation", "kind", "level", "input_size", "n", "roc_auc", "average_precision", "accuracy",
-                      "balanced_accuracy", "delta_auc", "error"]
+ROBUSTNESS_COLUMNS = [
+    "perturbation",
+    "kind",
+    "level",
+    "input_size",
+    "n",
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "balanced_accuracy",
+    "delta_auc",
+    "error",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +113,7 @@ class EvalConfig:
         """The clean reference plus every robustness level configured (just the clean one when none)."""
         return perturbation_grid(self.robust_jpeg, self.robust_blur, self.robust_downscale, self.robust_resize)
 
-    def without_robustness(self) -> "EvalConfig":
+    def without_robustness(self) -> EvalConfig:
         """The same settings with every robustness level removed."""
         from dataclasses import replace
 
@@ -125,7 +144,9 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3) -> dict:
+def measure_latency(
+    model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3
+) -> dict:
     """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds."""
     model.eval()
     paths = list(paths)
@@ -133,7 +154,9 @@ def measure_latency(model: nn.Module, paths: list[Path], prep: Preprocessing, de
         raise ValueError("no images to time")
 
     def one(p: Path) -> float:
-        x = to_model_tensor(torch.from_numpy(load_input(p, prep.input_size))[None], prep.mean, prep.std).to(device)  # (1, 3, H, W)
+        x = to_model_tensor(torch.from_numpy(load_input(p, prep.input_size))[None], prep.mean, prep.std).to(
+            device
+        )  # (1, 3, H, W)
         return float(torch.sigmoid(forward_logits(model, x, device))[0])
 
     for p in paths[:warmup]:
@@ -144,15 +167,22 @@ def measure_latency(model: nn.Module, paths: list[Path], prep: Preprocessing, de
         one(p)
         times.append((time.perf_counter() - t0) * 1000)
     t = np.asarray(times)
-    return {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)), "latency_images": len(t),
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    return {
+        "latency_ms_median": float(np.median(t)),
+        "latency_ms_p90": float(np.percentile(t, 90)),
+        "latency_images": len(t),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
 
 
 #: Columns of an evaluated frame kept in its predictions (when present): where each image came from.
 KEPT_COLUMNS = ("source", "frame", "video")
 
 
-def predictions_frame(frame: pd.DataFrame, scores: np.ndarray, threshold: float, raw_scores: np.ndarray | None = None) -> pd.DataFrame:
+def predictions_frame(
+    frame: pd.DataFrame, scores: np.ndarray, threshold: float, raw_scores: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per-image predictions: path, group (source, frame, video), label, score, raw score, predicted label."""
     cols = ["path", "group", "label", "target"] + [c for c in KEPT_COLUMNS if c in frame.columns]
     out = frame[cols].copy().reset_index(drop=True)
@@ -224,8 +254,10 @@ def video_unit(frame: pd.DataFrame) -> tuple[str | None, str]:
     if (sizes["size"] <= 1).all():
         return None, "no videos: every group holds a single image"
     if (sizes["nunique"] > 1).any():
-        return None, (f"no videos: {int((sizes['nunique'] > 1).sum())} of {len(sizes)} groups hold both real and fake "
-                      "images (identities, not videos)")
+        return None, (
+            f"no videos: {int((sizes['nunique'] > 1).sum())} of {len(sizes)} groups hold both real and fake "
+            "images (identities, not videos)"
+        )
     return "group", "frames grouped by 'group' (each group holds frames of one class)"
 
 
@@ -233,13 +265,15 @@ def video_table(preds: pd.DataFrame, unit: str) -> pd.DataFrame:
     """Per video: label (fake when any frame is fake), frame count, mean and max calibrated score."""
     rows = preds[preds[unit].astype(str) != ""]
     g = rows.groupby(unit, sort=True)
-    out = pd.DataFrame({
-        "video": list(g.groups),
-        "target": g["target"].max().to_numpy(),
-        "n_frames": g.size().to_numpy(),
-        "score_mean": g["score"].mean().round(6).to_numpy(),
-        "score_max": g["score"].max().round(6).to_numpy(),
-    })
+    out = pd.DataFrame(
+        {
+            "video": list(g.groups),
+            "target": g["target"].max().to_numpy(),
+            "n_frames": g.size().to_numpy(),
+            "score_mean": g["score"].mean().round(6).to_numpy(),
+            "score_max": g["score"].max().round(6).to_numpy(),
+        }
+    )
     out.insert(1, "label", np.where(out["target"] == 1, "fake", "real"))
     return out[VIDEO_COLUMNS]
 
@@ -248,10 +282,18 @@ def video_metrics(videos: pd.DataFrame, threshold: float, unit: str, reason: str
     """Video-level AUC of the mean and of the max frame score, and accuracy of the mean at ``threshold``."""
     mean_m = binary_metrics(videos["target"], videos["score_mean"], threshold)
     max_m = binary_metrics(videos["target"], videos["score_max"], threshold)
-    return {"applicable": True, "unit": unit, "note": reason, "n_videos": int(len(videos)),
-            "n_frames": int(videos["n_frames"].sum()), "roc_auc_mean": mean_m["roc_auc"], "roc_auc_max": max_m["roc_auc"],
-            "average_precision_mean": mean_m["average_precision"], "accuracy_mean": mean_m["accuracy"],
-            "balanced_accuracy_mean": mean_m["balanced_accuracy"]}
+    return {
+        "applicable": True,
+        "unit": unit,
+        "note": reason,
+        "n_videos": int(len(videos)),
+        "n_frames": int(videos["n_frames"].sum()),
+        "roc_auc_mean": mean_m["roc_auc"],
+        "roc_auc_max": max_m["roc_auc"],
+        "average_precision_mean": mean_m["average_precision"],
+        "accuracy_mean": mean_m["accuracy"],
+        "balanced_accuracy_mean": mean_m["balanced_accuracy"],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,9 +301,19 @@ def video_metrics(videos: pd.DataFrame, threshold: float, unit: str, reason: str
 # --------------------------------------------------------------------------------------------
 
 
-def robustness_table(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
-                     perturbations: list[Perturbation], temperature: float, threshold: float, clean_logits: np.ndarray,
-                     batch_size: int = 64, num_workers: int = 0) -> pd.DataFrame:
+def robustness_table(
+    model: nn.Module,
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    image_size: int,
+    device: torch.device,
+    perturbations: list[Perturbation],
+    temperature: float,
+    threshold: float,
+    clean_logits: np.ndarray,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> pd.DataFrame:
     """Re-score ``frame`` under each perturbation with a fixed temperature and threshold.
 
     The clean reference reuses ``clean_logits``. A network input size the model cannot take
@@ -271,10 +323,22 @@ def robustness_table(model: nn.Module, frame: pd.DataFrame, root: str | os.PathL
     rows, clean_auc = [], None
     for pert in perturbations:
         size = pert.input_size(image_size)
-        row = {"perturbation": pert.name, "kind": pert.kind, "level": pert.level, "input_size": size, "n": int(len(frame)), "error": ""}
+        row = {
+            "perturbation": pert.name,
+            "kind": pert.kind,
+            "level": pert.level,
+            "input_size": size,
+            "n": int(len(frame)),
+            "error": "",
+        }
         try:
-            z = clean_logits if pert.kind == "none" else score_frame(
-                model, frame, root, size, device, batch_size, num_workers, perturb=pert, desc=pert.name)
+            z = (
+                clean_logits
+                if pert.kind == "none"
+                else score_frame(
+                    model, frame, root, size, device, batch_size, num_workers, perturb=pert, desc=pert.name
+                )
+            )
         except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
             rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
             continue
@@ -299,8 +363,14 @@ def _none_if_nan(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.PathLike, cfg: EvalConfig | None = None,
-             val: pd.DataFrame | None = None, calibration: dict | None = None) -> EvalResult:
+def evaluate(
+    checkpoint: str | os.PathLike,
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    cfg: EvalConfig | None = None,
+    val: pd.DataFrame | None = None,
+    calibration: dict | None = None,
+) -> EvalResult:
     """Score ``frame`` with a checkpoint and compute every metric.
 
     Args:
@@ -334,10 +404,16 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
     elif val is not None and len(val):
         val_z = score(val, "score validation")
         calib = calibrate(val_z, val["target"].to_numpy(), cfg)
-        val_preds = predictions_frame(val, calibrated(val_z, calib["temperature"]), calib["threshold"], calibrated(val_z, 1.0))
+        val_preds = predictions_frame(
+            val, calibrated(val_z, calib["temperature"]), calib["threshold"], calibrated(val_z, 1.0)
+        )
     else:
-        calib = {"temperature": 1.0, "threshold": float(cfg.threshold), "fit_split": "none",
-                 "threshold_rule": f"fixed threshold {cfg.threshold:g} (no validation split given)"}
+        calib = {
+            "temperature": 1.0,
+            "threshold": float(cfg.threshold),
+            "fit_split": "none",
+            "threshold_rule": f"fixed threshold {cfg.threshold:g} (no validation split given)",
+        }
     temperature, threshold = float(calib["temperature"]), float(calib["threshold"])
 
     z = score(frame, "score")
@@ -345,20 +421,32 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
     y = frame["target"].to_numpy()
     preds = predictions_frame(frame, cal, threshold, raw)
 
-    metrics: dict = {"level": "frame", **binary_metrics(y, cal, threshold),
-                     "threshold_rule": calib["threshold_rule"], "temperature": temperature}
+    metrics: dict = {
+        "level": "frame",
+        **binary_metrics(y, cal, threshold),
+        "threshold_rule": calib["threshold_rule"],
+        "temperature": temperature,
+    }
     uncalibrated = binary_metrics(y, raw)
     metrics["calibration"] = {
-        "temperature": temperature, "fit_split": calib["fit_split"], "ece_bins": cfg.ece_bins,
-        "ece_before": expected_calibration_error(y, raw, cfg.ece_bins), "ece_after": expected_calibration_error(y, cal, cfg.ece_bins),
-        "log_loss_before": uncalibrated["log_loss"], "log_loss_after": metrics["log_loss"],
-        "brier_before": uncalibrated["brier"], "brier_after": metrics["brier"],
+        "temperature": temperature,
+        "fit_split": calib["fit_split"],
+        "ece_bins": cfg.ece_bins,
+        "ece_before": expected_calibration_error(y, raw, cfg.ece_bins),
+        "ece_after": expected_calibration_error(y, cal, cfg.ece_bins),
+        "log_loss_before": uncalibrated["log_loss"],
+        "log_loss_after": metrics["log_loss"],
+        "brier_before": uncalibrated["brier"],
+        "brier_after": metrics["brier"],
     }
     if calibration is None:  # the fit's own validation figures; a given calibration's belong to another dataset
-        metrics["calibration"].update({k: calib[k] for k in ("val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after")
-                                       if k in calib})
+        metrics["calibration"].update(
+            {k: calib[k] for k in ("val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after") if k in calib}
+        )
     if cfg.bootstrap > 0:
-        metrics["ci"] = group_bootstrap_ci(y, cal, frame["group"].tolist(), threshold, cfg.bootstrap, cfg.ci_level, cfg.seed)
+        metrics["ci"] = group_bootstrap_ci(
+            y, cal, frame["group"].tolist(), threshold, cfg.bootstrap, cfg.ci_level, cfg.seed
+        )
 
     unit, reason = video_unit(frame)
     videos = pd.DataFrame(columns=VIDEO_COLUMNS)
@@ -369,21 +457,40 @@ def evaluate(checkpoint: str | os.PathLike, frame: pd.DataFrame, root: str | os.
         metrics["video_level"] = video_metrics(videos, threshold, unit, reason)
     metrics["video_level"]["frame_roc_auc"] = metrics["roc_auc"]
 
-    robust = robustness_table(model, frame, root, size, device, cfg.perturbations(), temperature, threshold, z,
-                              cfg.batch_size, cfg.num_workers)
+    robust = robustness_table(
+        model,
+        frame,
+        root,
+        size,
+        device,
+        cfg.perturbations(),
+        temperature,
+        threshold,
+        z,
+        cfg.batch_size,
+        cfg.num_workers,
+    )
     if len(robust) > 1:
         metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}
 
     if cfg.latency_images > 0:
         paths = [Path(root) / p for p in frame["path"].iloc[: cfg.latency_images]]
         metrics.update(measure_latency(model, paths, prep, device))
-    metrics.update({"arch": ckpt["arch"], "weights_used": ckpt.get("weights_used", "unknown"), "checkpoint_epoch": int(ckpt.get("epoch", 0)),
-                    "image_size": size})
+    metrics.update(
+        {
+            "arch": ckpt["arch"],
+            "weights_used": ckpt.get("weights_used", "unknown"),
+            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+            "image_size": size,
+        }
+    )
     calib.update({"arch": ckpt["arch"], "image_size": size, "checkpoint_epoch": int(ckpt.get("epoch", 0))})
     return EvalResult(preds, metrics, calib, val_preds, robust, videos)
 
 
-def write_outputs(result: EvalResult, out_dir: str | os.PathLike, write_calibration: bool = True, ece_bins: int = 15) -> dict[str, Path]:
+def write_outputs(
+    result: EvalResult, out_dir: str | os.PathLike, write_calibration: bool = True, ece_bins: int = 15
+) -> dict[str, Path]:
     """Write the evaluation's files under ``out_dir``.
 
     ``predictions.csv`` (and ``val_predictions.csv``), ``metrics.json``, ``roc.csv``,
@@ -416,7 +523,9 @@ def write_outputs(result: EvalResult, out_dir: str | os.PathLike, write_calibrat
     if write_calibration:
         c = result.calibration
         extra = {k: v for k, v in c.items() if k not in ("temperature", "threshold", "threshold_rule")}
-        written["calibration"] = save_calibration(out / "calibration.json", c["temperature"], c["threshold"], c["threshold_rule"], **extra)
+        written["calibration"] = save_calibration(
+            out / "calibration.json", c["temperature"], c["threshold"], c["threshold_rule"], **extra
+        )
     return written
 
 
@@ -425,11 +534,23 @@ def write_outputs(result: EvalResult, out_dir: str | os.PathLike, write_calibrat
 # --------------------------------------------------------------------------------------------
 
 _SUMMARY_ROWS = (
-    ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("precision", "precision (fake)"),
-    ("recall", "recall (fake) = TPR"), ("specificity", "specificity (real) = 1 - FPR"), ("f1", "F1 (fake)"),
-    ("roc_auc", "ROC-AUC"), ("average_precision", "average precision"), ("eer", "equal error rate"), ("log_loss", "log-loss"),
-    ("brier", "Brier score"), ("mean_confidence_fake", "mean p(fake) on fakes"), ("mean_confidence_real", "mean p(real) on reals"),
-    ("tn", "true negatives"), ("fp", "false positives"), ("fn", "false negatives"), ("tp", "true positives"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("precision", "precision (fake)"),
+    ("recall", "recall (fake) = TPR"),
+    ("specificity", "specificity (real) = 1 - FPR"),
+    ("f1", "F1 (fake)"),
+    ("roc_auc", "ROC-AUC"),
+    ("average_precision", "average precision"),
+    ("eer", "equal error rate"),
+    ("log_loss", "log-loss"),
+    ("brier", "Brier score"),
+    ("mean_confidence_fake", "mean p(fake) on fakes"),
+    ("mean_confidence_real", "mean p(real) on reals"),
+    ("tn", "true negatives"),
+    ("fp", "false positives"),
+    ("fn", "false negatives"),
+    ("tp", "true positives"),
 )
 
 
@@ -444,7 +565,9 @@ def summary_table(metrics: dict) -> pd.DataFrame:
         cis.append(f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
     table = pd.DataFrame({"value": pd.array(values, dtype=object), "ci": cis}, index=pd.Index(labels, name="metric"))
     if ci:
-        table.attrs["ci"] = f"{ci['level']:.0%} percentile bootstrap over {ci['n_groups']} {ci['unit']}s, {ci['n_boot']} replicates"
+        table.attrs["ci"] = (
+            f"{ci['level']:.0%} percentile bootstrap over {ci['n_groups']} {ci['unit']}s, {ci['n_boot']} replicates"
+        )
     return table
 
 
@@ -458,6 +581,13 @@ def calibration_summary(metrics: dict) -> pd.DataFrame:
         {"split": name, "measure": "Brier score", "before": c["brier_before"], "after": c["brier_after"]},
     ]
     if "val_ece_before" in c:
-        rows += [{"split": "val (fit)", "measure": f"ECE ({c['ece_bins']} bins)", "before": c["val_ece_before"], "after": c["val_ece_after"]},
-                 {"split": "val (fit)", "measure": "log-loss", "before": c["val_nll_before"], "after": c["val_nll_after"]}]
+        rows += [
+            {
+                "split": "val (fit)",
+                "measure": f"ECE ({c['ece_bins']} bins)",
+                "before": c["val_ece_before"],
+                "after": c["val_ece_after"],
+            },
+            {"split": "val (fit)", "measure": "log-loss", "before": c["val_nll_before"], "after": c["val_nll_after"]},
+        ]
     return pd.DataFrame(rows).set_index(["split", "measure"])

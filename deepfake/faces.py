@@ -82,8 +82,9 @@ class FaceDetector:
             gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         min_side = max(16, int(min(gray.shape) * self.cfg.min_size_frac))
-        found = self._cascade.detectMultiScale(gray, scaleFactor=self.cfg.scale_factor, minNeighbors=self.cfg.min_neighbors,
-                                               minSize=(min_side, min_side))
+        found = self._cascade.detectMultiScale(
+            gray, scaleFactor=self.cfg.scale_factor, minNeighbors=self.cfg.min_neighbors, minSize=(min_side, min_side)
+        )
         boxes = [FaceBox(*(int(round(v / scale)) for v in b)) for b in (found if len(found) else [])]
         return sorted(boxes, key=lambda b: b.area, reverse=True)
 
@@ -132,6 +133,6 @@ def crop_face(rgb: np.ndarray, box: FaceBox | None, size: int, margin: float = D
     if pad:
         rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         x0, y0 = x0 + pad, y0 + pad
-    crop = rgb[y0:y0 + side, x0:x0 + side]
+    crop = rgb[y0 : y0 + side, x0 : x0 + side]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(crop, (size, size), interpolation=interp)

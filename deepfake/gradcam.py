@@ -49,7 +49,9 @@ def find_target_layer(model: nn.Module) -> tuple[str, nn.Module]:
     explicit = getattr(model, "gradcam_layer", None)
     if isinstance(explicit, str):
         if explicit not in named:
-            raise ValueError(f"model.gradcam_layer names {explicit!r}, which is not a sub-module of {type(model).__name__}")
+            raise ValueError(
+                f"model.gradcam_layer names {explicit!r}, which is not a sub-module of {type(model).__name__}"
+            )
         return explicit, named[explicit]
     if isinstance(explicit, nn.Module):
         for name, m in named.items():
@@ -66,8 +68,9 @@ def find_target_layer(model: nn.Module) -> tuple[str, nn.Module]:
         if isinstance(child, nn.Conv2d):
             break
     if block is model:
-        raise ValueError(f"{type(model).__name__} has no Conv2d; Grad-CAM needs a convolutional model "
-                         "(or set model.gradcam_layer)")
+        raise ValueError(
+            f"{type(model).__name__} has no Conv2d; Grad-CAM needs a convolutional model (or set model.gradcam_layer)"
+        )
     return prefix, block
 
 
@@ -93,8 +96,14 @@ def overlay_heatmap(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -
     return cv2.addWeighted(rgb, 1 - alpha, np.ascontiguousarray(colour), alpha, 0)
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, rgb: np.ndarray, target: str = "fake", device: torch.device | None = None,
-             layer: str | nn.Module | None = None) -> GradCam:
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    rgb: np.ndarray,
+    target: str = "fake",
+    device: torch.device | None = None,
+    layer: str | nn.Module | None = None,
+) -> GradCam:
     """Grad-CAM of ``model`` for one normalised input.
 
     Args:

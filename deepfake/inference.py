@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,15 +26,24 @@ from .utils import autocast
 log = logging.getLogger(__name__)
 
 
-def forward_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device, amp: bool = False) -> torch.Tensor:
+def forward_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device, amp: bool = False
+) -> torch.Tensor:
     """Fake-logits ``(B,)`` float32 of a normalised ``(B, 3, H, W)`` batch already on ``device``."""
     with autocast(device, amp):
         out = model(x)  # (B, 1)
     return out.float().reshape(x.shape[0], -1)[:, 0]
 
 
-def scoring_loader(frame: pd.DataFrame, root: str | os.PathLike, image_size: int, batch_size: int, num_workers: int = 0,
-                   perturb: Callable[[np.ndarray], np.ndarray] | None = None, on_cpu: bool = True) -> torch.utils.data.DataLoader:
+def scoring_loader(
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    image_size: int,
+    batch_size: int,
+    num_workers: int = 0,
+    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_cpu: bool = True,
+) -> torch.utils.data.DataLoader:
     """Batches of ``frame``'s images (``path`` relative to ``root``) as model inputs, in frame order."""
     dataset = ImageDataset(frame, root, image_size, perturb=perturb)
     sampler = EpochBatchSampler(len(frame), batch_size, shuffle=False)
@@ -42,8 +51,17 @@ def scoring_loader(frame: pd.DataFrame, root: str | os.PathLike, image_size: int
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader, device: torch.device, amp: bool = False, channels_last: bool = False, max_batches: int = 0,
-            desc: str = "predict", dist_info: D.DistInfo | None = None, show: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    max_batches: int = 0,
+    desc: str = "predict",
+    dist_info: D.DistInfo | None = None,
+    show: bool = True,
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Score ``loader`` (``Batch`` es of ``deepfake.loading``); returns mean BCE loss, labels and logits.
 
     Under torchrun each rank scores its share and the results come back gathered from every
@@ -75,9 +93,17 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = False, c
     return loss / max(len(y), 1), y[sort], z[sort]
 
 
-def score_frame(model: nn.Module, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, device: torch.device,
-                batch_size: int = 64, num_workers: int = 0, perturb: Callable[[np.ndarray], np.ndarray] | None = None,
-                desc: str = "score") -> np.ndarray:
+def score_frame(
+    model: nn.Module,
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    image_size: int,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+    desc: str = "score",
+) -> np.ndarray:
     """Fake-logit of every row of ``frame`` (same order)."""
     loader = scoring_loader(frame, root, image_size, batch_size, num_workers, perturb, on_cpu=device.type == "cpu")
     _, _, z = predict(model, loader, device, amp=device.type == "cuda", desc=desc)

@@ -27,12 +27,37 @@ import pandas as pd
 
 from .data import LABELS, MANIFEST_NAME, DatasetLayoutError
 from .media import kind_of
+
 #: Folder names that assign a split when ``keep_splits`` is on, and the split they mean.
-SPLIT_FOLDERS = {"train": "train", "training": "train", "valid": "val", "val": "val", "validation": "val", "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "valid": "val",
+    "val": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 #: Columns the pipeline itself writes; a source manifest's own columns of these names are not
 #: carried into the cache manifest (its ``sha256`` is recomputed as ``source_sha256``).
-RESERVED_COLUMNS = ("path", "file", "label", "target", "group", "split", "kind", "source", "source_sha256", "sha256", "phash",
-                    "crop", "box", "video", "frame", "video_label")
+RESERVED_COLUMNS = (
+    "path",
+    "file",
+    "label",
+    "target",
+    "group",
+    "split",
+    "kind",
+    "source",
+    "source_sha256",
+    "sha256",
+    "phash",
+    "crop",
+    "box",
+    "video",
+    "frame",
+    "video_label",
+)
 
 # --------------------------------------------------------------------------------------------
 # Layouts
@@ -94,7 +119,11 @@ class Inventory:
 
     def counts(self) -> dict[str, int]:
         kinds = pd.Series([s.kind for s in self.sources], dtype=object)
-        return {"images": int((kinds == "image").sum()), "videos": int((kinds == "video").sum()), "skipped": len(self.skipped)}
+        return {
+            "images": int((kinds == "image").sum()),
+            "videos": int((kinds == "video").sum()),
+            "skipped": len(self.skipped),
+        }
 
 
 def _skip(rel: str, reason: str, detail: str = "", label: str = "") -> dict:
@@ -128,7 +157,7 @@ def _scan_folders(root: Path, cfg: IngestConfig) -> Inventory:
                 if not split:
                     skipped.append(_skip(rel.as_posix(), "no_split_folder", label=label))
                     continue
-            below = rel.parts[idx + 1:-1]
+            below = rel.parts[idx + 1 : -1]
             group = "/".join(below) if cfg.group_by == "folder" and below else rel.as_posix()
             sources.append(Source(p, rel.as_posix(), label, group, kind, split))
     if not sources:
@@ -156,7 +185,9 @@ def read_manifest(csv: str | os.PathLike) -> pd.DataFrame:
         df = df.rename(columns={"file": "path"})
     missing = {"path", "label"} - set(df.columns)
     if missing:
-        raise DatasetLayoutError(f"{csv} lacks the column(s) {sorted(missing)}; a manifest needs path,label[,group][,split]")
+        raise DatasetLayoutError(
+            f"{csv} lacks the column(s) {sorted(missing)}; a manifest needs path,label[,group][,split]"
+        )
     labels = df["label"].map(_normalise_label)
     bad = df.index[labels.isna()]
     if len(bad):
@@ -167,7 +198,9 @@ def read_manifest(csv: str | os.PathLike) -> pd.DataFrame:
         norm = df["split"].str.strip().str.lower().map(lambda s: SPLIT_FOLDERS.get(s, "" if s == "" else None))
         bad = df.index[norm.isna()]
         if len(bad):
-            raise DatasetLayoutError(f"{csv}: split values {sorted(set(df.loc[bad, 'split']))[:5]} are not train/valid/test (line {bad[0] + 2})")
+            raise DatasetLayoutError(
+                f"{csv}: split values {sorted(set(df.loc[bad, 'split']))[:5]} are not train/valid/test (line {bad[0] + 2})"
+            )
         df["split"] = norm
     dup = df["path"][df["path"].duplicated()]
     if len(dup):
@@ -212,12 +245,17 @@ def scan(dataset: str | os.PathLike, cfg: IngestConfig = IngestConfig()) -> Inve
     if path.is_file() and path.suffix.lower() == ".csv":
         inv = _scan_manifest(path, cfg)
     elif path.is_dir():
-        inv = _scan_manifest(path / MANIFEST_NAME, cfg) if (path / MANIFEST_NAME).is_file() else _scan_folders(path, cfg)
+        inv = (
+            _scan_manifest(path / MANIFEST_NAME, cfg) if (path / MANIFEST_NAME).is_file() else _scan_folders(path, cfg)
+        )
     else:
-        raise DatasetLayoutError(f"dataset {path} does not exist; point data.raw_dir at a folder with real/ and fake/ or at a CSV manifest")
+        raise DatasetLayoutError(
+            f"dataset {path} does not exist; point data.raw_dir at a folder with real/ and fake/ or at a CSV manifest"
+        )
     if cfg.keep_splits:
         splits = {s.split for s in inv.sources}
         if "train" not in splits or not splits & {"val", "test"}:
-            raise DatasetLayoutError(f"keep_splits is on but {path} has splits {sorted(splits)}; it needs train and at least one of valid/test")
+            raise DatasetLayoutError(
+                f"keep_splits is on but {path} has splits {sorted(splits)}; it needs train and at least one of valid/test"
+            )
     return inv
-

@@ -157,6 +157,8 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     return (x - m) / s
 
 
-def to_model_tensor(images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+def to_model_tensor(
+    images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
     """``(B, H, W, 3)`` uint8 model inputs to the normalised ``(B, 3, H, W)`` float batch the network takes."""
     return normalize(to_float(images), mean, std)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -79,20 +79,33 @@ class DecodedCache:
         return Path(cache_dir) / f"decoded-{size}px-{len(paths)}-{h.hexdigest()[:20]}.u8"
 
     @classmethod
-    def build(cls, paths: list[Path], size: int, cache_dir: str | os.PathLike, num_workers: int = 0, show: bool = True) -> "DecodedCache":
+    def build(
+        cls, paths: list[Path], size: int, cache_dir: str | os.PathLike, num_workers: int = 0, show: bool = True
+    ) -> DecodedCache:
         """Open the cache of ``paths``, decoding them (with ``num_workers`` processes) when it does not exist yet."""
         from .utils import atomic_path
 
         file = cls.path_for(paths, size, cache_dir)
         n, nbytes = len(paths), len(paths) * size * size * 3
         if not (file.is_file() and file.stat().st_size == nbytes):
-            loader = DataLoader(_DecodeOnly(paths, size), batch_size=64, num_workers=num_workers, collate_fn=np.stack,
-                                generator=torch.Generator())  # its own generator: building leaves torch's global RNG alone
+            loader = DataLoader(
+                _DecodeOnly(paths, size),
+                batch_size=64,
+                num_workers=num_workers,
+                collate_fn=np.stack,
+                generator=torch.Generator(),
+            )  # its own generator: building leaves torch's global RNG alone
             with atomic_path(file) as tmp:
                 mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
                 start = 0
-                for arr in tqdm(loader, desc=f"decoding {n} images once", leave=False, unit="batch", **({} if show else {"disable": True})):
-                    mm[start:start + len(arr)] = arr
+                for arr in tqdm(
+                    loader,
+                    desc=f"decoding {n} images once",
+                    leave=False,
+                    unit="batch",
+                    **({} if show else {"disable": True}),
+                ):
+                    mm[start : start + len(arr)] = arr
                     start += len(arr)
                 mm.flush()
                 del mm
@@ -125,17 +138,26 @@ class ImageDataset(Dataset):
     it is resized to ``image_size``.
     """
 
-    def __init__(self, frame: pd.DataFrame, root: str | os.PathLike, image_size: int, augment: AugmentConfig | None = None,
-                 augment_in_worker: bool = False, cache: DecodedCache | None = None,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        root: str | os.PathLike,
+        image_size: int,
+        augment: AugmentConfig | None = None,
+        augment_in_worker: bool = False,
+        cache: DecodedCache | None = None,
+        perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.paths = [Path(root) / p for p in frame["path"]]
         self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,)
         self.image_size = image_size
         self.augment = augment
         self.augment_in_worker = augment_in_worker
         if cache is not None and (len(cache) != len(self.paths) or cache.size != image_size):
-            raise ValueError(f"decoded cache {cache.file} holds {len(cache)} images at {cache.size} px, "
-                             f"the dataset {len(self.paths)} at {image_size} px; build it from the same frame")
+            raise ValueError(
+                f"decoded cache {cache.file} holds {len(cache)} images at {cache.size} px, "
+                f"the dataset {len(self.paths)} at {image_size} px; build it from the same frame"
+            )
         if cache is not None and perturb is not None:
             raise ValueError("a perturbation needs the decoded images, not a decoded cache")
         self.cache = cache
@@ -180,8 +202,10 @@ class Batch:
     params: torch.Tensor
     ready: bool = False
 
-    def pin_memory(self) -> "Batch":
-        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.params.pin_memory(), self.ready)
+    def pin_memory(self) -> Batch:
+        return Batch(
+            self.images.pin_memory(), self.targets.pin_memory(), self.indices, self.params.pin_memory(), self.ready
+        )
 
 
 class Collate:
@@ -209,8 +233,9 @@ def _stack(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out
 
 
-def finish_batch(batch: Batch, device: torch.device, augment: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 channels_last: bool = False) -> Batch:
+def finish_batch(
+    batch: Batch, device: torch.device, augment: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD, channels_last: bool = False
+) -> Batch:
     """Move a batch to ``device`` (non-blocking) and augment / normalise it there.
 
     Returns:
@@ -248,12 +273,24 @@ class EpochBatchSampler(Sampler):
         max_batches: keep only the first global batches of an epoch (0: all).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, weights: np.ndarray | None = None,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = False, max_batches: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        weights: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        max_batches: int = 0,
+    ) -> None:
         if n < 1:
             raise ValueError("cannot sample batches from an empty split")
         if batch_size < world_size:
-            raise ValueError(f"batch_size {batch_size} is smaller than the number of processes {world_size}; each needs at least one image")
+            raise ValueError(
+                f"batch_size {batch_size} is smaller than the number of processes {world_size}; each needs at least one image"
+            )
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.rank, self.world_size, self.drop_last, self.max_batches = rank, world_size, drop_last, max_batches
@@ -274,17 +311,17 @@ class EpochBatchSampler(Sampler):
             order = rng.choice(self.n, size=self.n, replace=True, p=self.weights)
         seeds = rng.integers(0, 2**62, size=self.n)
         cuts = range(0, self.n, self.batch_size)
-        batches = [(order[i:i + self.batch_size], seeds[i:i + self.batch_size]) for i in cuts]
+        batches = [(order[i : i + self.batch_size], seeds[i : i + self.batch_size]) for i in cuts]
         if self.drop_last and len(batches) > 1 and len(batches[-1][0]) < 2 * self.world_size:
             batches = batches[:-1]
         return batches[: self.max_batches] if self.max_batches else batches
 
     def global_sizes(self) -> list[int]:
         """Images per global batch, from ``start_batch`` on (the loss of a step is averaged over them)."""
-        return [len(i) for i, _ in self.global_batches()[self.start:]]
+        return [len(i) for i, _ in self.global_batches()[self.start :]]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for idx, seeds in self.global_batches()[self.start:]:
+        for idx, seeds in self.global_batches()[self.start :]:
             mine = slice(self.rank, None, self.world_size)
             yield [(int(i), int(s)) for i, s in zip(idx[mine], seeds[mine])]
 
@@ -298,12 +335,20 @@ def class_weights(targets: np.ndarray) -> np.ndarray:
     targets = np.asarray(targets).astype(int)
     counts = np.bincount(targets, minlength=2).astype(np.float64)
     if (counts == 0).any():
-        raise ValueError(f"class-balanced sampling needs both classes; the split has counts {counts.tolist()} (real, fake)")
+        raise ValueError(
+            f"class-balanced sampling needs both classes; the split has counts {counts.tolist()} (real, fake)"
+        )
     return 1.0 / counts[targets]
 
 
-def make_batch_loader(dataset: ImageDataset, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False,
-                      finish_in_workers: bool = False, seed: int = 0) -> DataLoader:
+def make_batch_loader(
+    dataset: ImageDataset,
+    sampler: EpochBatchSampler,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    finish_in_workers: bool = False,
+    seed: int = 0,
+) -> DataLoader:
     """A DataLoader over ``dataset`` driven by ``sampler``.
 
     Args:
@@ -321,7 +366,9 @@ def make_batch_loader(dataset: ImageDataset, sampler: EpochBatchSampler, num_wor
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=Collate(finish=finish_in_workers, augment=dataset.augment is not None and not dataset.augment_in_worker),
+        collate_fn=Collate(
+            finish=finish_in_workers, augment=dataset.augment is not None and not dataset.augment_in_worker
+        ),
         pin_memory=pin_memory,
         worker_init_fn=worker_init_fn,
         generator=gen,

@@ -75,7 +75,13 @@ REASONS = {
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 _MAGIC = (  # signatures of formats Pillow decodes: a file starting with one is an image, maybe corrupt
-    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
 )
 
 
@@ -85,7 +91,9 @@ class BadInputError(UnreadableImageError):
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
         self.path, self.reason, self.detail = str(path), reason, detail
         what = REASONS.get(reason, reason)
-        super().__init__(f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped and listed in the report")
+        super().__init__(
+            f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped and listed in the report"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +142,9 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise BadInputError(path, "too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP")
+                    raise BadInputError(
+                        path, "too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP"
+                    )
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im, path)
@@ -145,7 +155,9 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
     except UnidentifiedImageError as e:
         raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
     except OSError as e:
-        reason = "truncated" if "truncated" in str(e).lower() else "corrupt"  # 'image file is truncated', 'Truncated File Read'
+        reason = (
+            "truncated" if "truncated" in str(e).lower() else "corrupt"
+        )  # 'image file is truncated', 'Truncated File Read'
         raise BadInputError(path, reason, str(e)) from e
     except (SyntaxError, ValueError, TypeError, EOFError, IndexError, struct_error) as e:
         raise BadInputError(path, "corrupt", f"{type(e).__name__}: {e}") from e
@@ -280,6 +292,8 @@ def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndar
             decoded.append(bgr)
         if not decoded:
             raise BadInputError(path, "video_no_frames")
-        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(decoded)
+        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(
+            decoded
+        )
     finally:
         cap.release()

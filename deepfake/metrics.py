@@ -14,7 +14,7 @@ against scikit-learn in ``tests/test_metrics.py``:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,10 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict[str, float | 
         "eer": equal_error_rate(y, s),
         "log_loss": float(skm.log_loss(y, np.clip(s, EPS, 1 - EPS), labels=[0, 1])),
         "brier": float(skm.brier_score_loss(y, s, pos_label=1)),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
         "mean_confidence_fake": float(s[y == 1].mean()) if (y == 1).any() else None,
         "mean_confidence_real": float(1.0 - s[y == 0].mean()) if (y == 0).any() else None,
         "n": int(y.size),
@@ -117,7 +120,9 @@ def roc_points(y_true, scores) -> dict[str, list[float]]:
 
 def pr_points(y_true, scores) -> dict[str, list[float]]:
     """Precision-recall curve points, from the highest threshold (recall 0) down."""
-    precision, recall, thr = skm.precision_recall_curve(np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64))
+    precision, recall, thr = skm.precision_recall_curve(
+        np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64)
+    )
     # sklearn returns increasing thresholds with one more precision/recall point (recall 0, precision 1)
     thr = np.append(thr, 1.0)
     return {"recall": recall[::-1].tolist(), "precision": precision[::-1].tolist(), "threshold": thr[::-1].tolist()}
@@ -146,8 +151,9 @@ def rates_at(y_true, scores, thresholds) -> tuple[np.ndarray, np.ndarray]:
     return fp / max(neg.size, 1), tp / max(pos.size, 1)
 
 
-def choose_threshold(y_true, scores, rule: str = "balanced_accuracy", target_fpr: float = 0.05,
-                     fixed: float = 0.5) -> dict[str, float | str]:
+def choose_threshold(
+    y_true, scores, rule: str = "balanced_accuracy", target_fpr: float = 0.05, fixed: float = 0.5
+) -> dict[str, float | str]:
     """Pick the decision threshold on a validation split.
 
     Candidates are the midpoints between consecutive distinct scores (so the threshold never
@@ -194,8 +200,13 @@ def choose_threshold(y_true, scores, rule: str = "balanced_accuracy", target_fpr
             text += f" (rule {rule!r} needs both classes in the validation split)"
     fpr, tpr = rates_at(y, s, [t])
     present = [r for r, ok in ((tpr[0], has_pos), (1 - fpr[0], has_neg)) if ok]
-    return {"threshold": t, "threshold_rule": text, "val_fpr": float(fpr[0]) if has_neg else None,
-            "val_tpr": float(tpr[0]) if has_pos else None, "val_balanced_accuracy": float(np.mean(present))}
+    return {
+        "threshold": t,
+        "threshold_rule": text,
+        "val_fpr": float(fpr[0]) if has_neg else None,
+        "val_tpr": float(tpr[0]) if has_pos else None,
+        "val_balanced_accuracy": float(np.mean(present)),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,8 +230,16 @@ def reliability_table(y_true, scores, n_bins: int = 15) -> pd.DataFrame:
     rows = []
     for k in np.unique(b):
         m = b == k
-        rows.append({"bin": int(k), "bin_lower": k / n_bins, "bin_upper": (k + 1) / n_bins, "count": int(m.sum()),
-                     "mean_score": float(s[m].mean()), "frac_fake": float(y[m].mean())})
+        rows.append(
+            {
+                "bin": int(k),
+                "bin_lower": k / n_bins,
+                "bin_upper": (k + 1) / n_bins,
+                "count": int(m.sum()),
+                "mean_score": float(s[m].mean()),
+                "frac_fake": float(y[m].mean()),
+            }
+        )
     return pd.DataFrame(rows, columns=["bin", "bin_lower", "bin_upper", "count", "mean_score", "frac_fake"])
 
 
@@ -250,8 +269,9 @@ def _weighted_auc(pos_idx: np.ndarray, neg_idx: np.ndarray, n_unique: int, w: np
     return float((wp * (below + 0.5 * wn)).sum() / (tp * tn))
 
 
-def group_bootstrap_ci(y_true, scores, groups: Sequence, threshold: float = 0.5, n_boot: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> dict[str, float | int | None]:
+def group_bootstrap_ci(
+    y_true, scores, groups: Sequence, threshold: float = 0.5, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, float | int | None]:
     """Percentile bootstrap intervals of ROC-AUC and accuracy, resampling whole groups.
 
     Each replicate draws as many groups as there are, with replacement, and weights every
@@ -294,7 +314,16 @@ def group_bootstrap_ci(y_true, scores, groups: Sequence, threshold: float = 0.5,
         if auc is not None:
             aucs.append(auc)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    auc_lo, auc_hi = (np.percentile(aucs, [lo, hi]).tolist() if aucs else (None, None))
+    auc_lo, auc_hi = np.percentile(aucs, [lo, hi]).tolist() if aucs else (None, None)
     acc_lo, acc_hi = np.percentile(accs, [lo, hi]).tolist()
-    return {"roc_auc_low": auc_lo, "roc_auc_high": auc_hi, "accuracy_low": float(acc_lo), "accuracy_high": float(acc_hi),
-            "level": float(level), "n_boot": int(n_boot), "n_boot_auc": len(aucs), "n_groups": int(n_groups), "unit": "group"}
+    return {
+        "roc_auc_low": auc_lo,
+        "roc_auc_high": auc_hi,
+        "accuracy_low": float(acc_lo),
+        "accuracy_high": float(acc_hi),
+        "level": float(level),
+        "n_boot": int(n_boot),
+        "n_boot_auc": len(aucs),
+        "n_groups": int(n_groups),
+        "unit": "group",
+    }

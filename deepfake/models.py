@@ -141,7 +141,9 @@ def _build_resnet18(weights: str, num_outputs: int) -> tuple[nn.Module, str]:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
-            raise WeightsUnavailableError(f"{weights} does not hold ResNet18 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise WeightsUnavailableError(
+                f"{weights} does not hold ResNet18 weights (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         used = str(weights)
     model.fc = nn.Linear(model.fc.in_features, num_outputs)
     return model, used
@@ -152,7 +154,9 @@ def _build_dilated_cnn(weights: str, num_outputs: int) -> tuple[nn.Module, str]:
     if weights in ("auto", "none"):
         return model, "none"  # no public pretrained weights exist: auto means random init, silently
     if weights == "imagenet":
-        raise WeightsUnavailableError("there are no ImageNet weights for arch=dilated_cnn; use weights=none (or auto), or a path to a checkpoint")
+        raise WeightsUnavailableError(
+            "there are no ImageNet weights for arch=dilated_cnn; use weights=none (or auto), or a path to a checkpoint"
+        )
     state = _load_state_file(Path(weights))
     try:
         model.load_state_dict(state)

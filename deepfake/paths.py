@@ -78,5 +78,7 @@ class Layout:
 def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool = False) -> Layout:
     """The pipeline's layout (``data.raw_dir`` and ``data.faces_dir`` from params.yaml), or the quick check's under ``build/quick``."""
     if quick:
-        return Layout(raw=QUICK_DIR / "raw", faces=QUICK_DIR / "faces", models=QUICK_DIR / "models", reports=QUICK_DIR / "reports")
+        return Layout(
+            raw=QUICK_DIR / "raw", faces=QUICK_DIR / "faces", models=QUICK_DIR / "models", reports=QUICK_DIR / "reports"
+        )
     return Layout(raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR)

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from . import paths
-from .data import index_dataset, read_split
-from .split import SplitConfig, balance_table, check_leakage, has_given_split, keep_given_split, split_dataset, write_splits
 from .config import Params, load_params
+from .data import index_dataset, read_split
 from .evaluate import EvalConfig, EvalResult
 from .preprocess import PreprocessConfig
+from .split import (
+    SplitConfig,
+    balance_table,
+    check_leakage,
+    has_given_split,
+    keep_given_split,
+    split_dataset,
+    write_splits,
+)
 from .utils import write_json
 
 log = logging.getLogger(__name__)
@@ -38,8 +47,12 @@ class Stage:
     quick: bool
 
 
-def open_stage(name: str, params_file: str | os.PathLike = paths.PARAMS_FILE, quick: bool = False,
-               overrides: dict[str, dict[str, Any]] | None = None) -> Stage:
+def open_stage(
+    name: str,
+    params_file: str | os.PathLike = paths.PARAMS_FILE,
+    quick: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Stage:
     """Validate ``params_file`` (every section, within seconds) and return the stage's settings and folders.
 
     ``quick`` applies ``deepfake.testing.QUICK_OVERRIDES`` (before ``overrides``), uses
@@ -72,7 +85,9 @@ class SplitResult:
     audit: dict | None = None  # duplicate counts (also in leakage.json)
 
 
-def run_split(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg: SplitConfig) -> SplitResult:
+def run_split(
+    raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg: SplitConfig
+) -> SplitResult:
     """Index ``raw_dir``, split it, audit duplicates, check for leakage and write manifests and reports.
 
     A ``split`` column in the dataset's manifest (the preprocess stage's ``keep_splits``) is
@@ -94,14 +109,23 @@ def run_split(raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports
     report = check_leakage(frame)
     table = balance_table(frame)
     manifests = write_splits(frame, paths.resolve(splits_dir))
-    write_json(out / "leakage.json", {"groups_across_splits": len(report["groups_across_splits"]),
-                                      "identical_files_across_splits": len(report["identical_files_across_splits"]),
-                                      "n_groups": report["n_groups"], "n_images": report["n_images"], **audit.summary})
+    write_json(
+        out / "leakage.json",
+        {
+            "groups_across_splits": len(report["groups_across_splits"]),
+            "identical_files_across_splits": len(report["identical_files_across_splits"]),
+            "n_groups": report["n_groups"],
+            "n_images": report["n_images"],
+            **audit.summary,
+        },
+    )
     table.to_csv(out / "balance.csv")
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary)
 
 
-def run_preprocess(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg, progress: bool = True):
+def run_preprocess(
+    raw_dir: str | os.PathLike, out_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg, progress: bool = True
+):
     """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write ``summary.json`` and ``skipped.csv`` to ``reports_dir``."""
     from .preprocess import preprocess
 
@@ -113,7 +137,13 @@ def run_preprocess(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, repor
     return result
 
 
-def run_train(cfg, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, model_dir: str | os.PathLike, reports_dir: str | os.PathLike):
+def run_train(
+    cfg,
+    raw_dir: str | os.PathLike,
+    splits_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+):
     """Train, then write ``history.csv`` (DVC plots) and ``metrics.json`` (DVC metrics) to ``reports_dir``."""
     from .train import train, write_history
 
@@ -125,8 +155,15 @@ def run_train(cfg, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, mo
     return result
 
 
-def run_evaluate(cfg, checkpoint: str | os.PathLike, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports_dir: str | os.PathLike,
-                 split: str = "test", calibration_split: str = "val"):
+def run_evaluate(
+    cfg,
+    checkpoint: str | os.PathLike,
+    raw_dir: str | os.PathLike,
+    splits_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+    split: str = "test",
+    calibration_split: str = "val",
+):
     """Evaluate one split with a checkpoint, calibrated and thresholded on another.
 
     Fits the temperature and picks the threshold on ``calibration_split`` (never the split
@@ -139,7 +176,9 @@ def run_evaluate(cfg, checkpoint: str | os.PathLike, raw_dir: str | os.PathLike,
     from .evaluate import evaluate, write_outputs
 
     if split == calibration_split:
-        raise ValueError(f"the threshold and temperature must come from another split than the evaluated one ({split!r})")
+        raise ValueError(
+            f"the threshold and temperature must come from another split than the evaluated one ({split!r})"
+        )
     splits = paths.resolve(splits_dir)
     frame, val = read_split(splits, split), read_split(splits, calibration_split)
     result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(raw_dir), cfg, val=val)
@@ -148,9 +187,17 @@ def run_evaluate(cfg, checkpoint: str | os.PathLike, raw_dir: str | os.PathLike,
     return result
 
 
-def run_cross_evaluate(cfg: EvalConfig, checkpoint: str | os.PathLike, calibration_file: str | os.PathLike, data_dir: str | os.PathLike,
-                       faces_dir: str | os.PathLike, reports_dir: str | os.PathLike, preprocess_cfg: PreprocessConfig,
-                       figures: bool = True, progress: bool = True) -> EvalResult:
+def run_cross_evaluate(
+    cfg: EvalConfig,
+    checkpoint: str | os.PathLike,
+    calibration_file: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    faces_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+    preprocess_cfg: PreprocessConfig,
+    figures: bool = True,
+    progress: bool = True,
+) -> EvalResult:
     """Score every image and video of a second dataset with a trained model, fitting nothing on it.
 
     ``data_dir`` is any dataset the preprocess stage reads (folders, a manifest, videos). Its
@@ -165,13 +212,24 @@ def run_cross_evaluate(cfg: EvalConfig, checkpoint: str | os.PathLike, calibrati
     from .checkpoint import preprocessing_of, read_checkpoint
     from .evaluate import evaluate, write_outputs
 
-    cfg = replace(cfg.without_robustness(), latency_images=0)  # this dataset's clean scores; latency is the evaluate stage's
+    cfg = replace(
+        cfg.without_robustness(), latency_images=0
+    )  # this dataset's clean scores; latency is the evaluate stage's
     ckpt_path, calib_path, data = paths.resolve(checkpoint), paths.resolve(calibration_file), paths.resolve(data_dir)
     prep = preprocessing_of(read_checkpoint(ckpt_path), ckpt_path)
     if prep.crop == "none":
-        log.warning("%s was trained on whole images (no face cache): the second dataset is scored on centre squares", ckpt_path)
-    pcfg = replace(preprocess_cfg, detect=prep.detect, no_face=prep.no_face, margin=prep.margin,
-                   size=prep.crop_size or prep.input_size, frames_per_video=prep.frames_per_video, keep_splits=False)
+        log.warning(
+            "%s was trained on whole images (no face cache): the second dataset is scored on centre squares", ckpt_path
+        )
+    pcfg = replace(
+        preprocess_cfg,
+        detect=prep.detect,
+        no_face=prep.no_face,
+        margin=prep.margin,
+        size=prep.crop_size or prep.input_size,
+        frames_per_video=prep.frames_per_video,
+        keep_splits=False,
+    )
     out = paths.resolve(reports_dir)
     cache = run_preprocess(data, faces_dir, out, pcfg, progress=progress)
     if cache.manifest.empty:
@@ -179,17 +237,26 @@ def run_cross_evaluate(cfg: EvalConfig, checkpoint: str | os.PathLike, calibrati
     frame = index_dataset(paths.resolve(faces_dir), hashes=False)
     result = evaluate(ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path))
     counts = {k: cache.summary.get(k) for k in ("images", "videos", "faces_found", "no_face", "written", "skipped")}
-    result.metrics = {"dataset": os.path.normpath(data), "split": "all images (cross-dataset, nothing fitted on it)",
-                      "calibration_from": os.path.normpath(calib_path), "preprocess": counts, **result.metrics}
+    result.metrics = {
+        "dataset": os.path.normpath(data),
+        "split": "all images (cross-dataset, nothing fitted on it)",
+        "calibration_from": os.path.normpath(calib_path),
+        "preprocess": counts,
+        **result.metrics,
+    }
     write_outputs(result, out, write_calibration=False, ece_bins=cfg.ece_bins)
     (out / "summary.json").unlink(missing_ok=True)  # the preprocess counts live in metrics.json
     if figures:
         threshold = result.calibration["threshold"]
-        _draw(_eval_figures(result.predictions, out, threshold, paths.resolve(faces_dir), result.metrics), out / "figures")
+        _draw(
+            _eval_figures(result.predictions, out, threshold, paths.resolve(faces_dir), result.metrics), out / "figures"
+        )
     return result
 
 
-def _eval_figures(preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir: Path, metrics: dict, gallery_size: int = 6) -> dict:
+def _eval_figures(
+    preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir: Path, metrics: dict, gallery_size: int = 6
+) -> dict:
     """The figures drawn from one evaluation's files."""
     from . import plots
 
@@ -204,7 +271,8 @@ def _eval_figures(preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir
         cal = metrics.get("calibration", {})
         eces = {"uncalibrated": cal.get("ece_before"), "calibrated": cal.get("ece_after")}
         figs["reliability_diagram"] = lambda: plots.reliability_diagram(
-            {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None})
+            {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None}
+        )
     robust = eval_dir / "robustness.csv"
     if robust.exists():  # always drawn (says so when no perturbation is configured): a fixed set of outputs
         figs["robustness_curves"] = lambda: plots.robustness_curves(pd.read_csv(robust, keep_default_na=True))
@@ -219,8 +287,13 @@ def _draw(figs: dict, out: Path) -> dict[str, Path]:
     return {name: plots.save(make(), out / f"{name}.png") for name, make in figs.items()}
 
 
-def run_plots(train_reports: str | os.PathLike, eval_reports: str | os.PathLike, figures_dir: str | os.PathLike,
-              raw_dir: str | os.PathLike, gallery_size: int = 6) -> dict[str, Path]:
+def run_plots(
+    train_reports: str | os.PathLike,
+    eval_reports: str | os.PathLike,
+    figures_dir: str | os.PathLike,
+    raw_dir: str | os.PathLike,
+    gallery_size: int = 6,
+) -> dict[str, Path]:
     """Draw the standard figures from the train and evaluate reports into ``figures_dir``.
 
     The threshold drawn is the one of ``calibration.json`` (chosen on validation); the
@@ -236,6 +309,8 @@ def run_plots(train_reports: str | os.PathLike, eval_reports: str | os.PathLike,
     preds = pd.read_csv(eval_dir / "predictions.csv", dtype={"group": str, "path": str}, keep_default_na=False)
     threshold = load_calibration(eval_dir / "calibration.json")["threshold"]
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    figs = {"training_curves": lambda: plots.training_curves(history),
-            **_eval_figures(preds, eval_dir, threshold, paths.resolve(raw_dir), metrics, gallery_size)}
+    figs = {
+        "training_curves": lambda: plots.training_curves(history),
+        **_eval_figures(preds, eval_dir, threshold, paths.resolve(raw_dir), metrics, gallery_size),
+    }
     return _draw(figs, out)

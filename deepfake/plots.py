@@ -8,20 +8,30 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from .media import read_image
 from .utils import atomic_path
 
 _LABEL_ORDER = ["real", "fake"]
-_PALETTE = {"real": "#4C72B0", "fake": "#DD8452", "train": "#4C72B0", "val": "#DD8452",
-            "uncalibrated": "#C44E52", "calibrated": "#55A868"}
-_KIND_TITLES = {"jpeg": "JPEG quality", "blur": "Gaussian blur sigma (px)", "downscale": "down-scaling factor",
-                "resize": "network input size (px)"}
+_PALETTE = {
+    "real": "#4C72B0",
+    "fake": "#DD8452",
+    "train": "#4C72B0",
+    "val": "#DD8452",
+    "uncalibrated": "#C44E52",
+    "calibrated": "#55A868",
+}
+_KIND_TITLES = {
+    "jpeg": "JPEG quality",
+    "blur": "Gaussian blur sigma (px)",
+    "downscale": "down-scaling factor",
+    "resize": "network input size (px)",
+}
 
 
 def training_curves(history: pd.DataFrame) -> plt.Figure:
@@ -30,7 +40,9 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
     long[["split", "metric"]] = long["variable"].str.split("_", n=1, expand=True)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, metric, title in zip(axes, ("loss", "accuracy", "auc"), ("BCE loss", "accuracy", "ROC-AUC")):
-        sns.lineplot(long[long["metric"] == metric], x="epoch", y="value", hue="split", marker="o", palette=_PALETTE, ax=ax)
+        sns.lineplot(
+            long[long["metric"] == metric], x="epoch", y="value", hue="split", marker="o", palette=_PALETTE, ax=ax
+        )
         ax.set(title=title, ylabel=None, xticks=history["epoch"])
         if metric != "loss":
             ax.set_ylim(0, 1.02)
@@ -44,11 +56,29 @@ def confusion(preds: pd.DataFrame) -> plt.Figure:
     cm = confusion_matrix(preds["label"], preds["predicted"], labels=_LABEL_ORDER)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.6))
-    sns.heatmap(cm, annot=cm.astype(str), fmt="", cmap="Blues", cbar=False, ax=axes[0],
-                xticklabels=_LABEL_ORDER, yticklabels=_LABEL_ORDER)
+    sns.heatmap(
+        cm,
+        annot=cm.astype(str),
+        fmt="",
+        cmap="Blues",
+        cbar=False,
+        ax=axes[0],
+        xticklabels=_LABEL_ORDER,
+        yticklabels=_LABEL_ORDER,
+    )
     axes[0].set(xlabel="predicted", ylabel="true", title=f"counts (n={int(cm.sum())})")
-    sns.heatmap(share, annot=np.vectorize(lambda v: f"{v:.1%}")(share), fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False,
-                ax=axes[1], xticklabels=_LABEL_ORDER, yticklabels=_LABEL_ORDER)
+    sns.heatmap(
+        share,
+        annot=np.vectorize(lambda v: f"{v:.1%}")(share),
+        fmt="",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        cbar=False,
+        ax=axes[1],
+        xticklabels=_LABEL_ORDER,
+        yticklabels=_LABEL_ORDER,
+    )
     axes[1].set(xlabel="predicted", ylabel="true", title="normalised by true class")
     fig.tight_layout()
     return fig
@@ -91,7 +121,13 @@ def pr_curve(pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = No
         title += f" (AP {average_precision_score(preds['target'], preds['score']):.3f})"
         if threshold is not None:
             _, tpr, precision = _operating_point(preds, threshold)
-            ax.plot([tpr], [precision], "o", color="black", label=f"threshold {threshold:.3f}\nP {precision:.3f}, R {tpr:.3f}")
+            ax.plot(
+                [tpr],
+                [precision],
+                "o",
+                color="black",
+                label=f"threshold {threshold:.3f}\nP {precision:.3f}, R {tpr:.3f}",
+            )
     ax.legend(loc="lower left", fontsize=8)
     ax.set(xlabel="recall (fakes found)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
     fig.tight_layout()
@@ -101,8 +137,18 @@ def pr_curve(pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = No
 def score_distributions(preds: pd.DataFrame, threshold: float = 0.5) -> plt.Figure:
     """Histogram of fake-probabilities per true class, with the decision threshold."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sns.histplot(preds, x="score", hue="label", hue_order=_LABEL_ORDER, bins=np.linspace(0, 1, 26), palette=_PALETTE,
-                 element="step", stat="count", common_norm=False, ax=ax)
+    sns.histplot(
+        preds,
+        x="score",
+        hue="label",
+        hue_order=_LABEL_ORDER,
+        bins=np.linspace(0, 1, 26),
+        palette=_PALETTE,
+        element="step",
+        stat="count",
+        common_norm=False,
+        ax=ax,
+    )
     ax.axvline(threshold, color="black", lw=1, ls="--")
     ax.set(xlabel="predicted probability of fake", title="score distribution per true class", xlim=(0, 1))
     fig.tight_layout()
@@ -170,8 +216,12 @@ def robustness_curves(table: pd.DataFrame) -> plt.Figure:
 
 def confident_mistakes(preds: pd.DataFrame, k: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``k`` false positives with the highest fake score and the ``k`` false negatives with the lowest."""
-    fp = preds[(preds["target"] == 0) & (preds["predicted"] == "fake")].sort_values("score", ascending=False, kind="stable")
-    fn = preds[(preds["target"] == 1) & (preds["predicted"] == "real")].sort_values("score", ascending=True, kind="stable")
+    fp = preds[(preds["target"] == 0) & (preds["predicted"] == "fake")].sort_values(
+        "score", ascending=False, kind="stable"
+    )
+    fn = preds[(preds["target"] == 1) & (preds["predicted"] == "real")].sort_values(
+        "score", ascending=True, kind="stable"
+    )
     return fp.head(k), fn.head(k)
 
 
@@ -180,7 +230,9 @@ def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -
     fp, fn = confident_mistakes(preds, k)
     cols = max(len(fp), len(fn), 1)
     fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 5.4), squeeze=False)
-    for r, (rows, what) in enumerate(((fp, "false positives: real called fake"), (fn, "false negatives: fake called real"))):
+    for r, (rows, what) in enumerate(
+        ((fp, "false positives: real called fake"), (fn, "false negatives: fake called real"))
+    ):
         for c in range(cols):
             ax = axes[r, c]
             ax.set_xticks([])

@@ -20,10 +20,11 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,14 +38,45 @@ from .data import LABELS
 from .inference import forward_logits
 from .inputs import Preprocessing, crop_image, resize_input, to_model_tensor
 from .media import BadInputError, looks_like_video, read_video
-from .prediction import (DEFAULT_CALIBRATION, DEFAULT_CHECKPOINT, ImageInput, InputError, InputTooLargeError, NoFaceError, PredictConfig,
-                         Prediction, PredictionError, Prepared, UnreadableInputError, VideoPrediction, decode_input, input_error,
-                         is_video_path, list_inputs, ms_since, source_name)
+from .prediction import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_CHECKPOINT,
+    ImageInput,
+    InputError,
+    InputTooLargeError,
+    NoFaceError,
+    PredictConfig,
+    Prediction,
+    PredictionError,
+    Prepared,
+    UnreadableInputError,
+    VideoPrediction,
+    decode_input,
+    input_error,
+    is_video_path,
+    list_inputs,
+    ms_since,
+    source_name,
+)
 from .utils import resolve_device
 
 #: The predictor's public names (its settings, results and errors live in ``deepfake.prediction``).
-__all__ = ["DEFAULT_CALIBRATION", "DEFAULT_CHECKPOINT", "InputError", "InputTooLargeError", "NoFaceError", "PredictConfig", "Prediction",
-           "PredictionError", "Predictor", "UnreadableInputError", "VideoPrediction", "clear_cache", "get_predictor", "list_inputs"]
+__all__ = [
+    "DEFAULT_CALIBRATION",
+    "DEFAULT_CHECKPOINT",
+    "InputError",
+    "InputTooLargeError",
+    "NoFaceError",
+    "PredictConfig",
+    "Prediction",
+    "PredictionError",
+    "Predictor",
+    "UnreadableInputError",
+    "VideoPrediction",
+    "clear_cache",
+    "get_predictor",
+    "list_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +97,12 @@ class Predictor:
     Use ``get_predictor`` to share one instance per checkpoint and device in a process.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device = "auto",
-                 cfg: PredictConfig = PredictConfig()) -> None:
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT,
+        device: str | torch.device = "auto",
+        cfg: PredictConfig = PredictConfig(),
+    ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device) if isinstance(device, str) else device
         if cfg.backend != "eager" and self.device.type != "cpu":
@@ -78,24 +114,37 @@ class Predictor:
         self.trained_preprocessing = preprocessing_of(ckpt, self.checkpoint)
         self.preprocessing = self._applied_preprocessing(self.trained_preprocessing)
         self.image_size: int = self.preprocessing.input_size
-        self.meta = {k: ckpt.get(k) for k in ("arch", "image_size", "epoch", "val_auc", "weights_used", "package_version")}
+        self.meta = {
+            k: ckpt.get(k) for k in ("arch", "image_size", "epoch", "val_auc", "weights_used", "package_version")
+        }
         self.calibration = Calibration.from_file(paths.resolve(cfg.calibration_file) if cfg.calibration_file else None)
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
         example = torch.zeros(1, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
-        self._runner: Callable[[torch.Tensor], torch.Tensor] = build_runner(self.model, cfg.backend, example, self._calibration_batches)
+        self._runner: Callable[[torch.Tensor], torch.Tensor] = build_runner(
+            self.model, cfg.backend, example, self._calibration_batches
+        )
 
     def _applied_preprocessing(self, trained: Preprocessing) -> Preprocessing:
         """The checkpoint's contract with this predictor's overrides, each difference logged."""
         prep = trained
         if self.cfg.face == "detect" and not trained.detect:
-            prep = replace(prep, crop="face", detector=prep.detector or "haar", crop_size=prep.crop_size or prep.input_size)
+            prep = replace(
+                prep, crop="face", detector=prep.detector or "haar", crop_size=prep.crop_size or prep.input_size
+            )
         elif self.cfg.face == "none" and trained.detect:
             prep = replace(prep, crop="center")
         if self.cfg.margin is not None and self.cfg.margin != trained.margin:
             prep = replace(prep, margin=self.cfg.margin)
         if prep != trained:
-            log.warning("%s was trained on %s crops (margin %g); scoring with %s crops (margin %g) as asked: scores will differ "
-                        "from the pipeline's", self.checkpoint, trained.crop, trained.margin, prep.crop, prep.margin)
+            log.warning(
+                "%s was trained on %s crops (margin %g); scoring with %s crops (margin %g) as asked: scores will differ "
+                "from the pipeline's",
+                self.checkpoint,
+                trained.crop,
+                trained.margin,
+                prep.crop,
+                prep.margin,
+            )
         return prep
 
     def _calibration_batches(self) -> Iterator[torch.Tensor]:
@@ -105,7 +154,7 @@ class Predictor:
         used = 0
         for i in range(0, len(files), self.cfg.batch_size):
             crops = []
-            for f in files[i:i + self.cfg.batch_size]:
+            for f in files[i : i + self.cfg.batch_size]:
                 try:
                     crops.append(self.prepare(f).crop)
                 except InputError:
@@ -114,7 +163,9 @@ class Predictor:
                 used += len(crops)
                 yield self.to_tensor(crops)
         if not used:
-            raise ValueError(f"none of the {len(files)} int8_calibration images could be prepared (unreadable, or no face found)")
+            raise ValueError(
+                f"none of the {len(files)} int8_calibration images could be prepared (unreadable, or no face found)"
+            )
 
     # -- preprocessing ---------------------------------------------------------------------
 
@@ -131,7 +182,9 @@ class Predictor:
         box = found.as_tuple() if found is not None else None
         timing = {"decode": t_decode, "face": ms_since(t1)}
         size = (rgb.shape[1], rgb.shape[0])
-        return Prepared(source, resize_input(crop, self.image_size), box, size, rgb if keep_image else None, 1.0, timing)
+        return Prepared(
+            source, resize_input(crop, self.image_size), box, size, rgb if keep_image else None, 1.0, timing
+        )
 
     def to_tensor(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Normalised (B, 3, S, S) float batch in channels-last memory, on the predictor's device."""
@@ -157,8 +210,18 @@ class Predictor:
         for p, logit, prob in zip(prepared, z, probs):
             timing = {**p.timing_ms, "model": per_image}
             timing["total"] = sum(timing.values())
-            out.append(Prediction(p.source, self.label(prob), float(prob), float(logit), p.box, p.image_size,
-                                  {k: round(v, 3) for k, v in timing.items()}, p.frame))
+            out.append(
+                Prediction(
+                    p.source,
+                    self.label(prob),
+                    float(prob),
+                    float(logit),
+                    p.box,
+                    p.image_size,
+                    {k: round(v, 3) for k, v in timing.items()},
+                    p.frame,
+                )
+            )
         return out
 
     def label(self, probability: float) -> str:
@@ -169,8 +232,13 @@ class Predictor:
         """Score one image."""
         return self._verdicts([self.prepare(item, name)])[0]
 
-    def predict_batch(self, items: Sequence[ImageInput], names: Sequence[str] | None = None, on_error: str = "raise",
-                      progress: bool = False) -> list[Prediction | PredictionError]:
+    def predict_batch(
+        self,
+        items: Sequence[ImageInput],
+        names: Sequence[str] | None = None,
+        on_error: str = "raise",
+        progress: bool = False,
+    ) -> list[Prediction | PredictionError]:
         """Score images in batches, decoding ahead of the model on ``cfg.workers`` threads.
 
         Args:
@@ -215,8 +283,13 @@ class Predictor:
             bar.close()
         return results  # type: ignore[return-value]
 
-    def predict_video(self, item: str | os.PathLike | bytes | memoryview, name: str | None = None, frames: int | None = None,
-                      keep_frames: bool = False) -> VideoPrediction:
+    def predict_video(
+        self,
+        item: str | os.PathLike | bytes | memoryview,
+        name: str | None = None,
+        frames: int | None = None,
+        keep_frames: bool = False,
+    ) -> VideoPrediction:
         """Score evenly spaced frames (as many as training sampled, unless ``frames``); the video probability is their mean.
 
         Frames without a detectable face are skipped (listed in ``skipped``); a video with no
@@ -248,11 +321,13 @@ class Predictor:
             p.frame = idx
             prepared.append(p)
         if not prepared:
-            raise NoFaceError(f"no face found in any of the {len(sampled)} frames sampled from {source}; "
-                              "pass face='none' to score whole frames")
+            raise NoFaceError(
+                f"no face found in any of the {len(sampled)} frames sampled from {source}; "
+                "pass face='none' to score whole frames"
+            )
         preds = []
         for i in range(0, len(prepared), self.cfg.batch_size):
-            preds += self._verdicts(prepared[i:i + self.cfg.batch_size])
+            preds += self._verdicts(prepared[i : i + self.cfg.batch_size])
         prob = float(np.mean([p.probability for p in preds]))
         timing = {"read_frames": round(t_read, 3), "total": round(ms_since(t0), 3)}
         images = dict(sampled) if keep_frames else {}
@@ -310,16 +385,26 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """What this predictor runs: checkpoint, architecture, input size, preprocessing, calibration, backend."""
-        return {"checkpoint": str(self.checkpoint), **self.meta, "device": str(self.device), "backend": self.cfg.backend,
-                "face": self.preprocessing.crop, "preprocessing": self.preprocessing.to_dict(),
-                "temperature": self.calibration.temperature, "threshold": self.calibration.threshold,
-                "calibration_file": self.calibration.source}
+        return {
+            "checkpoint": str(self.checkpoint),
+            **self.meta,
+            "device": str(self.device),
+            "backend": self.cfg.backend,
+            "face": self.preprocessing.crop,
+            "preprocessing": self.preprocessing.to_dict(),
+            "temperature": self.calibration.temperature,
+            "threshold": self.calibration.threshold,
+            "calibration_file": self.calibration.source,
+        }
 
     def describe_preprocessing(self) -> str:
         """One line: how this predictor crops and sizes its inputs."""
         p = self.preprocessing
-        crop = {"face": f"largest face ({p.detector}), margin {p.margin:g}, {p.crop_size} px crop",
-                "center": f"centre square, {p.crop_size} px crop", "none": "whole image"}[p.crop]
+        crop = {
+            "face": f"largest face ({p.detector}), margin {p.margin:g}, {p.crop_size} px crop",
+            "center": f"centre square, {p.crop_size} px crop",
+            "none": "whole image",
+        }[p.crop]
         return f"{crop}, resized to {p.input_size} px"
 
 
@@ -366,8 +451,12 @@ _CACHE: dict[tuple, Predictor] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_predictor(checkpoint: str | os.PathLike | None = None, device: str = "auto", cfg: PredictConfig | None = None,
-                  **overrides: Any) -> Predictor:
+def get_predictor(
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "auto",
+    cfg: PredictConfig | None = None,
+    **overrides: Any,
+) -> Predictor:
     """The process-wide predictor for this checkpoint, device and settings (built on first use).
 
     A checkpoint file that changed on disk (new mtime or size) is loaded again.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
@@ -78,7 +79,9 @@ class PredictConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend == "int8" and not self.int8_calibration:
-            raise ValueError("backend='int8' needs int8_calibration: a few dozen images (files or folders) to calibrate on")
+            raise ValueError(
+                "backend='int8' needs int8_calibration: a few dozen images (files or folders) to calibrate on"
+            )
         if self.margin is not None and self.margin < 1:
             raise ValueError(f"margin must be at least 1, got {self.margin}")
         if self.batch_size < 1 or (self.video_frames is not None and self.video_frames < 1):
@@ -202,12 +205,16 @@ def input_error(e: BadInputError, source: str) -> InputError:
         return UnreadableInputError(f"{source} is empty (0 bytes); pass an image or video file")
     if e.reason in ("missing_file", "not_regular_file"):
         return UnreadableInputError(f"{source} does not exist or is not a regular file")
-    what = {"video_unreadable": "could not be opened as a video (OpenCV); check the file and its codec",
-            "video_no_frames": "contains no decodable frame; check the file and its codec"}.get(e.reason)
+    what = {
+        "video_unreadable": "could not be opened as a video (OpenCV); check the file and its codec",
+        "video_no_frames": "contains no decodable frame; check the file and its codec",
+    }.get(e.reason)
     if what:
         return UnreadableInputError(f"{source}: {what}")
-    return UnreadableInputError(f"{source} is not a decodable image ({e.reason}{': ' + e.detail if e.detail else ''}); "
-                                "check the file (truncated? corrupt?) or remove it")
+    return UnreadableInputError(
+        f"{source} is not a decodable image ({e.reason}{': ' + e.detail if e.detail else ''}); "
+        "check the file (truncated? corrupt?) or remove it"
+    )
 
 
 def decode_input(item: ImageInput, source: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

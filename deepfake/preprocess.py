@@ -39,15 +39,22 @@ from . import __version__
 from .audit import phash_hex
 from .config import section, setting
 from .data import LABELS, MANIFEST_NAME
-from .inputs import CONTRACT_FILE, Preprocessing, crop_image
 from .ingest import IngestConfig, Inventory, Source, scan
+from .inputs import CONTRACT_FILE, Preprocessing, crop_image
 from .media import REASONS, BadInputError, decode_image, read_bytes, read_video_frames, sha256_file
 from .utils import atomic_path
 
 STATE_NAME = ".preprocess.json"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
-_CODE = ("ingest.py", "media.py", "inputs.py", "preprocess.py", "faces.py", "audit.py")  # their text is part of the settings' fingerprint
+_CODE = (
+    "ingest.py",
+    "media.py",
+    "inputs.py",
+    "preprocess.py",
+    "faces.py",
+    "audit.py",
+)  # their text is part of the settings' fingerprint
 
 
 @dataclass(frozen=True)
@@ -88,12 +95,21 @@ class PreprocessConfig:
 
     @property
     def ingest(self) -> IngestConfig:
-        return IngestConfig(real_dirs=self.real_dirs, fake_dirs=self.fake_dirs, keep_splits=self.keep_splits, group_by=self.group_by)
+        return IngestConfig(
+            real_dirs=self.real_dirs, fake_dirs=self.fake_dirs, keep_splits=self.keep_splits, group_by=self.group_by
+        )
 
     def contract(self, input_size: int | None = None) -> Preprocessing:
         """The crops' part of the preprocessing contract (the network input size defaults to the crop size)."""
-        return Preprocessing(crop="face" if self.detect else "center", detector="haar", margin=self.margin, no_face=self.no_face,
-                             crop_size=self.size, input_size=input_size or self.size, frames_per_video=self.frames_per_video)
+        return Preprocessing(
+            crop="face" if self.detect else "center",
+            detector="haar",
+            margin=self.margin,
+            no_face=self.no_face,
+            crop_size=self.size,
+            input_size=input_size or self.size,
+            frames_per_video=self.frames_per_video,
+        )
 
     @property
     def max_pixels(self) -> int:
@@ -147,11 +163,24 @@ def _product(rgb: np.ndarray, cfg: PreprocessConfig, out: Path, key: str, frame:
     elif cfg.detect:
         rec["no_face"] += 1
     if crop is None:
-        rec["skips"].append({"frame": "" if frame is None else frame, "reason": "no_face", "detail": f"{rgb.shape[1]}x{rgb.shape[0]} px"})
+        rec["skips"].append(
+            {
+                "frame": "" if frame is None else frame,
+                "reason": "no_face",
+                "detail": f"{rgb.shape[1]}x{rgb.shape[0]} px",
+            }
+        )
         return
     _write_png(crop, out / key)
-    rec["products"].append({"path": key, "frame": "" if frame is None else frame, "crop": how,
-                            "box": "" if box is None else ",".join(map(str, box.as_tuple())), "phash": phash_hex(crop)})
+    rec["products"].append(
+        {
+            "path": key,
+            "frame": "" if frame is None else frame,
+            "crop": how,
+            "box": "" if box is None else ",".join(map(str, box.as_tuple())),
+            "phash": phash_hex(crop),
+        }
+    )
 
 
 def process_source(job: tuple[Source, str]) -> dict:
@@ -175,7 +204,13 @@ def process_source(job: tuple[Source, str]) -> dict:
             for index, rgb in frames:
                 _product(rgb, cfg, out, f"{key}/{index:06d}.png", index, rec)
             if not rec["products"] and rec["skips"]:  # one line for a video without any face
-                rec["skips"] = [{"frame": "all", "reason": "no_face", "detail": f"no face in any of the {len(frames)} sampled frames"}]
+                rec["skips"] = [
+                    {
+                        "frame": "all",
+                        "reason": "no_face",
+                        "detail": f"no face in any of the {len(frames)} sampled frames",
+                    }
+                ]
     except BadInputError as e:
         rec["skips"].append({"frame": "", "reason": e.reason, "detail": e.detail})
     except MemoryError as e:
@@ -205,7 +240,10 @@ def output_keys(sources: list[Source]) -> list[str]:
         keys.append(f"{rel}.frames" if s.kind == "video" else str(rel.with_suffix(".png")))
     counts = pd.Series(keys).value_counts()
     clash = set(counts[counts > 1].index)
-    keys = [f"{PurePosixPath(k).with_suffix('')}{Path(s.rel).suffix.lower()}.png" if k in clash else k for k, s in zip(keys, sources)]
+    keys = [
+        f"{PurePosixPath(k).with_suffix('')}{Path(s.rel).suffix.lower()}.png" if k in clash else k
+        for k, s in zip(keys, sources)
+    ]
     if len(set(keys)) != len(keys):
         dup = pd.Series(keys)[pd.Series(keys).duplicated()].iloc[0]
         raise ValueError(f"two sources would be written to {dup}; rename one of them")
@@ -248,10 +286,14 @@ def _check_out_dir(out: Path, inv: Inventory) -> None:
     out_r, root_r = out.resolve(), inv.root.resolve()
     holds_sources = any(out_r in s.path.resolve().parents for s in inv.sources)
     if out_r == root_r or out_r in root_r.parents or root_r in out_r.parents or holds_sources:
-        raise ValueError(f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. cache/faces)")
+        raise ValueError(
+            f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. cache/faces)"
+        )
     if out.exists() and any(out.iterdir()) and not (out / STATE_NAME).is_file():
-        raise FileExistsError(f"{out} is not empty and holds no {STATE_NAME}: it is not a preprocess cache; "
-                              f"choose an empty or new folder (its files would be replaced)")
+        raise FileExistsError(
+            f"{out} is not empty and holds no {STATE_NAME}: it is not a preprocess cache; "
+            f"choose an empty or new folder (its files would be replaced)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,9 +308,26 @@ def _rows(src: Source, rec: dict) -> tuple[list[dict], list[dict]]:
     rows = []
     for p in rec["products"]:
         video = src.rel if src.kind == "video" else ""
-        rows.append({"path": p["path"], **base, "source": src.rel, "kind": src.kind, "crop": p["crop"], "box": p["box"], "phash": p["phash"],
-                     "video": video, "frame": p["frame"], "video_label": src.label if video else "", "source_sha256": rec["sha256"], **src.extra})
-    skips = [{"source": src.rel, "frame": s["frame"], "label": src.label, "reason": s["reason"], "detail": s["detail"]} for s in rec["skips"]]
+        rows.append(
+            {
+                "path": p["path"],
+                **base,
+                "source": src.rel,
+                "kind": src.kind,
+                "crop": p["crop"],
+                "box": p["box"],
+                "phash": p["phash"],
+                "video": video,
+                "frame": p["frame"],
+                "video_label": src.label if video else "",
+                "source_sha256": rec["sha256"],
+                **src.extra,
+            }
+        )
+    skips = [
+        {"source": src.rel, "frame": s["frame"], "label": src.label, "reason": s["reason"], "detail": s["detail"]}
+        for s in rec["skips"]
+    ]
     return rows, skips
 
 
@@ -283,26 +342,47 @@ def _tables(inv: Inventory, records: dict[str, dict]) -> tuple[pd.DataFrame, pd.
         manifest = pd.DataFrame(columns=["path", "label", "target", "group"])
     else:
         manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
-    skipped = pd.DataFrame(skips, columns=list(SKIPPED_COLUMNS)).sort_values(["source", "frame"], key=lambda c: c.astype(str)).reset_index(drop=True)
+    skipped = (
+        pd.DataFrame(skips, columns=list(SKIPPED_COLUMNS))
+        .sort_values(["source", "frame"], key=lambda c: c.astype(str))
+        .reset_index(drop=True)
+    )
     return manifest, skipped
 
 
-def _summary(inv: Inventory, records: dict[str, dict], manifest: pd.DataFrame, skipped: pd.DataFrame, cfg: PreprocessConfig,
-             processed: int, seconds: float, decoded_now: int, workers: int) -> dict:
+def _summary(
+    inv: Inventory,
+    records: dict[str, dict],
+    manifest: pd.DataFrame,
+    skipped: pd.DataFrame,
+    cfg: PreprocessConfig,
+    processed: int,
+    seconds: float,
+    decoded_now: int,
+    workers: int,
+) -> dict:
     counts = inv.counts()
     recs = [records[s.rel] for s in inv.sources]
     crops = manifest["crop"] if "crop" in manifest.columns else pd.Series(dtype=object)
     videos = [s for s in inv.sources if s.kind == "video"]
     return {
-        "layout": inv.layout, "images": counts["images"], "videos": counts["videos"],
+        "layout": inv.layout,
+        "images": counts["images"],
+        "videos": counts["videos"],
         "decoded": int(sum(r["decoded"] for r in recs)),  # images plus sampled video frames
-        "faces_found": int(sum(r["faces"] for r in recs)), "no_face": int(sum(r["no_face"] for r in recs)),
+        "faces_found": int(sum(r["faces"] for r in recs)),
+        "no_face": int(sum(r["no_face"] for r in recs)),
         "kept_full": int((crops == "full").sum()) if cfg.detect else 0,
-        "written": int(len(manifest)), "skipped": int(len(skipped)),
+        "written": int(len(manifest)),
+        "skipped": int(len(skipped)),
         "skipped_by_reason": {k: int(v) for k, v in skipped["reason"].value_counts().sort_index().items()},
         "videos_with_frames": int(sum(bool(records[s.rel]["products"]) for s in videos)),
-        "processed_now": processed, "reused": len(inv.sources) - processed, "detect": cfg.detect, "size": cfg.size,
-        "workers": workers, "seconds": round(seconds, 3),
+        "processed_now": processed,
+        "reused": len(inv.sources) - processed,
+        "detect": cfg.detect,
+        "size": cfg.size,
+        "workers": workers,
+        "seconds": round(seconds, 3),
         "images_per_second": round(decoded_now / seconds, 2) if seconds > 0 and decoded_now else None,
     }
 
@@ -344,7 +424,9 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool) -> list[dict]:
+def _run_jobs(
+    jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool
+) -> list[dict]:
     quiet = {} if progress and jobs else {"disable": True}  # else tqdm's own default (TQDM_DISABLE) decides
     bar = tqdm(total=len(jobs), desc="preprocess", unit="file", **quiet)
     results = []
@@ -363,7 +445,9 @@ def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, 
                 ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
             else:
                 ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), True)) as ex:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), True)
+            ) as ex:
                 for rec in ex.map(process_source, jobs, chunksize=chunk):
                     results.append(rec)
                     bar.update()
@@ -372,8 +456,9 @@ def _run_jobs(jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, 
     return results
 
 
-def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig | None = None,
-               progress: bool = True) -> PreprocessResult:
+def preprocess(
+    dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig | None = None, progress: bool = True
+) -> PreprocessResult:
     """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
 
     Args:
@@ -398,8 +483,11 @@ def preprocess(dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: Prep
     records, todo = {}, []
     for src, k in zip(inv.sources, keys):
         rec, stat = old.get(src.rel), _stat(src.path)
-        if rec is not None and all(p["path"] == k or p["path"].startswith(k + "/") for p in rec["products"]) \
-                and all((out / p["path"]).is_file() for p in rec["products"]):
+        if (
+            rec is not None
+            and all(p["path"] == k or p["path"].startswith(k + "/") for p in rec["products"])
+            and all((out / p["path"]).is_file() for p in rec["products"])
+        ):
             if rec["stat"] == stat or (stat[0] >= 0 and sha256_file(src.path) == rec["sha256"]):  # same bytes: reuse
                 records[src.rel] = {**rec, "stat": stat}
                 continue
@@ -449,5 +537,5 @@ def preview_grid(result: PreprocessResult, n: int = 16, per_row: int = 8) -> np.
     grid = np.full((rows * side, min(per_row, len(tiles)) * side, 3), 255, np.uint8)
     for k, t in enumerate(tiles):
         r, c = divmod(k, per_row)
-        grid[r * side:(r + 1) * side, c * side:(c + 1) * side] = cv2.resize(t, (side, side))
+        grid[r * side : (r + 1) * side, c * side : (c + 1) * side] = cv2.resize(t, (side, side))
     return grid

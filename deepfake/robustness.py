@@ -14,8 +14,8 @@ under it without writing any file:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageFilter

@@ -46,7 +46,9 @@ def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:
     n_splits = max(2, int(round(1 / frac)))
     n_groups = frame["group"].nunique()
     if n_groups < n_splits:
-        raise ValueError(f"only {n_groups} groups: too few to hold out {frac:.0%} of them; add data or raise the fraction")
+        raise ValueError(
+            f"only {n_groups} groups: too few to hold out {frac:.0%} of them; add data or raise the fraction"
+        )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(cv.split(frame, frame["target"], frame["group"]))
     mask = np.zeros(len(frame), bool)

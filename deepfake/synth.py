@@ -82,10 +82,14 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if not self.family_size <= self.n_identities:
-            raise ValueError(f"synth.family_size must not exceed synth.n_identities (donors come from the family), got {self.family_size}")
+            raise ValueError(
+                f"synth.family_size must not exceed synth.n_identities (donors come from the family), got {self.family_size}"
+            )
         lo, hi = self.jpeg_quality
         if lo > hi:
-            raise ValueError(f"synth.jpeg_quality must be a range [low, high] with low <= high, got {list(self.jpeg_quality)}")
+            raise ValueError(
+                f"synth.jpeg_quality must be a range [low, high] with low <= high, got {list(self.jpeg_quality)}"
+            )
         unknown = set(self.manipulations) - set(MANIPULATIONS)
         if unknown or not self.manipulations:
             raise ValueError(f"manipulations must be a non-empty subset of {MANIPULATIONS}, got {self.manipulations}")
@@ -178,8 +182,16 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 
 def _ellipse(img, c, axes, angle, color, thickness=-1, start=0, end=360) -> None:
     cv2.ellipse(
-        img, _pt(*c), _pt(max(axes[0], 0.5), max(axes[1], 0.5)), angle, start, end,
-        tuple(float(v) for v in color), thickness if thickness < 0 else max(1, int(thickness)), cv2.LINE_AA, 4,
+        img,
+        _pt(*c),
+        _pt(max(axes[0], 0.5), max(axes[1], 0.5)),
+        angle,
+        start,
+        end,
+        tuple(float(v) for v in color),
+        thickness if thickness < 0 else max(1, int(thickness)),
+        cv2.LINE_AA,
+        4,
     )
 
 
@@ -209,7 +221,15 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
 
     # shoulders and neck
     draw(_ellipse, (cx, c * 0.98), (fw * 1.9, fh * 0.5), 0, color=ident["clothes"])
-    cv2.rectangle(rgb, _pt(cx - fw * 0.45, cy), _pt(cx + fw * 0.45, c * 0.85), tuple(float(v) for v in skin * 0.85), -1, cv2.LINE_AA, 4)
+    cv2.rectangle(
+        rgb,
+        _pt(cx - fw * 0.45, cy),
+        _pt(cx + fw * 0.45, c * 0.85),
+        tuple(float(v) for v in skin * 0.85),
+        -1,
+        cv2.LINE_AA,
+        4,
+    )
     cv2.rectangle(alpha, _pt(cx - fw * 0.45, cy), _pt(cx + fw * 0.45, c * 0.85), (1.0,), -1, cv2.LINE_AA, 4)
     if style == "long":
         draw(_ellipse, (cx, cy + fh * 0.2), (fw * 1.25, fh * 1.25), 0, color=hair * 0.9)
@@ -226,7 +246,7 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
         cut = np.zeros((c, c), np.float32)
         _ellipse(cut, (cx, cy + fh * 0.15), (fw * (1 - jaw), fh * 0.85), 0, (1.0,))
         low = np.zeros((c, c), np.float32)
-        low[int(cy + fh * 0.1):] = 1
+        low[int(cy + fh * 0.1) :] = 1
         keep = 1 - low * (1 - cut)
         bg_keep = 1 - face_mask * (1 - keep)  # pixels of the face cut away by the jaw
         rgb = rgb * bg_keep[..., None] + (1 - bg_keep)[..., None] * (skin * 0.85)  # becomes neck shade
@@ -257,15 +277,23 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
         _ellipse(rgb, (ex + yaw * ew * 0.4 - eh * 0.3, ey - eh * 0.3), (eh * 0.15, eh * 0.15), 0, (255, 255, 255))
         _ellipse(rgb, (ex, ey), (ew, eh), 0, skin * 0.45, thickness=max(1, c // 160), start=180, end=360)
         bx = ex + side * ident["brow_tilt"] * ew
-        brow = [(ex - ew * 1.1, ey - eh - fh * 0.07 + side * ident["brow_tilt"] * fh * 0.05),
-                (bx, ey - eh - fh * 0.1), (ex + ew * 1.1, ey - eh - fh * 0.07 - side * ident["brow_tilt"] * fh * 0.05)]
+        brow = [
+            (ex - ew * 1.1, ey - eh - fh * 0.07 + side * ident["brow_tilt"] * fh * 0.05),
+            (bx, ey - eh - fh * 0.1),
+            (ex + ew * 1.1, ey - eh - fh * 0.07 - side * ident["brow_tilt"] * fh * 0.05),
+        ]
         _polyline(rgb, brow, hair * 0.8, ident["brow_thick"] * fh)
         _ellipse(eyes_mask, (ex, ey - fh * 0.04), (ew * 1.5, eh + fh * 0.12), 0, (1.0,))
 
     # nose
     nl, nw = ident["nose_len"] * fh, ident["nose_w"] * fw
     ny = ey + nl
-    _polyline(rgb, [(fx + yaw * nw, ey + nl * 0.2), (fx + nw * 0.25 + yaw * nw, ny - nl * 0.1), (fx, ny)], skin * 0.7, max(1, c // 200))
+    _polyline(
+        rgb,
+        [(fx + yaw * nw, ey + nl * 0.2), (fx + nw * 0.25 + yaw * nw, ny - nl * 0.1), (fx, ny)],
+        skin * 0.7,
+        max(1, c // 200),
+    )
     for side in (-1, 1):
         _ellipse(rgb, (fx + side * nw * 0.3, ny), (nw * 0.14, nw * 0.08), 0, skin * 0.45)
     shade = np.zeros((c, c), np.float32)
@@ -281,7 +309,13 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
     if scene["mouth_open"] > 0:
         _ellipse(rgb, (fx, my + lt * 0.3), (mw * 0.8, lt * (0.6 + scene["mouth_open"])), 0, (50, 20, 25))
         _ellipse(rgb, (fx, my - lt * 0.1), (mw * 0.6, lt * 0.35), 0, (235, 232, 220))
-    upper = [(fx - mw, my), (fx - mw * 0.35, my - lt - smile * 0.3), (fx, my - lt * 0.7), (fx + mw * 0.35, my - lt - smile * 0.3), (fx + mw, my)]
+    upper = [
+        (fx - mw, my),
+        (fx - mw * 0.35, my - lt - smile * 0.3),
+        (fx, my - lt * 0.7),
+        (fx + mw * 0.35, my - lt - smile * 0.3),
+        (fx + mw, my),
+    ]
     _polyline(rgb, upper, ident["lip"], lt * 0.7)
     lower = [(fx - mw, my - smile), (fx, my + lt * (0.9 + scene["mouth_open"]) + smile * 0.3), (fx + mw, my - smile)]
     _polyline(rgb, lower, ident["lip"] * 0.92, lt * 0.9)
@@ -302,11 +336,17 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
         cap = np.zeros((c, c), np.float32)
         _ellipse(cap, (cx, cy - fh * 0.35), (fw * 1.08, fh * 0.75), 0, (1.0,))
         forehead = cy - fh * 0.55 + (0.08 if style == "short" else 0.0) * fh
-        cap *= (yy < forehead + np.abs(xx - cx) * 0.6)
+        cap *= yy < forehead + np.abs(xx - cx) * 0.6
         if style == "curly":
             for k in range(14):
                 ang = math.pi * (k / 13.0)
-                _ellipse(cap, (cx - math.cos(ang) * fw * 1.0, cy - fh * 0.4 - math.sin(ang) * fh * 0.6), (fw * 0.22, fw * 0.22), 0, (1.0,))
+                _ellipse(
+                    cap,
+                    (cx - math.cos(ang) * fw * 1.0, cy - fh * 0.4 - math.sin(ang) * fh * 0.6),
+                    (fw * 0.22, fw * 0.22),
+                    0,
+                    (1.0,),
+                )
         if style == "bun":
             _ellipse(cap, (cx, cy - fh * 1.15), (fw * 0.35, fw * 0.3), 0, (1.0,))
         cap = np.clip(cap, 0, 1)
@@ -318,9 +358,18 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
         for side in (-1, 1):
             ex = fx + side * ident["eye_dx"] * fw
             _ellipse(rgb, (ex, ey), (ew * 1.45, ew * 1.1), 0, (30, 30, 30), thickness=max(2, c // 110))
-        _polyline(rgb, [(fx - ident["eye_dx"] * fw + ew * 1.45, ey), (fx + ident["eye_dx"] * fw - ew * 1.45, ey)], (30, 30, 30), max(2, c // 110))
+        _polyline(
+            rgb,
+            [(fx - ident["eye_dx"] * fw + ew * 1.45, ey), (fx + ident["eye_dx"] * fw - ew * 1.45, ey)],
+            (30, 30, 30),
+            max(2, c // 110),
+        )
 
-    return rgb, np.clip(alpha, 0, 1), {"face": face_mask, "eyes": eyes_mask * face_mask, "mouth": mouth_mask * face_mask}
+    return (
+        rgb,
+        np.clip(alpha, 0, 1),
+        {"face": face_mask, "eyes": eyes_mask * face_mask, "mouth": mouth_mask * face_mask},
+    )
 
 
 def _background(scene: dict, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -356,6 +405,7 @@ def render(ident: dict, scene: dict, size: int, rng: np.random.Generator) -> tup
     """Render a lit photo-like image (size, size, 3) float32 in 0..255 and its region masks."""
     rgb, alpha, masks = _render_face_layer(ident, scene, size * _SS)
     m = _pose_matrix(scene, size)
+
     def warp(a: np.ndarray) -> np.ndarray:  # canonical 2x canvas -> posed image
         return cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR)
 
@@ -382,13 +432,22 @@ def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, strengt
 
 
 def manipulate(
-    base: np.ndarray, masks: dict, ident: dict, donor: dict, scene: dict, kind: str, size: int, rng: np.random.Generator,
+    base: np.ndarray,
+    masks: dict,
+    ident: dict,
+    donor: dict,
+    scene: dict,
+    kind: str,
+    size: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Forge ``base`` (a rendered real image of ``ident`` under ``scene``) with one manipulation."""
     if kind == "upsample":
         f = int(rng.choice([2, 3, 4]))
         small = cv2.resize(base, (size // f, size // f), interpolation=cv2.INTER_AREA)
-        up = cv2.resize(small, (size, size), interpolation=cv2.INTER_NEAREST if rng.random() < 0.3 else cv2.INTER_LINEAR)
+        up = cv2.resize(
+            small, (size, size), interpolation=cv2.INTER_NEAREST if rng.random() < 0.3 else cv2.INTER_LINEAR
+        )
         yy, xx = np.mgrid[0:size, 0:size]
         up = up + rng.uniform(3.0, 7.0) * (((xx + yy) % 2) * 2 - 1)[..., None]  # transposed-conv checkerboard
         mask = _feather(masks["face"], size * 0.03, rng.uniform(1.0, 3.0))
@@ -448,8 +507,14 @@ def make_image(cfg: SynthConfig, identity: int, index: int, fake: bool) -> tuple
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     data = encode_jpeg(postprocess(img, scene, rng), quality)
     family = family_members(cfg, identity)[0] // cfg.family_size
-    row = {"label": "fake" if fake else "real", "group": f"fam{family:04d}", "identity": f"id{identity:05d}", "manipulation": kind,
-           "donor": "" if donor_id == "" else f"id{donor_id:05d}", "quality": quality}
+    row = {
+        "label": "fake" if fake else "real",
+        "group": f"fam{family:04d}",
+        "identity": f"id{identity:05d}",
+        "manipulation": kind,
+        "donor": "" if donor_id == "" else f"id{donor_id:05d}",
+        "quality": quality,
+    }
     return data, row
 
 
@@ -461,7 +526,9 @@ def _render_job(args: tuple) -> tuple[str, bytes, dict]:
     return rel, row
 
 
-def generate(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def generate(
+    out_dir: str | os.PathLike, cfg: SynthConfig | None = None, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Write the dataset to ``out_dir`` (``real/``, ``fake/``, ``manifest.csv``).
 
     The folder is built under a temporary name and renamed when complete, so an interrupted
@@ -478,7 +545,12 @@ def generate(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, overwri
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "real").mkdir(parents=True)
     (tmp / "fake").mkdir()
-    jobs = [(cfg, i, j, fake, str(tmp)) for i in range(cfg.n_identities) for j in range(cfg.images_per_identity) for fake in (False, True)]
+    jobs = [
+        (cfg, i, j, fake, str(tmp))
+        for i in range(cfg.n_identities)
+        for j in range(cfg.images_per_identity)
+        for fake in (False, True)
+    ]
     workers = cfg.workers or os.cpu_count() or 1
     rows = []
     bar = tqdm(total=len(jobs), desc="synthesising", unit="img", disable=not progress)

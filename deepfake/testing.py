@@ -101,9 +101,19 @@ def ensure_quick_mixed_dataset(raw_dir: str | os.PathLike, cfg: SynthConfig | No
         writer.write(cv2.cvtColor(np.asarray(Image.open(f).convert("RGB"))[:, ::-1], cv2.COLOR_RGB2BGR))
     writer.release()
     (tmp / "fake" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
-    files = ["fake/empty.jpg", "real/notes.jpg", "real/cut.jpg", "real/grey.png", "real/alpha.png", "fake/clip.avi", "fake/broken.mp4"]
+    files = [
+        "fake/empty.jpg",
+        "real/notes.jpg",
+        "real/cut.jpg",
+        "real/grey.png",
+        "real/alpha.png",
+        "fake/clip.avi",
+        "fake/broken.mp4",
+    ]
     labels = ["fake", "real", "real", "real", "real", "fake", "fake"]
-    same = manifest.loc[manifest["file"] == real[0].relative_to(tmp).as_posix(), "group"].iloc[0]  # grey/alpha: copies of real[0]
+    same = manifest.loc[manifest["file"] == real[0].relative_to(tmp).as_posix(), "group"].iloc[
+        0
+    ]  # grey/alpha: copies of real[0]
     groups = ["", "", "", same, same, "", ""]
     extra = pd.DataFrame({"file": files, "label": labels, "group": groups})
     pd.concat([manifest, extra], ignore_index=True).fillna("").to_csv(tmp / "manifest.csv", index=False)

@@ -23,9 +23,9 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,8 @@ from tqdm import tqdm
 from . import __version__, paths
 from . import distributed as D
 from .augment import AugmentConfig
-from .config import section, setting
 from .checkpoint import save_checkpoint
+from .config import section, setting
 from .data import read_split
 from .inference import forward_logits, predict
 from .inputs import read_contract
@@ -48,7 +48,17 @@ from .utils import amp_dtype, atomic_path, cpu_bf16_supported, resolve_device, s
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "train_auc",
+    "val_loss",
+    "val_accuracy",
+    "val_auc",
+    "lr",
+    "seconds",
+)
 SCHEDULES = ("constant", "cosine")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
 #: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
@@ -144,9 +154,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.jpeg_quality_min > self.jpeg_quality_max:
-            raise ValueError(f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max ({self.jpeg_quality_max})")
+            raise ValueError(
+                f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max ({self.jpeg_quality_max})"
+            )
         if self.blur_sigma_min > self.blur_sigma_max:
-            raise ValueError(f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max ({self.blur_sigma_max})")
+            raise ValueError(
+                f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max ({self.blur_sigma_max})"
+            )
         if self.max_batches < 0:
             raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
         self.augment  # validates the augmentation ranges
@@ -154,9 +168,15 @@ class TrainConfig:
     @property
     def augment(self) -> AugmentConfig | None:
         """The training augmentation, or None when every augmentation is switched off."""
-        aug = AugmentConfig(hflip=self.hflip, rotation=self.rotation, color_jitter=self.color_jitter,
-                            jpeg_prob=self.jpeg_prob, jpeg_quality=(self.jpeg_quality_min, self.jpeg_quality_max),
-                            blur_prob=self.blur_prob, blur_sigma=(self.blur_sigma_min, self.blur_sigma_max))
+        aug = AugmentConfig(
+            hflip=self.hflip,
+            rotation=self.rotation,
+            color_jitter=self.color_jitter,
+            jpeg_prob=self.jpeg_prob,
+            jpeg_quality=(self.jpeg_quality_min, self.jpeg_quality_max),
+            blur_prob=self.blur_prob,
+            blur_sigma=(self.blur_sigma_min, self.blur_sigma_max),
+        )
         active = aug.hflip or aug.rotation or aug.color_jitter or aug.jpeg_prob or aug.blur_prob
         return aug if active else None
 
@@ -205,7 +225,11 @@ class EpochStats:
         """``(loss sum, labels, probabilities)`` over every process."""
         loss, y, p = self.local()
         parts = D.all_gather_objects((loss, y, p), info)
-        return sum(a for a, _, _ in parts), np.concatenate([b for _, b, _ in parts]), np.concatenate([c for _, _, c in parts])
+        return (
+            sum(a for a, _, _ in parts),
+            np.concatenate([b for _, b, _ in parts]),
+            np.concatenate([c for _, _, c in parts]),
+        )
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -218,7 +242,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     return 1.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule of ``cfg`` (warm-up and constant / cosine)."""
     warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
 
@@ -261,8 +287,14 @@ class StepOptions:
     on_step: Callable[[int, EpochStats], None] | None = None
 
 
-def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, opts: StepOptions, global_sizes: list[int],
-                    stats: EpochStats | None = None) -> EpochStats:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    opts: StepOptions,
+    global_sizes: list[int],
+    stats: EpochStats | None = None,
+) -> EpochStats:
     """One pass over ``loader`` (the model must already be in train mode).
 
     Args:
@@ -290,7 +322,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             opts.scheduler.step()
         stats.add(loss_sum, b.targets, torch.sigmoid(logits.detach()))
         if (i + 1) % CHECK_EVERY == 0 and not math.isfinite(float(stats.loss_sum)):
-            raise FloatingPointError(f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp")
+            raise FloatingPointError(
+                f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp"
+            )
         if opts.on_step is not None:
             opts.on_step(i + 1, stats)
     return stats
@@ -307,8 +341,12 @@ def rng_state(loader_generator: torch.Generator | None = None) -> dict:
     version, internal, gauss = random.getstate()
     return {
         "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
-                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
         "loader": loader_generator.get_state() if loader_generator is not None else None,
@@ -320,8 +358,14 @@ def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) 
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
     n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -335,8 +379,10 @@ def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise ValueError(f"cannot resume from {path}: it was trained with a different config ({detail}); "
-                         "use the same train params, or set resume=false (or another model_dir) to start afresh")
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with a different config ({detail}); "
+            "use the same train params, or set resume=false (or another model_dir) to start afresh"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +393,11 @@ def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
 def _epoch_stats(prefix: str, loss: float, y: np.ndarray, p: np.ndarray) -> dict:
     m = binary_metrics(y, p) if len(y) else {"accuracy": math.nan, "roc_auc": None}
     auc = m["roc_auc"]
-    return {f"{prefix}_loss": float(loss), f"{prefix}_accuracy": float(m["accuracy"]), f"{prefix}_auc": math.nan if auc is None else float(auc)}
+    return {
+        f"{prefix}_loss": float(loss),
+        f"{prefix}_accuracy": float(m["accuracy"]),
+        f"{prefix}_auc": math.nan if auc is None else float(auc),
+    }
 
 
 def _selection_score(row: dict) -> float:
@@ -363,7 +413,9 @@ def _resolve_balance(cfg: TrainConfig, targets: np.ndarray) -> tuple[str, float 
     if method == "auto":
         method = "loss" if n_real != n_fake else "none"
     if method in ("loss", "sampler") and min(n_real, n_fake) == 0:
-        raise ValueError(f"class_balance={method} needs both classes in train.csv, which has {n_real} real and {n_fake} fake images")
+        raise ValueError(
+            f"class_balance={method} needs both classes in train.csv, which has {n_real} real and {n_fake} fake images"
+        )
     return method, (n_real / n_fake if method == "loss" else None)
 
 
@@ -388,8 +440,13 @@ class _Progress:
     partial: dict | None = None  # gathered stats of the unfinished epoch
 
 
-def train(cfg: TrainConfig, splits_dir: str | os.PathLike, data_root: str | os.PathLike, out_dir: str | os.PathLike,
-          callback: Callable[[int, int], None] | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    splits_dir: str | os.PathLike,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    callback: Callable[[int, int], None] | None = None,
+) -> TrainResult:
     """Train on ``train.csv``, select on ``val.csv`` (validation ROC-AUC), write checkpoints.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes join one DistributedDataParallel job.
@@ -421,8 +478,11 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     cpu_bf16 = cfg.cpu_bf16 and not cuda
     if cpu_bf16 and not cpu_bf16_supported():
         if info.is_main:
-            warnings.warn("cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
-                          "training in float32", stacklevel=2)
+            warnings.warn(
+                "cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
+                "training in float32",
+                stacklevel=2,
+            )
         cpu_bf16 = False
     channels_last = cfg.channels_last and cuda or cpu_bf16
     use_amp = cfg.amp and cuda or cpu_bf16
@@ -434,18 +494,45 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
     targets = train_df["target"].to_numpy()
     balance, pos_weight = _resolve_balance(cfg, targets)
-    train_sampler = EpochBatchSampler(len(train_df), cfg.batch_size, cfg.seed, shuffle=True,
-                                      weights=class_weights(targets) if balance == "sampler" else None,
-                                      rank=info.rank, world_size=info.world_size, drop_last=True, max_batches=cfg.max_batches)
-    val_sampler = EpochBatchSampler(len(val_df), cfg.batch_size, cfg.seed, shuffle=False, rank=info.rank,
-                                    world_size=info.world_size, max_batches=cfg.max_batches)
+    train_sampler = EpochBatchSampler(
+        len(train_df),
+        cfg.batch_size,
+        cfg.seed,
+        shuffle=True,
+        weights=class_weights(targets) if balance == "sampler" else None,
+        rank=info.rank,
+        world_size=info.world_size,
+        drop_last=True,
+        max_batches=cfg.max_batches,
+    )
+    val_sampler = EpochBatchSampler(
+        len(val_df),
+        cfg.batch_size,
+        cfg.seed,
+        shuffle=False,
+        rank=info.rank,
+        world_size=info.world_size,
+        max_batches=cfg.max_batches,
+    )
     augment = cfg.augment
     on_cpu = not cuda
     caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
-    train_loader = make_batch_loader(ImageDataset(train_df, data_root, cfg.image_size, augment, augment_in_worker=on_cpu, cache=caches[0]),
-                                     train_sampler, cfg.num_workers, pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
-    val_loader = make_batch_loader(ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]), val_sampler, cfg.num_workers,
-                                   pin_memory=cuda, finish_in_workers=on_cpu, seed=cfg.seed + info.rank)
+    train_loader = make_batch_loader(
+        ImageDataset(train_df, data_root, cfg.image_size, augment, augment_in_worker=on_cpu, cache=caches[0]),
+        train_sampler,
+        cfg.num_workers,
+        pin_memory=cuda,
+        finish_in_workers=on_cpu,
+        seed=cfg.seed + info.rank,
+    )
+    val_loader = make_batch_loader(
+        ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]),
+        val_sampler,
+        cfg.num_workers,
+        pin_memory=cuda,
+        finish_in_workers=on_cpu,
+        seed=cfg.seed + info.rank,
+    )
 
     # Model and optimisation
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -459,23 +546,35 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     freeze_epochs = cfg.freeze_backbone_epochs
     if freeze_epochs and weights_used.startswith("none"):
         if info.is_main:
-            warnings.warn(f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: {weights_used})", stacklevel=2)
+            warnings.warn(
+                f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: {weights_used})",
+                stacklevel=2,
+            )
         freeze_epochs = 0
     if info.enabled and cuda and cfg.sync_bn:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     elif info.enabled and info.is_main and freeze_epochs < cfg.epochs:
-        warnings.warn("BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
-                      "results differ slightly from one process with the same global batch", stacklevel=2)
+        warnings.warn(
+            "BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
+            "results differ slightly from one process with the same global batch",
+            stacklevel=2,
+        )
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_sampler)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device))
+    loss_fn = nn.BCEWithLogitsLoss(
+        reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
+    )
 
     meta = {
-        "config": asdict(cfg), "arch": cfg.arch, "weights_used": weights_used, "image_size": cfg.image_size,
-        "preprocessing": read_contract(data_root, cfg.image_size).to_dict(), "package_version": __version__,
+        "config": asdict(cfg),
+        "arch": cfg.arch,
+        "weights_used": weights_used,
+        "image_size": cfg.image_size,
+        "preprocessing": read_contract(data_root, cfg.image_size).to_dict(),
+        "package_version": __version__,
         "world_size": info.world_size,
     }
     prog = _Progress()
@@ -487,9 +586,20 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     def checkpoint(path: Path, p: _Progress) -> None:
         rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
         if info.is_main:
-            save_checkpoint(path, model=net.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            scaler=scaler.state_dict() if scaler is not None else None, epoch=p.epoch, step=p.step,
-                            val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan, history=p.rows, progress=asdict(p), rng=rngs, **meta)
+            save_checkpoint(
+                path,
+                model=net.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                epoch=p.epoch,
+                step=p.step,
+                val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan,
+                history=p.rows,
+                progress=asdict(p),
+                rng=rngs,
+                **meta,
+            )
 
     frozen_state, model = None, net
     for epoch in range(prog.epoch + 1, cfg.epochs + 1):
@@ -509,22 +619,47 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             done = start + step
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
                 loss, y, p = st.gathered(info)
-                mid = _Progress(**{**asdict(prog), "epoch": epoch - 1, "step": done, "partial": {"loss_sum": loss, "y": torch.from_numpy(y), "p": torch.from_numpy(p)}})
+                mid = _Progress(
+                    **{
+                        **asdict(prog),
+                        "epoch": epoch - 1,
+                        "step": done,
+                        "partial": {"loss_sum": loss, "y": torch.from_numpy(y), "p": torch.from_numpy(p)},
+                    }
+                )
                 checkpoint(last_path, mid)
             if callback is not None:
                 callback(epoch, done)
 
-        opts = StepOptions(device, loss_fn, scheduler, scaler, use_amp, channels_last, augment is not None, info.world_size, show,
-                           f"epoch {epoch}/{cfg.epochs}", on_step)
+        opts = StepOptions(
+            device,
+            loss_fn,
+            scheduler,
+            scaler,
+            use_amp,
+            channels_last,
+            augment is not None,
+            info.world_size,
+            show,
+            f"epoch {epoch}/{cfg.epochs}",
+            on_step,
+        )
         stats = train_one_epoch(model, train_loader, optimizer, opts, train_sampler.global_sizes(), stats)
         loss_sum, y, p = stats.gathered(info)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss of epoch {epoch} is {loss_sum}; lower train.lr or disable amp")
         tr = (loss_sum / max(len(y), 1), y, p)
-        va_loss, va_y, va_z = predict(net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show)
+        va_loss, va_y, va_z = predict(
+            net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show
+        )
         va = (va_loss, va_y, torch.sigmoid(torch.from_numpy(va_z)).numpy())
-        row = {"epoch": epoch, **_epoch_stats("train", *tr), **_epoch_stats("val", *va),
-               "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            **_epoch_stats("train", *tr),
+            **_epoch_stats("val", *va),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "seconds": time.perf_counter() - t0,
+        }
         prog.rows.append(row)
         prog.epoch, prog.step, prog.partial = epoch, 0, None
         improved = _selection_score(row) > prog.best_score
@@ -538,25 +673,44 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             with atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
         if show:
-            log.info(f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
-                       f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
-                       + (" (frozen backbone)" if frozen else "") + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else ""))
+            log.info(
+                f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
+                f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
+                + (" (frozen backbone)" if frozen else "")
+                + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else "")
+            )
     D.barrier(info)
     history = pd.DataFrame(prog.rows, columns=HISTORY_COLUMNS)
     best = history[history["epoch"] == prog.best_epoch].iloc[0]
     summary = {
-        "arch": cfg.arch, "weights_used": weights_used, "device": str(device), "world_size": info.world_size,
+        "arch": cfg.arch,
+        "weights_used": weights_used,
+        "device": str(device),
+        "world_size": info.world_size,
         "precision": str(amp_dtype(device)).removeprefix("torch.") + " autocast" if use_amp else "float32",
-        "parameters": count_parameters(net), "n_train": len(train_df), "n_val": len(val_df), "epochs": cfg.epochs,
-        "epochs_run": len(history), "stopped_early": prog.stopped_early, "best_epoch": int(prog.best_epoch),
-        "best_val_auc": float(best["val_auc"]), "best_val_accuracy": float(best["val_accuracy"]),
-        "best_val_loss": float(best["val_loss"]), "class_balance": balance, "pos_weight": pos_weight,
-        "frozen_epochs": freeze_epochs, "train_seconds": float(history["seconds"].sum()),
+        "parameters": count_parameters(net),
+        "n_train": len(train_df),
+        "n_val": len(val_df),
+        "epochs": cfg.epochs,
+        "epochs_run": len(history),
+        "stopped_early": prog.stopped_early,
+        "best_epoch": int(prog.best_epoch),
+        "best_val_auc": float(best["val_auc"]),
+        "best_val_accuracy": float(best["val_accuracy"]),
+        "best_val_loss": float(best["val_loss"]),
+        "class_balance": balance,
+        "pos_weight": pos_weight,
+        "frozen_epochs": freeze_epochs,
+        "train_seconds": float(history["seconds"].sum()),
     }
-    return TrainResult(history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main)
+    return TrainResult(
+        history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main
+    )
 
 
-def _decoded_caches(cfg: TrainConfig, data_root: Path, frames: tuple[pd.DataFrame, ...], info: D.DistInfo) -> list[DecodedCache]:
+def _decoded_caches(
+    cfg: TrainConfig, data_root: Path, frames: tuple[pd.DataFrame, ...], info: D.DistInfo
+) -> list[DecodedCache]:
     """Rank 0 builds (or finds) the decoded-image cache of each frame; the other ranks then open them."""
     cache_dir = paths.ROOT / "build" / "cache"
     lists = [[data_root / p for p in f["path"]] for f in frames]
@@ -586,12 +740,16 @@ def _load_resume(cfg: TrainConfig, last_path: Path) -> dict | None:
         return None
     ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
     if "progress" not in ckpt or "optimizer" not in ckpt:
-        raise ValueError(f"cannot resume from {last_path}: it holds no training state (written by an older version); set resume=false")
+        raise ValueError(
+            f"cannot resume from {last_path}: it holds no training state (written by an older version); set resume=false"
+        )
     check_resumable(ckpt["config"], cfg, last_path)
     return ckpt
 
 
-def _restore(ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_gen: torch.Generator, info: D.DistInfo) -> _Progress:
+def _restore(
+    ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_gen: torch.Generator, info: D.DistInfo
+) -> _Progress:
     net.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -601,11 +759,18 @@ def _restore(ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_ge
     if len(rngs) == info.world_size:
         set_rng_state(rngs[info.rank], loader_gen)
     elif info.is_main:
-        warnings.warn(f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
-                      "random states (dropout) are not restored, the result will differ slightly", stacklevel=3)
+        warnings.warn(
+            f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
+            "random states (dropout) are not restored, the result will differ slightly",
+            stacklevel=3,
+        )
     p = dict(ckpt["progress"])
     if p.get("partial"):
-        p["partial"] = {"loss_sum": float(p["partial"]["loss_sum"]), "y": p["partial"]["y"].numpy(), "p": p["partial"]["p"].numpy()}
+        p["partial"] = {
+            "loss_sum": float(p["partial"]["loss_sum"]),
+            "y": p["partial"]["y"].numpy(),
+            "p": p["partial"]["p"].numpy(),
+        }
     return _Progress(**p)
 
 

@@ -25,8 +25,15 @@ from PIL import Image
 from .gradcam import GradCam
 from .media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind_of, looks_like_video
 from .predict import Predictor
-from .prediction import (InputError, InputTooLargeError, NoFaceError, Prediction, Prepared, UnreadableInputError,
-                         VideoPrediction)
+from .prediction import (
+    InputError,
+    InputTooLargeError,
+    NoFaceError,
+    Prediction,
+    Prepared,
+    UnreadableInputError,
+    VideoPrediction,
+)
 
 #: What the upload button offers: the file types the package reads (``deepfake.media``).
 ACCEPT = ",".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
@@ -59,15 +66,21 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int] | None, scale: float, colour: str, max_side: int = 320) -> np.ndarray:
+def draw_box(
+    rgb: np.ndarray, box: tuple[int, int, int, int] | None, scale: float, colour: str, max_side: int = 320
+) -> np.ndarray:
     """A display copy of ``rgb`` (at most ``max_side`` pixels) with the face box drawn."""
     h, w = rgb.shape[:2]
     k = min(1.0, max_side / max(h, w))
-    out = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) if k < 1 else rgb.copy()
+    out = (
+        cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+        if k < 1
+        else rgb.copy()
+    )
     if box is not None:
         f = k / scale  # input pixels -> display pixels
         x, y, bw, bh = (int(round(v * f)) for v in box)
-        rgb_colour = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        rgb_colour = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         cv2.rectangle(out, (x, y), (x + bw, y + bh), rgb_colour, max(2, round(max(out.shape[:2]) / 120)))
     return out
 
@@ -102,12 +115,15 @@ class DemoWidget:
     def __init__(self, predictor: Predictor, cfg: DemoConfig = DemoConfig()) -> None:
         self.predictor = predictor
         self.cfg = cfg
-        self.upload = W.FileUpload(accept=ACCEPT, multiple=False, description="Upload image or video",
-                                   layout=W.Layout(width="auto"))
+        self.upload = W.FileUpload(
+            accept=ACCEPT, multiple=False, description="Upload image or video", layout=W.Layout(width="auto")
+        )
         self.upload.add_class("deepfake-upload")
         self.button = W.Button(description="Predict", icon="search", button_style="primary")
         self.button.add_class("deepfake-predict")
-        kinds = ", ".join(e.lstrip(".").upper() for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS if e not in (".jpeg", ".tiff"))
+        kinds = ", ".join(
+            e.lstrip(".").upper() for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS if e not in (".jpeg", ".tiff")
+        )
         self.status = W.HTML(self._status_html(f"Upload a face image or a video ({kinds})."))
         self.result = W.VBox([])
         self.result.add_class("deepfake-result")
@@ -157,8 +173,10 @@ class DemoWidget:
             else:
                 self._show_image(name, data)
         except NoFaceError:
-            self.show_message(f"No face found in {name}. The model was trained on detected faces "
-                              f"({self.predictor.describe_preprocessing()}); upload a clearer frontal photo.")
+            self.show_message(
+                f"No face found in {name}. The model was trained on detected faces "
+                f"({self.predictor.describe_preprocessing()}); upload a clearer frontal photo."
+            )
         except InputTooLargeError as e:
             self.show_message(f"Too large: {e}")
         except UnreadableInputError as e:
@@ -167,13 +185,17 @@ class DemoWidget:
             self.show_message(str(e))
         except Exception as e:  # the demo reports anything else instead of breaking the kernel
             last = traceback.extract_tb(e.__traceback__)[-1]
-            self.show_message(f"Unexpected error while scoring {name}: {type(e).__name__}: {e} "
-                              f"({Path(last.filename).name}:{last.lineno}).")
+            self.show_message(
+                f"Unexpected error while scoring {name}: {type(e).__name__}: {e} "
+                f"({Path(last.filename).name}:{last.lineno})."
+            )
 
     def _check_size(self, name: str, data: bytes) -> None:
         mb = len(data) / 1e6
         if mb > self.cfg.max_upload_mb:
-            raise InputTooLargeError(f"{name} is {mb:.1f} MB; this demo accepts files up to {self.cfg.max_upload_mb:g} MB.")
+            raise InputTooLargeError(
+                f"{name} is {mb:.1f} MB; this demo accepts files up to {self.cfg.max_upload_mb:g} MB."
+            )
         if not data:
             raise UnreadableInputError(f"{name} is empty (0 bytes).")
 
@@ -182,8 +204,10 @@ class DemoWidget:
     def show_message(self, text: str, kind: str = "error") -> None:
         """Replace the result with a message (``error`` or ``info``)."""
         colour = "#c0392b" if kind == "error" else "#34495e"
-        self.status.value = (f'<div class="deepfake-message deepfake-{kind}" style="color:{colour};white-space:normal">'
-                             f"{html.escape(text)}</div>")
+        self.status.value = (
+            f'<div class="deepfake-message deepfake-{kind}" style="color:{colour};white-space:normal">'
+            f"{html.escape(text)}</div>"
+        )
         self.result.children = ()
 
     @staticmethod
@@ -195,11 +219,18 @@ class DemoWidget:
         verdict = W.HTML(
             f'<div class="deepfake-verdict" style="font-size:1.3em"><b style="color:{COLOURS[label]}">{label.upper()}</b>'
             f' &nbsp;probability of fake <span class="deepfake-probability">{prob:.3f}</span>'
-            f' <span style="color:#777;font-size:0.75em">(threshold {t:.3f})</span></div>')
+            f' <span style="color:#777;font-size:0.75em">(threshold {t:.3f})</span></div>'
+        )
         verdict.add_class("deepfake-verdict-box")
         about = W.HTML(f'<div class="deepfake-detail" style="color:#555">{html.escape(detail)}</div>')
-        bar = W.FloatProgress(value=prob, min=0.0, max=1.0, description="P(fake)", bar_style="danger" if label == "fake" else "success",
-                              layout=W.Layout(width="420px"))
+        bar = W.FloatProgress(
+            value=prob,
+            min=0.0,
+            max=1.0,
+            description="P(fake)",
+            bar_style="danger" if label == "fake" else "success",
+            layout=W.Layout(width="420px"),
+        )
         bar.add_class("deepfake-bar")
         return [verdict, bar, about]
 
@@ -212,13 +243,23 @@ class DemoWidget:
     def _panels(self, pred: Prediction, cam: GradCam, prep: Prepared, rgb: np.ndarray | None = None) -> W.HBox:
         shown = draw_box(prep.rgb if rgb is None else rgb, pred.box, prep.scale, COLOURS[pred.label])
         where = "face box" if pred.box else "whole image (taken as a face crop)"
-        return W.HBox([self._figure(shown, f"Input, {where}", "deepfake-input"),
-                       self._figure(cam.overlay, f"Grad-CAM: evidence for {cam.target.upper()} ({cam.layer})", "deepfake-gradcam")])
+        return W.HBox(
+            [
+                self._figure(shown, f"Input, {where}", "deepfake-input"),
+                self._figure(
+                    cam.overlay, f"Grad-CAM: evidence for {cam.target.upper()} ({cam.layer})", "deepfake-gradcam"
+                ),
+            ]
+        )
 
     def _show_image(self, name: str, data: bytes) -> None:
         pred, cam, prep = self.predictor.explain(data, name)
         w, h = pred.image_size
-        face = f"face box x={pred.box[0]} y={pred.box[1]} w={pred.box[2]} h={pred.box[3]}" if pred.box else "whole image scored"
+        face = (
+            f"face box x={pred.box[0]} y={pred.box[1]} w={pred.box[2]} h={pred.box[3]}"
+            if pred.box
+            else "whole image scored"
+        )
         detail = f"{name}: {w}x{h} px, {face}, {pred.timing_ms['total']:.0f} ms."
         self.result.children = (*self._verdict(pred.label, pred.probability, detail), self._panels(pred, cam, prep))
         self.status.value = self._status_html(f"Scored {html.escape(name)}.")
@@ -228,11 +269,17 @@ class DemoWidget:
         top = max(video.frames, key=lambda p: p.probability)
         pred, cam, prep = self.predictor.explain(video.images[top.frame], f"{name}#{top.frame}")
         skipped = f", {len(video.skipped)} without a face skipped" if video.skipped else ""
-        detail = (f"{name}: video verdict from the mean of {len(video.frames)} of {video.n_frames} frames{skipped}; "
-                  f"most suspicious frame {top.frame} (P(fake) {top.probability:.3f}) shown below.")
+        detail = (
+            f"{name}: video verdict from the mean of {len(video.frames)} of {video.n_frames} frames{skipped}; "
+            f"most suspicious frame {top.frame} (P(fake) {top.probability:.3f}) shown below."
+        )
         plot = W.Image(value=frame_plot(video, self.predictor.calibration.threshold), format="png")
         plot.add_class("deepfake-frame-plot")
-        self.result.children = (*self._verdict(video.label, video.probability, detail), plot, self._panels(pred, cam, prep))
+        self.result.children = (
+            *self._verdict(video.label, video.probability, detail),
+            plot,
+            self._panels(pred, cam, prep),
+        )
         self.status.value = self._status_html(f"Scored {html.escape(name)} ({len(video.frames)} frames).")
 
     # -- what is shown (tests and notebooks read these) ------------------------------------

@@ -8,8 +8,16 @@ import pytest
 from PIL import Image
 
 from deepfake import pipeline
-from deepfake.audit import (DuplicateLeakageError, audit_duplicates, cross_split_rows, find_duplicates, hex_to_words, near_pairs, phash,
-                            phash_hex)
+from deepfake.audit import (
+    DuplicateLeakageError,
+    audit_duplicates,
+    cross_split_rows,
+    find_duplicates,
+    hex_to_words,
+    near_pairs,
+    phash,
+    phash_hex,
+)
 from deepfake.data import index_dataset
 from deepfake.media import sha256_file
 from deepfake.split import LeakageError, SplitConfig, keep_given_split
@@ -56,8 +64,11 @@ def test_near_pairs_matches_brute_force():
     words[50] = words[3]
     i, j, d = near_pairs(words, 100, block_elems=97)  # tiny blocks: many block boundaries
     got = set(zip(i.tolist(), j.tolist(), d.tolist()))
-    want = {(a, b, int(sum(bin(int(x) ^ int(y)).count("1") for x, y in zip(words[a], words[b]))))
-            for a in range(60) for b in range(a + 1, 60)}
+    want = {
+        (a, b, int(sum(bin(int(x) ^ int(y)).count("1") for x, y in zip(words[a], words[b]))))
+        for a in range(60)
+        for b in range(a + 1, 60)
+    }
     want = {t for t in want if t[2] <= 100}
     assert got == want and (3, 7, 3) in got and (3, 50, 0) in got
 
@@ -75,7 +86,9 @@ def test_exact_and_near_duplicates_across_splits_are_found(tiny_dataset, tmp_pat
     a, b = frame["path"].iloc[0], frame["path"].iloc[1]
     shutil.copy(root / a, root / "real" / "copy.jpg")  # exact copy
     Image.fromarray(_jpeg(_load(root / b), 60)).save(root / "real" / "recompressed.png")  # near copy
-    extra = pd.DataFrame({"path": ["real/copy.jpg", "real/recompressed.png"], "label": ["real", "real"], "group": ["x", "y"]})
+    extra = pd.DataFrame(
+        {"path": ["real/copy.jpg", "real/recompressed.png"], "label": ["real", "real"], "group": ["x", "y"]}
+    )
     extra["sha256"] = [sha256_file(root / p) for p in extra["path"]]
     frame = pd.concat([frame, extra], ignore_index=True)
     frame["split"] = ["train"] * 6 + ["test", "train"]
@@ -95,7 +108,11 @@ def test_cross_split_duplicates_fail_with_a_clear_message_and_leave_the_list(tin
     with pytest.raises(DuplicateLeakageError) as e:
         audit_duplicates(frame, tiny_dataset, near_dup_bits=-1, report=report)
     msg = str(e.value)
-    assert "1 exact and 0 near-duplicate pair(s) cross splits" in msg and frame.loc[2, "path"] in msg and "split.dedupe" in msg
+    assert (
+        "1 exact and 0 near-duplicate pair(s) cross splits" in msg
+        and frame.loc[2, "path"] in msg
+        and "split.dedupe" in msg
+    )
     assert isinstance(e.value, LeakageError)
     listed = pd.read_csv(report)
     assert listed[["path_b", "split_b", "dedupe_drops"]].values.tolist() == [[frame.loc[2, "path"], "test", True]]

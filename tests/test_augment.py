@@ -5,7 +5,14 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from deepfake.augment import (
-    IDENTITY_PARAMS, N_PARAMS, AugmentConfig, apply_batch, degrade, gaussian_blur, jpeg_recompress, sample_augment,
+    IDENTITY_PARAMS,
+    N_PARAMS,
+    AugmentConfig,
+    apply_batch,
+    degrade,
+    gaussian_blur,
+    jpeg_recompress,
+    sample_augment,
 )
 from deepfake.inputs import normalize, to_float
 
@@ -25,10 +32,21 @@ def _params(**cols):
 
 
 def test_sampling_is_a_function_of_the_seed_and_respects_the_ranges():
-    cfg = AugmentConfig(hflip=0.5, rotation=15, color_jitter=0.4, jpeg_prob=0.5, jpeg_quality=(40, 60), blur_prob=0.5, blur_sigma=(0.5, 1.5))
+    cfg = AugmentConfig(
+        hflip=0.5,
+        rotation=15,
+        color_jitter=0.4,
+        jpeg_prob=0.5,
+        jpeg_quality=(40, 60),
+        blur_prob=0.5,
+        blur_sigma=(0.5, 1.5),
+    )
     a = [sample_augment(cfg, np.random.default_rng(s)) for s in range(400)]
     b = [sample_augment(cfg, np.random.default_rng(s)) for s in range(400)]
-    assert all(np.array_equal(x.params, y.params) and x.jpeg_quality == y.jpeg_quality and x.blur_sigma == y.blur_sigma for x, y in zip(a, b))
+    assert all(
+        np.array_equal(x.params, y.params) and x.jpeg_quality == y.jpeg_quality and x.blur_sigma == y.blur_sigma
+        for x, y in zip(a, b)
+    )
     p = np.stack([x.params for x in a])
     assert p.shape == (400, N_PARAMS)
     assert set(np.unique(p[:, 0])) == {0.0, 1.0} and 0.4 < p[:, 0].mean() < 0.6
@@ -50,7 +68,9 @@ def test_disabled_augmentations_give_the_identity():
     assert np.array_equal(degrade(img, aug), img)
 
 
-@pytest.mark.parametrize("bad", [{"hflip": 1.5}, {"jpeg_quality": (90, 40)}, {"blur_sigma": (0.0, 1.0)}, {"rotation": -1.0}])
+@pytest.mark.parametrize(
+    "bad", [{"hflip": 1.5}, {"jpeg_quality": (90, 40)}, {"blur_sigma": (0.0, 1.0)}, {"rotation": -1.0}]
+)
 def test_bad_augment_config(bad):
     with pytest.raises(ValueError):
         AugmentConfig(**bad)
@@ -81,11 +101,14 @@ def test_flip_and_rotation_compose_like_torchvision():
         assert torch.allclose(out[i][inner], ref[inner], atol=2e-3), (f, a)
 
 
-@pytest.mark.parametrize("col, fn, values", [
-    ("brightness", TF.adjust_brightness, [0.7, 1.0, 1.3]),
-    ("contrast", TF.adjust_contrast, [0.6, 1.2, 1.0]),
-    ("saturation", TF.adjust_saturation, [0.5, 1.4, 1.0]),
-])
+@pytest.mark.parametrize(
+    "col, fn, values",
+    [
+        ("brightness", TF.adjust_brightness, [0.7, 1.0, 1.3]),
+        ("contrast", TF.adjust_contrast, [0.6, 1.2, 1.0]),
+        ("saturation", TF.adjust_saturation, [0.5, 1.4, 1.0]),
+    ],
+)
 def test_colour_jitter_matches_torchvision_per_image(col, fn, values):
     x = _images()
     out = apply_batch(x, _params(**{col: values}))
@@ -104,7 +127,9 @@ def test_combined_colour_jitter_equals_the_steps_in_sequence():
 
 def _saturated(side=40):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
-    img = torch.stack([0.5 + 0.15 * torch.sin(6 * xx), 0.5 + 0.15 * torch.cos(5 * yy), 0.5 + 0.15 * torch.sin(4 * (xx + yy))])
+    img = torch.stack(
+        [0.5 + 0.15 * torch.sin(6 * xx), 0.5 + 0.15 * torch.cos(5 * yy), 0.5 + 0.15 * torch.sin(4 * (xx + yy))]
+    )
     return img.expand(3, 3, side, side).clone()
 
 
@@ -118,8 +143,12 @@ def test_hue_shift_turns_hsv_hue_by_about_its_value_and_keeps_luma_and_greys():
     for i, h in enumerate(shifts[:2]):
         assert torch.allclose(luma(out[i]), luma(x[i]), atol=1e-4)  # a YIQ chroma rotation keeps luma
         before, after = (t.reshape(3, -1).T[::7].numpy() for t in (x[i], out[i]))
-        turned = [((colorsys.rgb_to_hsv(*q)[0] - colorsys.rgb_to_hsv(*p)[0] + 0.5) % 1) - 0.5 for p, q in zip(before, after)]
-        assert np.median(turned) == pytest.approx(h, rel=0.35)  # the HSV hue moves as torchvision's adjust_hue(h) moves it
+        turned = [
+            ((colorsys.rgb_to_hsv(*q)[0] - colorsys.rgb_to_hsv(*p)[0] + 0.5) % 1) - 0.5 for p, q in zip(before, after)
+        ]
+        assert np.median(turned) == pytest.approx(
+            h, rel=0.35
+        )  # the HSV hue moves as torchvision's adjust_hue(h) moves it
     assert torch.equal(out[2], x[2])
     grey = torch.full((3, 3, 8, 8), 0.4)
     assert torch.allclose(apply_batch(grey, _params(hue=[0.3, -0.2, 0.1])), grey, atol=1e-6)
@@ -147,10 +176,17 @@ def test_blur_and_jpeg_degrade_the_image():
     assert low.shape == img.shape and err(high) < err(low) and err(low) > 10
 
 
-@pytest.mark.parametrize("row", [
-    dict(flip=1), dict(angle=9.0), dict(flip=1, angle=-6.0), dict(brightness=1.2, contrast=0.8), dict(saturation=0.6, hue=0.07),
-    dict(flip=1, angle=4.0, brightness=0.85, contrast=1.15, saturation=1.2, hue=-0.05),
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        dict(flip=1),
+        dict(angle=9.0),
+        dict(flip=1, angle=-6.0),
+        dict(brightness=1.2, contrast=0.8),
+        dict(saturation=0.6, hue=0.07),
+        dict(flip=1, angle=4.0, brightness=0.85, contrast=1.15, saturation=1.2, hue=-0.05),
+    ],
+)
 def test_uint8_opencv_path_matches_the_batched_path(row):
     from deepfake.augment import apply_image
 

@@ -37,8 +37,15 @@ pytestmark = [
 ]
 
 NOTEBOOK = paths.NOTEBOOKS_DIR / "05_demo.ipynb"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 # the notebook's quick-check defaults
 QUICK = paths.layout("", "", quick=True)
 
@@ -80,15 +87,33 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server serving a copy of the demo notebook (so autosave never touches the repo)."""
-    pipeline.open_stage("demo", quick=True)  # the quick model and its calibration, as the notebook's first cell builds them
+    pipeline.open_stage(
+        "demo", quick=True
+    )  # the quick model and its calibration, as the notebook's first cell builds them
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           f"--LabApp.workspaces_dir={root / '.workspaces'}", "--LabApp.news_url=", "--ServerApp.port_retries=0"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(paths.ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "MPLBACKEND": "Agg",
+        "TQDM_DISABLE": "1",
+        "JUPYTER_RUNTIME_DIR": str(root / ".runtime"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={root / '.workspaces'}",
+        "--LabApp.news_url=",
+        "--ServerApp.port_retries=0",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
     log = open(root / "lab.log", "w")
@@ -120,12 +145,14 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", timeout=120_000)
-            page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                                   timeout=120_000)
+            page.wait_for_function(
+                "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                timeout=120_000,
+            )
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             button = page.locator(".deepfake-upload")
             button.wait_for(state="visible", timeout=180_000)
@@ -139,7 +166,9 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path
             shown_prob = float(page.locator(".deepfake-probability").inner_text())
             demo = page.locator(".deepfake-demo")
             demo.scroll_into_view_if_needed()
-            page.wait_for_function("[...document.querySelectorAll('.deepfake-demo img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "[...document.querySelectorAll('.deepfake-demo img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             demo.screenshot(path=str(screenshot))
             errors = page.locator(".deepfake-message.deepfake-error").count()

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deepfake.calibration import (REQUIRED_KEYS, T_BOUNDS, apply_temperature, fit_temperature, load_calibration,
-                                  logits_from_probs, nll, save_calibration)
+from deepfake.calibration import (
+    REQUIRED_KEYS,
+    T_BOUNDS,
+    apply_temperature,
+    fit_temperature,
+    load_calibration,
+    logits_from_probs,
+    nll,
+    save_calibration,
+)
 
 
 def _overconfident(n=20000, factor=3.0, seed=0):
@@ -54,9 +62,15 @@ def test_logits_of_saturated_probabilities_are_finite():
 
 
 def test_calibration_file_round_trip(tmp_path):
-    path = save_calibration(tmp_path / "calibration.json", 1.7, 0.42, "max balanced accuracy on the validation split", n_val=10)
+    path = save_calibration(
+        tmp_path / "calibration.json", 1.7, 0.42, "max balanced accuracy on the validation split", n_val=10
+    )
     data = json.loads(path.read_text())
-    assert set(REQUIRED_KEYS) <= set(data) and isinstance(data["temperature"], float) and isinstance(data["threshold_rule"], str)
+    assert (
+        set(REQUIRED_KEYS) <= set(data)
+        and isinstance(data["temperature"], float)
+        and isinstance(data["threshold_rule"], str)
+    )
     assert load_calibration(path) == data and data["n_val"] == 10
 
 

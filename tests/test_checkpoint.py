@@ -16,7 +16,9 @@ def _valid(path, **extra):
 
 
 def test_round_trip_with_its_preprocessing_contract(tmp_path):
-    prep = Preprocessing(crop="face", detector="haar", margin=1.3, no_face="skip", crop_size=64, input_size=32, frames_per_video=8)
+    prep = Preprocessing(
+        crop="face", detector="haar", margin=1.3, no_face="skip", crop_size=64, input_size=32, frames_per_video=8
+    )
     path = _valid(tmp_path / "best.pt", preprocessing=prep.to_dict())
     model, ckpt = load_checkpoint(path)
     assert not model.training and ckpt["arch"] == "dilated_cnn"
@@ -35,7 +37,9 @@ def test_faults_name_the_file_and_never_suggest_unsafe_loading(tmp_path):
     with pytest.raises(FileNotFoundError, match="none.pt does not exist; train a model first"):
         read_checkpoint(tmp_path / "none.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match=r"other.pt is not a deepfake checkpoint: it has no \['model', 'arch', 'image_size'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"other.pt is not a deepfake checkpoint: it has no \['model', 'arch', 'image_size'\]"
+    ):
         read_checkpoint(tmp_path / "other.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="list.pt holds a list"):
@@ -49,7 +53,9 @@ def test_faults_name_the_file_and_never_suggest_unsafe_loading(tmp_path):
     torch.save({"model": model.state_dict(), "arch": "dilated_cnn", "image_size": 32}, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="mismatch.pt: its weights do not fit a dilated_cnn"):
         load_checkpoint(tmp_path / "mismatch.pt")
-    torch.save({"model": {}, "arch": "resnet18", "image_size": 32, "preprocessing": {"crop": "blob"}}, tmp_path / "badprep.pt")
+    torch.save(
+        {"model": {}, "arch": "resnet18", "image_size": 32, "preprocessing": {"crop": "blob"}}, tmp_path / "badprep.pt"
+    )
     with pytest.raises(CheckpointError, match="preprocessing record"):
         preprocessing_of(read_checkpoint(tmp_path / "badprep.pt"), "badprep.pt")
 

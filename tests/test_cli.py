@@ -24,7 +24,23 @@ def test_synth_if_missing_skips_when_the_pipeline_reads_another_dataset(tmp_path
     assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing"]) == 0
     assert not out.exists() and "nothing to render" in capsys.readouterr().out
     write_params(params, {"data": {"raw_dir": str(out)}, "synth": small})
-    assert main(["synth", "--out", str(out), "--params", str(params), "--if-missing", "--image-size", "32", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--params",
+                str(params),
+                "--if-missing",
+                "--image-size",
+                "32",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (out / "manifest.csv").is_file()
 
 

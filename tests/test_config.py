@@ -24,9 +24,14 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("section, key, value, kind", [
-    (s, k, v, kind) for s, cases in FAULTS.items() for (k, v), kind in zip(cases, ("misspelled", "extra", "type", "range"))
-])
+@pytest.mark.parametrize(
+    "section, key, value, kind",
+    [
+        (s, k, v, kind)
+        for s, cases in FAULTS.items()
+        for (k, v), kind in zip(cases, ("misspelled", "extra", "type", "range"))
+    ],
+)
 def test_every_fault_in_every_section_names_the_key(tmp_path, section, key, value, kind):
     params = write_params(tmp_path / "params.yaml", {section: {key: value}})
     with pytest.raises(ConfigError) as e:
@@ -71,8 +76,9 @@ def test_defaults_are_params_yaml_and_written_once():
     assert train.seed == RAW["base"]["seed"] and train.device == RAW["base"]["device"]
     assert EvalConfig().bootstrap == RAW["evaluate"]["bootstrap"]
     assert SplitConfig(val_frac=0.2).val_frac == 0.2
-    assert config.settings_of(TrainConfig) == list(RAW["train"]) + ["device", "seed"] or \
-        set(config.settings_of(TrainConfig)) == set(RAW["train"]) | {"device", "seed"}
+    assert config.settings_of(TrainConfig) == list(RAW["train"]) + ["device", "seed"] or set(
+        config.settings_of(TrainConfig)
+    ) == set(RAW["train"]) | {"device", "seed"}
     for cls in (TrainConfig, EvalConfig, SplitConfig):
         section = RAW[cls.SECTION]
         assert set(config.settings_of(cls)) - set(cls.BASE_KEYS) == set(section), cls
@@ -92,7 +98,10 @@ def test_values_are_checked_and_normalised_however_the_config_is_built():
 
 
 def test_overrides_from_the_command_line():
-    assert config.override_pairs(["train.epochs=2", "base.device=cpu"]) == {"train": {"epochs": 2}, "base": {"device": "cpu"}}
+    assert config.override_pairs(["train.epochs=2", "base.device=cpu"]) == {
+        "train": {"epochs": 2},
+        "base": {"device": "cpu"},
+    }
     with pytest.raises(ConfigError, match="section.key=value"):
         config.override_pairs(["epochs=2"])
     assert load_params(overrides={"train": {"epochs": 2}}).train.epochs == 2

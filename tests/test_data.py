@@ -84,5 +84,7 @@ def test_read_split_missing_says_which_stage(tmp_path):
 
 
 def test_read_split_keeps_groups_as_strings(tmp_path):
-    pd.DataFrame({"path": ["a.jpg"], "label": ["real"], "target": [0], "group": ["007"]}).to_csv(tmp_path / "val.csv", index=False)
+    pd.DataFrame({"path": ["a.jpg"], "label": ["real"], "target": [0], "group": ["007"]}).to_csv(
+        tmp_path / "val.csv", index=False
+    )
     assert read_split(tmp_path, "val")["group"].iloc[0] == "007"

@@ -41,15 +41,49 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
 
     torch.manual_seed(7)
     torch.save(resnet18(weights=None).state_dict(), tmp_path / "pretrained.pt")
-    train_cfg = {"arch": "resnet18", "weights": str(tmp_path / "pretrained.pt"), "freeze_backbone_epochs": 2, "epochs": 2,
-                 "batch_size": 8, "image_size": 32, "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 0.5, "jpeg_prob": 0.5,
-                 "blur_prob": 0.5, "deterministic": True}
+    train_cfg = {
+        "arch": "resnet18",
+        "weights": str(tmp_path / "pretrained.pt"),
+        "freeze_backbone_epochs": 2,
+        "epochs": 2,
+        "batch_size": 8,
+        "image_size": 32,
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "jpeg_prob": 0.5,
+        "blur_prob": 0.5,
+        "deterministic": True,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 3, "device": "cpu"}, "train": train_cfg}))
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "deepfake", "train",
-           "--params", str(tmp_path / "params.yaml"), "--raw-dir", str(tiny_dataset), "--splits-dir", str(tiny_splits),
-           "--model-dir", str(ddp / "model"), "--reports-dir", str(ddp / "reports")]
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "deepfake",
+        "train",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--raw-dir",
+        str(tiny_dataset),
+        "--splits-dir",
+        str(tiny_splits),
+        "--model-dir",
+        str(ddp / "model"),
+        "--reports-dir",
+        str(ddp / "reports"),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("best epoch") == 1  # rank 0 alone reports

@@ -9,26 +9,43 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from deepfake.calibration import REQUIRED_KEYS, apply_temperature, fit_temperature, logits_from_probs
-from deepfake.data import read_split
 from deepfake.checkpoint import load_checkpoint
+from deepfake.data import read_split
 from deepfake.evaluate import EvalConfig, evaluate, predictions_frame, robustness_table, video_unit, write_outputs
 from deepfake.metrics import choose_threshold
 from deepfake.robustness import perturbation_grid
 from deepfake.train import TrainConfig, train
 
-FAST = dict(device="cpu", latency_images=0, bootstrap=200, robust_jpeg="50", robust_blur="", robust_downscale="", robust_resize="")
+FAST = dict(
+    device="cpu",
+    latency_images=0,
+    bootstrap=200,
+    robust_jpeg="50",
+    robust_blur="",
+    robust_downscale="",
+    robust_resize="",
+)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_dataset, tiny_splits, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
-    return train(TrainConfig(weights="none", epochs=1, batch_size=8, image_size=32, device="cpu"), tiny_splits, tiny_dataset, out).best_checkpoint
+    return train(
+        TrainConfig(weights="none", epochs=1, batch_size=8, image_size=32, device="cpu"), tiny_splits, tiny_dataset, out
+    ).best_checkpoint
 
 
 @pytest.fixture(scope="module")
 def result(checkpoint, tiny_dataset, tiny_splits):
-    cfg = EvalConfig(device="cpu", latency_images=3, bootstrap=200, robust_jpeg="70,30", robust_blur="1", robust_downscale="0.5",
-                     robust_resize="48")
+    cfg = EvalConfig(
+        device="cpu",
+        latency_images=3,
+        bootstrap=200,
+        robust_jpeg="70,30",
+        robust_blur="1",
+        robust_downscale="0.5",
+        robust_resize="48",
+    )
     return evaluate(checkpoint, read_split(tiny_splits, "test"), tiny_dataset, cfg, val=read_split(tiny_splits, "val"))
 
 
@@ -40,8 +57,22 @@ def test_evaluate_scores_every_test_image(result, tiny_splits, tmp_path):
     assert (preds["predicted"] == np.where(preds["score"] >= m["threshold"], "fake", "real")).all()
     assert m["tn"] + m["fp"] + m["fn"] + m["tp"] == len(test)
     assert m["latency_images"] == 3 and m["latency_ms_median"] > 0
-    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "log_loss",
-                "brier", "mean_confidence_fake", "mean_confidence_real", "threshold_rule", "temperature"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "average_precision",
+        "eer",
+        "log_loss",
+        "brier",
+        "mean_confidence_fake",
+        "mean_confidence_real",
+        "threshold_rule",
+        "temperature",
+    ):
         assert key in m, key
     assert m["level"] == "frame" and m["ci"]["unit"] == "group" and m["ci"]["n_groups"] == test["group"].nunique()
 
@@ -52,7 +83,11 @@ def test_outputs_and_calibration_file(result, tmp_path):
     assert m["n"] == len(result.predictions)
     cal = json.loads((tmp_path / "calibration.json").read_text())
     assert set(REQUIRED_KEYS) <= set(cal)
-    assert isinstance(cal["temperature"], float) and isinstance(cal["threshold"], float) and isinstance(cal["threshold_rule"], str)
+    assert (
+        isinstance(cal["temperature"], float)
+        and isinstance(cal["threshold"], float)
+        and isinstance(cal["threshold_rule"], str)
+    )
     assert cal["threshold"] == m["threshold"] and cal["temperature"] == m["temperature"] and cal["fit_split"] == "val"
     roc = pd.read_csv(paths["roc"])
     assert roc["fpr"].iloc[0] == 0 and roc["tpr"].iloc[-1] == 1
@@ -72,7 +107,9 @@ def test_temperature_and_threshold_come_from_validation_only(result, checkpoint,
     assert result.calibration["threshold_rule"] == expected["threshold_rule"]
     # another test set (half of it) leaves the operating point unchanged
     test = read_split(tiny_splits, "test")
-    other = evaluate(checkpoint, test.iloc[: len(test) // 2], tiny_dataset, EvalConfig(**FAST), val=read_split(tiny_splits, "val"))
+    other = evaluate(
+        checkpoint, test.iloc[: len(test) // 2], tiny_dataset, EvalConfig(**FAST), val=read_split(tiny_splits, "val")
+    )
     assert other.calibration["temperature"] == result.calibration["temperature"]
     assert other.calibration["threshold"] == result.calibration["threshold"]
 
@@ -86,7 +123,9 @@ def test_scores_match_a_manual_forward_pass(result, checkpoint, tiny_dataset, ti
     test = read_split(tiny_splits, "test")
     model, ckpt = load_checkpoint(checkpoint)
     size = ckpt["image_size"]  # an independent reference: torchvision's evaluation transform on the PIL image
-    reference = T.Compose([T.Resize((size, size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    reference = T.Compose(
+        [T.Resize((size, size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
     with Image.open(tiny_dataset / test["path"].iloc[0]) as im:
         x = reference(im.convert("RGB"))
     with torch.no_grad():
@@ -98,10 +137,17 @@ def test_scores_match_a_manual_forward_pass(result, checkpoint, tiny_dataset, ti
 
 def test_a_given_calibration_is_applied_as_is(checkpoint, tiny_dataset, tiny_splits):
     test = read_split(tiny_splits, "test")
-    r = evaluate(checkpoint, test, tiny_dataset, EvalConfig(**FAST),
-                 calibration={"temperature": 2.0, "threshold": 0.3, "threshold_rule": "from elsewhere"})
+    r = evaluate(
+        checkpoint,
+        test,
+        tiny_dataset,
+        EvalConfig(**FAST),
+        calibration={"temperature": 2.0, "threshold": 0.3, "threshold_rule": "from elsewhere"},
+    )
     assert r.val_predictions is None and r.metrics["threshold_rule"] == "from elsewhere"
-    assert r.predictions["score"].to_numpy() == pytest.approx(apply_temperature(r.predictions["score_raw"], 2.0), abs=1e-5)
+    assert r.predictions["score"].to_numpy() == pytest.approx(
+        apply_temperature(r.predictions["score_raw"], 2.0), abs=1e-5
+    )
     assert (r.predictions["predicted"] == np.where(r.predictions["score"] >= 0.3, "fake", "real")).all()
 
 
@@ -125,8 +171,17 @@ def test_robustness_records_a_size_the_model_cannot_take(tiny_dataset, tiny_spli
 
     test = read_split(tiny_splits, "test")
     clean = np.linspace(0.1, 0.9, len(test))
-    rob = robustness_table(FixedSize().eval(), test, tiny_dataset, 32, torch.device("cpu"), perturbation_grid("50", "", "", "48"),
-                           1.0, 0.5, clean)
+    rob = robustness_table(
+        FixedSize().eval(),
+        test,
+        tiny_dataset,
+        32,
+        torch.device("cpu"),
+        perturbation_grid("50", "", "", "48"),
+        1.0,
+        0.5,
+        clean,
+    )
     assert rob.loc[rob["perturbation"] == "jpeg_50", "error"].item() == ""
     assert "RuntimeError" in rob.loc[rob["perturbation"] == "resize_48", "error"].item()
     assert np.isnan(rob.loc[rob["perturbation"] == "resize_48", "roc_auc"].item())
@@ -135,7 +190,13 @@ def test_robustness_records_a_size_the_model_cannot_take(tiny_dataset, tiny_spli
 def test_video_level_aggregates_frames_per_video(checkpoint, tiny_dataset, tiny_splits):
     test = read_split(tiny_splits, "test")
     test["video"] = test["group"] + "_" + test["label"]  # two "videos" per identity, one per class
-    r = evaluate(checkpoint, test, tiny_dataset, EvalConfig(**FAST), calibration={"temperature": 1.0, "threshold": 0.5, "threshold_rule": "t"})
+    r = evaluate(
+        checkpoint,
+        test,
+        tiny_dataset,
+        EvalConfig(**FAST),
+        calibration={"temperature": 1.0, "threshold": 0.5, "threshold_rule": "t"},
+    )
     v = r.metrics["video_level"]
     means = r.predictions.groupby("video").agg(target=("target", "max"), mean=("score", "mean"), max=("score", "max"))
     assert v["applicable"] and v["unit"] == "video" and v["n_videos"] == len(means) == len(r.videos)
@@ -174,16 +235,36 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
     from deepfake.preprocess import PreprocessConfig
     from deepfake.synth import SynthConfig, generate
 
-    other = generate(tmp_path / "other", SynthConfig(n_identities=4, images_per_identity=2, image_size=40, seed=9, workers=1), progress=False)
+    other = generate(
+        tmp_path / "other",
+        SynthConfig(n_identities=4, images_per_identity=2, image_size=40, seed=9, workers=1),
+        progress=False,
+    )
     calib = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "max balanced accuracy on the validation split")
-    r = pipeline.run_cross_evaluate(EvalConfig(**FAST), checkpoint, calib, other, tmp_path / "faces", tmp_path / "cross",
-                                    PreprocessConfig(workers=1), progress=False)
-    assert r.metrics["n"] == 16 and r.metrics["preprocess"]["written"] == 16 and "source" in r.predictions.columns and r.metrics["threshold"] == 0.4 and r.metrics["temperature"] == 1.5
+    r = pipeline.run_cross_evaluate(
+        EvalConfig(**FAST),
+        checkpoint,
+        calib,
+        other,
+        tmp_path / "faces",
+        tmp_path / "cross",
+        PreprocessConfig(workers=1),
+        progress=False,
+    )
+    assert (
+        r.metrics["n"] == 16
+        and r.metrics["preprocess"]["written"] == 16
+        and "source" in r.predictions.columns
+        and r.metrics["threshold"] == 0.4
+        and r.metrics["temperature"] == 1.5
+    )
     assert r.metrics["dataset"] == os.path.normpath(other) and "robustness" not in r.metrics
     assert not (tmp_path / "cross" / "calibration.json").exists()  # nothing is fitted on the second dataset
     saved = json.loads((tmp_path / "cross" / "metrics.json").read_text())
     assert saved["roc_auc"] == pytest.approx(roc_auc_score(r.predictions["target"], r.predictions["score"]))
-    assert {"roc_curve.png", "confusion_matrix.png", "confident_mistakes.png"} <= {p.name for p in (tmp_path / "cross" / "figures").iterdir()}
+    assert {"roc_curve.png", "confusion_matrix.png", "confident_mistakes.png"} <= {
+        p.name for p in (tmp_path / "cross" / "figures").iterdir()
+    }
 
 
 def test_report_tables_show_the_metrics_and_intervals(result):

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from test_predict import write_checkpoint
 from torch import nn
 from torchvision.models import resnet18
 
 from deepfake.gradcam import cam_from, find_target_layer, grad_cam, overlay_heatmap
-from deepfake.predict import Predictor, PredictConfig
-from test_predict import write_checkpoint
+from deepfake.predict import PredictConfig, Predictor
 
 
 class BrightnessNet(nn.Module):

@@ -265,18 +265,30 @@ def _touch_image(path: Path) -> None:
 
 def test_folder_layout_at_any_depth(tmp_path):
     root = tmp_path / "ds"
-    for rel in ("real/a.jpg", "real/x/y/b.png", "fake/c.webp", "extra/FAKE/deep/d.bmp", "misc/e.jpg", "real/.hidden.jpg"):
+    for rel in (
+        "real/a.jpg",
+        "real/x/y/b.png",
+        "fake/c.webp",
+        "extra/FAKE/deep/d.bmp",
+        "misc/e.jpg",
+        "real/.hidden.jpg",
+    ):
         _touch_image(root / rel)
     (root / "real" / "readme.txt").write_text("hi")
     write_video(root / "fake" / "v.avi", [np.zeros((16, 16, 3), np.uint8)] * 3)
     inv = scan(root)
     got = {s.rel: (s.label, s.kind, s.group) for s in inv.sources}
     assert got == {
-        "real/a.jpg": ("real", "image", "real/a.jpg"), "real/x/y/b.png": ("real", "image", "real/x/y/b.png"),
-        "fake/c.webp": ("fake", "image", "fake/c.webp"), "extra/FAKE/deep/d.bmp": ("fake", "image", "extra/FAKE/deep/d.bmp"),
+        "real/a.jpg": ("real", "image", "real/a.jpg"),
+        "real/x/y/b.png": ("real", "image", "real/x/y/b.png"),
+        "fake/c.webp": ("fake", "image", "fake/c.webp"),
+        "extra/FAKE/deep/d.bmp": ("fake", "image", "extra/FAKE/deep/d.bmp"),
         "fake/v.avi": ("fake", "video", "fake/v.avi"),
     }
-    assert {(s["source"], s["reason"]) for s in inv.skipped} == {("misc/e.jpg", "no_label_folder"), ("real/readme.txt", "unsupported_extension")}
+    assert {(s["source"], s["reason"]) for s in inv.skipped} == {
+        ("misc/e.jpg", "no_label_folder"),
+        ("real/readme.txt", "unsupported_extension"),
+    }
     assert inv.layout == "folders" and inv.counts() == {"images": 4, "videos": 1, "skipped": 2}
 
 
@@ -284,15 +296,25 @@ def test_group_by_identity_folder(tmp_path):
     for rel in ("real/id1/a.jpg", "real/id1/b.jpg", "fake/id1/c.jpg", "fake/id2/d.jpg", "fake/e.jpg"):
         _touch_image(tmp_path / rel)
     groups = {s.rel: s.group for s in scan(tmp_path, IngestConfig(group_by="folder")).sources}
-    assert groups == {"real/id1/a.jpg": "id1", "real/id1/b.jpg": "id1", "fake/id1/c.jpg": "id1", "fake/id2/d.jpg": "id2", "fake/e.jpg": "fake/e.jpg"}
+    assert groups == {
+        "real/id1/a.jpg": "id1",
+        "real/id1/b.jpg": "id1",
+        "fake/id1/c.jpg": "id1",
+        "fake/id2/d.jpg": "id2",
+        "fake/e.jpg": "fake/e.jpg",
+    }
 
 
 def test_existing_train_valid_test_folders_when_asked(tmp_path):
     for rel in ("train/real/a.jpg", "train/fake/b.jpg", "valid/real/c.jpg", "test/fake/d.jpg", "other/real/e.jpg"):
         _touch_image(tmp_path / "set" / rel)
     inv = scan(tmp_path / "set", IngestConfig(keep_splits=True))
-    assert {s.rel: s.split for s in inv.sources} == {"train/real/a.jpg": "train", "train/fake/b.jpg": "train", "valid/real/c.jpg": "val",
-                                                     "test/fake/d.jpg": "test"}
+    assert {s.rel: s.split for s in inv.sources} == {
+        "train/real/a.jpg": "train",
+        "train/fake/b.jpg": "train",
+        "valid/real/c.jpg": "val",
+        "test/fake/d.jpg": "test",
+    }
     assert [(s["source"], s["reason"]) for s in inv.skipped] == [("other/real/e.jpg", "no_split_folder")]
     assert {s.split for s in scan(tmp_path / "set").sources} == {""}  # not asked: the split stage draws its own
 
@@ -313,15 +335,30 @@ def test_csv_manifest_with_groups_splits_and_extra_columns(tmp_path):
         _touch_image(tmp_path / rel)
     csv = tmp_path / "lists" / "all.csv"
     csv.parent.mkdir()
-    pd.DataFrame({"path": ["../imgs/1.jpg", "../imgs/2.jpg", str(tmp_path / "imgs/3.jpg"), "../imgs/4.jpg", "../imgs/gone.jpg"],
-                  "label": ["Real", "1", "fake", "0", "real"], "group": ["p1", "p1", "", "p2", "p3"],
-                  "split": ["train", "valid", "test", "train", "train"], "method": ["none", "swap", "swap", "none", "none"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            "path": [
+                "../imgs/1.jpg",
+                "../imgs/2.jpg",
+                str(tmp_path / "imgs/3.jpg"),
+                "../imgs/4.jpg",
+                "../imgs/gone.jpg",
+            ],
+            "label": ["Real", "1", "fake", "0", "real"],
+            "group": ["p1", "p1", "", "p2", "p3"],
+            "split": ["train", "valid", "test", "train", "train"],
+            "method": ["none", "swap", "swap", "none", "none"],
+        }
+    ).to_csv(csv, index=False)
     inv = scan(csv, IngestConfig(keep_splits=True))
     assert inv.layout == "manifest"
     rows = {s.rel: (s.label, s.group, s.split, s.extra["method"]) for s in inv.sources}
-    assert rows == {"../imgs/1.jpg": ("real", "p1", "train", "none"), "../imgs/2.jpg": ("fake", "p1", "val", "swap"),
-                    str(tmp_path / "imgs/3.jpg"): ("fake", str(tmp_path / "imgs/3.jpg"), "test", "swap"),
-                    "../imgs/4.jpg": ("real", "p2", "train", "none")}
+    assert rows == {
+        "../imgs/1.jpg": ("real", "p1", "train", "none"),
+        "../imgs/2.jpg": ("fake", "p1", "val", "swap"),
+        str(tmp_path / "imgs/3.jpg"): ("fake", str(tmp_path / "imgs/3.jpg"), "test", "swap"),
+        "../imgs/4.jpg": ("real", "p2", "train", "none"),
+    }
     assert [(s["source"], s["reason"]) for s in inv.skipped] == [("../imgs/gone.jpg", "missing_file")]
 
 
@@ -330,15 +367,21 @@ def test_manifest_named_file_in_the_dataset_folder(tmp_path):
     _touch_image(tmp_path / "elsewhere" / "b.jpg")
     (tmp_path / "manifest.csv").write_text("file,label\nreal/a.jpg,real\nelsewhere/b.jpg,fake\n")
     inv = scan(tmp_path)
-    assert inv.layout == "manifest" and {s.rel: s.label for s in inv.sources} == {"real/a.jpg": "real", "elsewhere/b.jpg": "fake"}
+    assert inv.layout == "manifest" and {s.rel: s.label for s in inv.sources} == {
+        "real/a.jpg": "real",
+        "elsewhere/b.jpg": "fake",
+    }
 
 
-@pytest.mark.parametrize("body, match", [
-    ("path,label\na.jpg,maybe\n", "line 2"),
-    ("path,kind\na.jpg,real\n", "lacks the column"),
-    ("path,label\na.jpg,real\na.jpg,fake\n", "twice"),
-    ("path,label,split\na.jpg,real,holdout\n", "not train/valid/test"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("path,label\na.jpg,maybe\n", "line 2"),
+        ("path,kind\na.jpg,real\n", "lacks the column"),
+        ("path,label\na.jpg,real\na.jpg,fake\n", "twice"),
+        ("path,label,split\na.jpg,real,holdout\n", "not train/valid/test"),
+    ],
+)
 def test_bad_manifests_fail_clearly(tmp_path, body, match):
     (tmp_path / "m.csv").write_text(body)
     with pytest.raises(DatasetLayoutError, match=match):

@@ -161,7 +161,10 @@ def test_worker_side_augmentation_gives_the_device_side_result_in_uint8(tmp_path
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     diff = ((early.images - late.images) * std * 255).abs()[..., 4:-4, 4:-4]  # in grey levels, away from the corners
     assert diff.mean() < 0.6 and diff.max() < 4
-    assert not torch.equal(early.images, finish_batch(next(iter(make_batch_loader(_dataset(tmp_path), s))), torch.device("cpu"), False).images)
+    assert not torch.equal(
+        early.images,
+        finish_batch(next(iter(make_batch_loader(_dataset(tmp_path), s))), torch.device("cpu"), False).images,
+    )
 
 
 def test_decoded_cache_holds_exactly_the_decoded_pixels_and_is_reused(tmp_path):
@@ -175,16 +178,28 @@ def test_decoded_cache_holds_exactly_the_decoded_pixels_and_is_reused(tmp_path):
     for i, p in enumerate(paths):
         assert np.array_equal(cache[i], load_input(p, 40))
     stamp = cache.file.stat().st_mtime_ns
-    assert DecodedCache.build(paths, 40, tmp_path / "cache", show=False).file.stat().st_mtime_ns == stamp  # found, not rebuilt
+    assert (
+        DecodedCache.build(paths, 40, tmp_path / "cache", show=False).file.stat().st_mtime_ns == stamp
+    )  # found, not rebuilt
     _photo(90, 9).save(paths[2], quality=85)  # a changed file gives another cache
     assert DecodedCache.build(paths, 40, tmp_path / "cache", show=False).file != cache.file
     frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(5)], "target": [0, 1, 0, 1, 0]})
     aug = AugmentConfig(jpeg_prob=0.5, blur_prob=0.5)
-    cached = ImageDataset(frame, tmp_path, 40, aug, augment_in_worker=True, cache=DecodedCache.build(paths, 40, tmp_path / "cache", show=False))
+    cached = ImageDataset(
+        frame,
+        tmp_path,
+        40,
+        aug,
+        augment_in_worker=True,
+        cache=DecodedCache.build(paths, 40, tmp_path / "cache", show=False),
+    )
     plain = ImageDataset(frame, tmp_path, 40, aug, augment_in_worker=True)
     s = EpochBatchSampler(5, 5, seed=1)
     s.set_epoch(1)
-    a, b = (next(iter(make_batch_loader(ds, s, num_workers=w, finish_in_workers=True))) for ds, w in ((cached, 2), (plain, 0)))
+    a, b = (
+        next(iter(make_batch_loader(ds, s, num_workers=w, finish_in_workers=True)))
+        for ds, w in ((cached, 2), (plain, 0))
+    )
     assert torch.allclose(a.images, b.images, atol=1e-6)  # workers map the cache file themselves
     with pytest.raises(ValueError, match="build it from the same frame"):
         ImageDataset(frame.iloc[:3], tmp_path, 40, cache=cache)

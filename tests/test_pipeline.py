@@ -69,7 +69,7 @@ def test_every_interpolation_in_a_command_is_quoted():
             if ch == '"':
                 quoted = not quoted
             elif cmd.startswith("${", i) and not quoted:
-                unquoted.append(cmd[i:cmd.index("}", i) + 1])
+                unquoted.append(cmd[i : cmd.index("}", i) + 1])
         assert not unquoted, f"{name}: {unquoted}"
 
 
@@ -86,12 +86,23 @@ def test_stage_params_and_deps_exist():
 
 
 def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
-    result = pipeline.run_split(tiny_dataset, tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25))
+    result = pipeline.run_split(
+        tiny_dataset, tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25)
+    )
     assert {p.name for p in (tmp_path / "splits").iterdir()} == {"train.csv", "val.csv", "test.csv"}
     leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
-    assert {k: leak[k] for k in ("groups_across_splits", "identical_files_across_splits", "n_groups", "n_images")} == \
-        {"groups_across_splits": 0, "identical_files_across_splits": 0, "n_groups": 12, "n_images": 48}
-    assert leak["exact_duplicate_pairs_across_splits"] == leak["near_duplicate_pairs_across_splits"] == leak["removed_duplicates"] == 0
+    assert {k: leak[k] for k in ("groups_across_splits", "identical_files_across_splits", "n_groups", "n_images")} == {
+        "groups_across_splits": 0,
+        "identical_files_across_splits": 0,
+        "n_groups": 12,
+        "n_images": 48,
+    }
+    assert (
+        leak["exact_duplicate_pairs_across_splits"]
+        == leak["near_duplicate_pairs_across_splits"]
+        == leak["removed_duplicates"]
+        == 0
+    )
     assert (tmp_path / "reports" / "duplicates.csv").read_text().startswith("kind,distance,cross_split,")
     assert result.balance["total"].sum() == 48
 
@@ -101,8 +112,16 @@ def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
     stage = pipeline.open_stage("plots", quick=True, overrides=SMALL)
     w = stage.where
     assert w.reports == tmp_path / "quick" / "reports" and stage.params.train.epochs == 1
-    for f in (w.raw / "manifest.csv", w.faces / "manifest.csv", w.faces / "preprocessing.json", w.splits / "test.csv", w.checkpoint,
-              w.train_reports / "history.csv", w.eval_reports / "predictions.csv", w.calibration):
+    for f in (
+        w.raw / "manifest.csv",
+        w.faces / "manifest.csv",
+        w.faces / "preprocessing.json",
+        w.splits / "test.csv",
+        w.checkpoint,
+        w.train_reports / "history.csv",
+        w.eval_reports / "predictions.csv",
+        w.calibration,
+    ):
         assert f.exists(), f
     figures = pipeline.run_plots(w.train_reports, w.eval_reports, w.figures, w.faces)
     assert all(p.stat().st_size > 1000 for p in figures.values())
@@ -111,13 +130,23 @@ def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
 def test_a_dataset_path_with_a_space_runs_through_the_stages(tmp_path, tiny_dataset, monkeypatch):
     data = tmp_path / "my data" / "raw set"
     shutil.copytree(tiny_dataset, data)
-    params = write_params(tmp_path / "params.yaml", {"data": {"raw_dir": str(data), "faces_dir": str(tmp_path / "my cache" / "faces")},
-                                                      "preprocess": {"size": 32, "workers": 1}, "split": {"val_frac": 0.25, "test_frac": 0.25}})
+    params = write_params(
+        tmp_path / "params.yaml",
+        {
+            "data": {"raw_dir": str(data), "faces_dir": str(tmp_path / "my cache" / "faces")},
+            "preprocess": {"size": 32, "workers": 1},
+            "split": {"val_frac": 0.25, "test_frac": 0.25},
+        },
+    )
     stage = pipeline.open_stage("split", params)
     w = stage.where
-    pre = pipeline.run_preprocess(w.raw, w.faces, tmp_path / "reports" / "preprocess", stage.params.preprocess, progress=False)
+    pre = pipeline.run_preprocess(
+        w.raw, w.faces, tmp_path / "reports" / "preprocess", stage.params.preprocess, progress=False
+    )
     assert len(pre.manifest) == 48 and " " in str(w.faces)
-    split = pipeline.run_split(w.faces, tmp_path / "reports" / "split", tmp_path / "reports" / "split", stage.params.split)
+    split = pipeline.run_split(
+        w.faces, tmp_path / "reports" / "split", tmp_path / "reports" / "split", stage.params.split
+    )
     assert len(split.frame) == 48
 
 
@@ -126,9 +155,26 @@ def test_a_stage_stops_within_seconds_naming_a_faulty_key(tmp_path):
     params = write_params(tmp_path / "params.yaml", {"train": {"learning_rate": 0.001}})
     out = tmp_path / "out.ipynb"
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "papermill", str(paths.NOTEBOOKS_DIR / "01_split.ipynb"), str(out), "-p", "params_file",
-                          str(params), "-p", "quick", "False", "--no-progress-bar"], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(paths.NOTEBOOKS_DIR / "01_split.ipynb"),
+            str(out),
+            "-p",
+            "params_file",
+            str(params),
+            "-p",
+            "quick",
+            "False",
+            "--no-progress-bar",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     seconds = time.perf_counter() - t0
     assert run.returncode != 0
     assert "train.learning_rate (did you mean train.lr?)" in run.stderr + run.stdout

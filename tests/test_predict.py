@@ -1,4 +1,3 @@
-import io
 import json
 import os
 from pathlib import Path
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from torchvision import transforms as T
 
 from deepfake import inputs
@@ -27,7 +25,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei
 
 def reference_transform(image_size: int):
     """torchvision's ImageNet evaluation transform (whole image), independent of the package's own code."""
-    return T.Compose([T.Resize((image_size, image_size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [T.Resize((image_size, image_size), antialias=True), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def load_pil(path: Path) -> Image.Image:
@@ -37,11 +37,14 @@ def load_pil(path: Path) -> Image.Image:
 
 def face_contract(image_size: int = SIZE) -> Preprocessing:
     """A contract of training crops made around detected faces."""
-    return Preprocessing(crop="face", detector="haar", margin=1.3, no_face="skip", crop_size=image_size, input_size=image_size)
+    return Preprocessing(
+        crop="face", detector="haar", margin=1.3, no_face="skip", crop_size=image_size, input_size=image_size
+    )
 
 
-def write_checkpoint(path: Path, images: list[Path], image_size: int = SIZE, seed: int = 0,
-                     preprocessing: Preprocessing | None = None) -> Path:
+def write_checkpoint(
+    path: Path, images: list[Path], image_size: int = SIZE, seed: int = 0, preprocessing: Preprocessing | None = None
+) -> Path:
     """A ResNet18 checkpoint (training's format) with seeded random weights.
 
     The head is rescaled so that the logits of ``images`` have mean 0 and standard deviation 2:
@@ -62,8 +65,19 @@ def write_checkpoint(path: Path, images: list[Path], image_size: int = SIZE, see
         fc.bias.fill_(float(-(mu @ w) * k))
     model.fc = fc
     prep = preprocessing or whole_image(image_size)
-    torch.save({"model": model.state_dict(), "arch": "resnet18", "image_size": image_size, "epoch": 1, "val_auc": 0.5,
-                "weights_used": used, "config": {"image_size": image_size}, "preprocessing": prep.to_dict()}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "arch": "resnet18",
+            "image_size": image_size,
+            "epoch": 1,
+            "val_auc": 0.5,
+            "weights_used": used,
+            "config": {"image_size": image_size},
+            "preprocessing": prep.to_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -94,7 +108,9 @@ def images(tiny_dataset):
 
 @pytest.fixture(scope="module")
 def face_ckpt(tmp_path_factory, tiny_dataset):
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "face.pt", sorted(tiny_dataset.rglob("*.jpg")), preprocessing=face_contract())
+    return write_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "face.pt", sorted(tiny_dataset.rglob("*.jpg")), preprocessing=face_contract()
+    )
 
 
 def reference_probability(ckpt_path: Path, image: Path) -> float:
@@ -216,8 +232,13 @@ def test_unreadable_inputs_raise_clear_errors(predictor, images, tmp_path):
     truncated.write_bytes(images[0].read_bytes()[:200])
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    for bad, pattern in ((truncated, "truncated.jpg"), (text, "notes.jpg"), (tmp_path / "missing.png", "missing.png"),
-                         (b"", "empty"), (b"\x00" * 64, "<bytes>")):
+    for bad, pattern in (
+        (truncated, "truncated.jpg"),
+        (text, "notes.jpg"),
+        (tmp_path / "missing.png", "missing.png"),
+        (b"", "empty"),
+        (b"\x00" * 64, "<bytes>"),
+    ):
         with pytest.raises(P.UnreadableInputError, match=pattern):
             predictor.predict(bad)
     with pytest.raises(TypeError, match="cannot score a dict"):
@@ -255,7 +276,9 @@ def test_video_frames_are_sampled_evenly_and_averaged(predictor, images, tmp_pat
     assert result.label == predictor.label(result.probability)
     frames = read_video_frames(video, 4)
     idx, rgb = frames[1]  # frame 6: scoring the decoded frame directly gives the same number
-    assert idx == 6 and [f.probability for f in result.frames if f.frame == 6][0] == pytest.approx(predictor.predict(rgb).probability, abs=1e-5)
+    assert idx == 6 and [f.probability for f in result.frames if f.frame == 6][0] == pytest.approx(
+        predictor.predict(rgb).probability, abs=1e-5
+    )
     from_bytes = predictor.predict(video.read_bytes(), name=video.name)
     assert isinstance(from_bytes, P.VideoPrediction)
     assert from_bytes.probability == pytest.approx(result.probability, abs=1e-6)
@@ -310,7 +333,9 @@ def test_bad_settings_are_rejected():
 
 def test_cli_predict_json_csv_and_errors(ckpt, tiny_dataset, tmp_path, capsys):
     folder = tiny_dataset / "real"
-    assert main(["predict", str(folder), "--checkpoint", str(ckpt), "--json", "--calibration", "", "--no-progress"]) == 0
+    assert (
+        main(["predict", str(folder), "--checkpoint", str(ckpt), "--json", "--calibration", "", "--no-progress"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == len(list(folder.glob("*.jpg"))) and {"label", "probability", "box", "timing_ms"} <= set(rows[0])
     one = sorted(folder.glob("*.jpg"))[0]
@@ -320,7 +345,9 @@ def test_cli_predict_json_csv_and_errors(ckpt, tiny_dataset, tmp_path, capsys):
     assert float(lines[1].split(",")[2]) == pytest.approx(rows[0]["probability"], abs=1e-5)
     bad = tmp_path / "bad.jpg"
     bad.write_text("no")
-    code = main(["predict", str(one), str(bad), str(tmp_path / "absent.jpg"), "--checkpoint", str(ckpt), "--calibration", ""])
+    code = main(
+        ["predict", str(one), str(bad), str(tmp_path / "absent.jpg"), "--checkpoint", str(ckpt), "--calibration", ""]
+    )
     out = capsys.readouterr()
     assert code == 1 and "bad.jpg" in out.err and "absent.jpg does not exist" in out.err
     assert str(one) in out.out and "1 unreadable" in out.out

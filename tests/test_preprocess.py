@@ -23,7 +23,9 @@ FACE_BOX = (150, 60, 96, 96)  # where the synthetic face is pasted on the canvas
 
 def synthetic_face() -> np.ndarray:
     """A 96 px synthetic face that OpenCV's Haar cascade finds (identity 1 of seed 0)."""
-    data, _ = make_image(SynthConfig(n_identities=8, images_per_identity=1, image_size=96, seed=0, workers=1), 1, 0, False)
+    data, _ = make_image(
+        SynthConfig(n_identities=8, images_per_identity=1, image_size=96, seed=0, workers=1), 1, 0, False
+    )
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
@@ -31,7 +33,7 @@ def face_photo() -> np.ndarray:
     """A 240 x 320 'photo': flat grey background with the synthetic face at FACE_BOX."""
     canvas = np.full((240, 320, 3), 128, np.uint8)
     x, y, w, h = FACE_BOX
-    canvas[y:y + h, x:x + w] = synthetic_face()
+    canvas[y : y + h, x : x + w] = synthetic_face()
     return canvas
 
 
@@ -44,7 +46,9 @@ def save(rgb: np.ndarray, path: Path, **kw) -> Path:
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
     h, w = frames[0].shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v")), fps, (w, h))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v")), fps, (w, h)
+    )
     for f in frames:
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -64,10 +68,12 @@ def messy_dataset(root: Path) -> Path:
     Image.fromarray(face).convert("CMYK").save(root / "fake" / "face_cmyk.jpg", quality=95)
     Image.fromarray(face).convert("RGBA").save(root / "fake" / "face_rgba.png")
     Image.fromarray(face).convert("P").save(root / "fake" / "face_palette.png")
-    Image.fromarray((face[:, :, 1].astype(np.uint16) * 257)).save(root / "real" / "face_16bit.png")
+    Image.fromarray(face[:, :, 1].astype(np.uint16) * 257).save(root / "real" / "face_16bit.png")
     exif = Image.Exif()
     exif[0x0112] = 6
-    Image.fromarray(np.ascontiguousarray(np.rot90(face, k=1))).save(root / "real" / "face_exif.png", exif=exif)  # upright once rotated
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, k=1))).save(
+        root / "real" / "face_exif.png", exif=exif
+    )  # upright once rotated
     save(noise(), root / "fake" / "no_face.png")
     (root / "fake" / "empty.jpg").write_bytes(b"")
     (root / "real" / "notes.jpg").write_text("not an image")
@@ -83,11 +89,23 @@ def messy_dataset(root: Path) -> Path:
 
 
 EXPECTED_SKIPS = {
-    ("fake/bomb.png", "too_large"), ("fake/broken.mp4", "video_unreadable"), ("fake/cut.jpg", "truncated"),
-    ("fake/empty.jpg", "empty_file"), ("fake/no_face.png", "no_face"), ("real/dark.avi", "no_face"), ("real/notes.jpg", "not_an_image"),
+    ("fake/bomb.png", "too_large"),
+    ("fake/broken.mp4", "video_unreadable"),
+    ("fake/cut.jpg", "truncated"),
+    ("fake/empty.jpg", "empty_file"),
+    ("fake/no_face.png", "no_face"),
+    ("real/dark.avi", "no_face"),
+    ("real/notes.jpg", "not_an_image"),
 }
-CONVERTED = {"real/face.png", "real/sub/face_grey.png", "fake/face_cmyk.png", "fake/face_rgba.png", "fake/face_palette.png",
-             "real/face_16bit.png", "real/face_exif.png"}
+CONVERTED = {
+    "real/face.png",
+    "real/sub/face_grey.png",
+    "fake/face_cmyk.png",
+    "fake/face_rgba.png",
+    "fake/face_palette.png",
+    "real/face_16bit.png",
+    "real/face_exif.png",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +122,18 @@ def messy_result(messy, tmp_path_factory):
 def test_every_bad_input_is_listed_with_its_reason_and_nothing_crashes(messy_result):
     skipped = messy_result.skipped
     assert {(s, r) for s, r in zip(skipped["source"], skipped["reason"])} == EXPECTED_SKIPS
-    assert skipped.loc[skipped["source"] == "real/dark.avi", "frame"].tolist() == ["all"]  # one line for a faceless video
+    assert skipped.loc[skipped["source"] == "real/dark.avi", "frame"].tolist() == [
+        "all"
+    ]  # one line for a faceless video
     s = messy_result.summary
-    assert s["skipped_by_reason"] == {"empty_file": 1, "no_face": 2, "not_an_image": 1, "too_large": 1, "truncated": 1, "video_unreadable": 1}
+    assert s["skipped_by_reason"] == {
+        "empty_file": 1,
+        "no_face": 2,
+        "not_an_image": 1,
+        "too_large": 1,
+        "truncated": 1,
+        "video_unreadable": 1,
+    }
     assert explain_reasons(skipped).loc["no_face", "count"] == 2
 
 
@@ -119,7 +146,10 @@ def test_valid_awkward_images_are_converted_and_cropped_on_the_face(messy_result
         x, y, w, h = map(int, box.split(","))
         cx, cy = x + w / 2, y + h / 2
         fx, fy, fw, fh = FACE_BOX
-        assert abs(cx - (fx + fw / 2)) < 15 and abs(cy - (fy + fh / 2)) < 15, (path, box)  # the face, upright (EXIF applied)
+        assert abs(cx - (fx + fw / 2)) < 15 and abs(cy - (fy + fh / 2)) < 15, (
+            path,
+            box,
+        )  # the face, upright (EXIF applied)
         crop = cv2.imread(str(messy_result.out_dir / path))
         assert crop.shape == (64, 64, 3)
 
@@ -151,7 +181,12 @@ def test_counts_add_up(messy_result):
 def test_keep_full_keeps_faceless_images_whole(tmp_path):
     save(noise(80, 120), tmp_path / "raw" / "fake" / "n.png")
     save(face_photo(), tmp_path / "raw" / "real" / "f.png")
-    res = preprocess(tmp_path / "raw", tmp_path / "c", PreprocessConfig(detect=True, no_face="keep_full", size=32, workers=1), progress=False)
+    res = preprocess(
+        tmp_path / "raw",
+        tmp_path / "c",
+        PreprocessConfig(detect=True, no_face="keep_full", size=32, workers=1),
+        progress=False,
+    )
     rows = res.manifest.set_index("path")
     assert rows.loc["fake/n.png", "crop"] == "full" and rows.loc["real/f.png", "crop"] == "face"
     assert res.skipped.empty and res.summary["kept_full"] == 1 and res.summary["no_face"] == 1
@@ -168,7 +203,9 @@ def test_detect_off_keeps_pixels_exactly(tiny_dataset, tmp_path):
     original = np.asarray(Image.open(tiny_dataset / row["source"]).convert("RGB"))
     assert np.array_equal(cached, original)  # lossless: the JPEG traces are kept as decoded
     synth = pd.read_csv(tiny_dataset / "manifest.csv", dtype=str).set_index("file")
-    assert (res.manifest["group"].to_numpy() == synth.loc[res.manifest["source"], "group"].to_numpy()).all()  # identities kept
+    assert (
+        res.manifest["group"].to_numpy() == synth.loc[res.manifest["source"], "group"].to_numpy()
+    ).all()  # identities kept
     assert set(res.manifest["manipulation"]) <= {"", "swap", "upsample", "partial"}  # source columns carried
 
 
@@ -177,7 +214,9 @@ def test_the_cache_is_a_dataset_root_for_split_and_training(tiny_dataset, tmp_pa
     index = index_dataset(tmp_path / "c")
     groups = pd.read_csv(tiny_dataset / "manifest.csv", dtype=str)["group"].nunique()
     assert len(index) == 48 and index["path"].str.endswith(".png").all() and index["group"].nunique() == groups
-    result = pipeline.run_split(tmp_path / "c", tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25))
+    result = pipeline.run_split(
+        tmp_path / "c", tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25)
+    )
     assert result.leakage["groups_across_splits"] == []
 
 
@@ -188,7 +227,9 @@ def test_rerun_with_unchanged_inputs_does_nothing(tiny_dataset, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*") if p.is_file()}
     again = preprocess(tiny_dataset, tmp_path / "c", cfg, progress=False)
     assert again.up_to_date and again.summary["processed_now"] == 0 and again.summary["reused"] == 48
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*") if p.is_file()} == before  # not one file rewritten
+    assert {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*") if p.is_file()
+    } == before  # not one file rewritten
     pd.testing.assert_frame_equal(again.manifest.astype(str), first.manifest.astype(str))
 
 
@@ -237,8 +278,10 @@ def test_refuses_folders_that_are_not_its_cache(tiny_dataset, tmp_path):
 
 
 def test_output_names_never_collide(tmp_path):
-    srcs = [Source(tmp_path / n, n, "real", n, k) for n, k in (("real/a.jpg", "image"), ("real/a.png", "image"), ("real/b.jpg", "image"),
-                                                                 ("real/v.mp4", "video"))]
+    srcs = [
+        Source(tmp_path / n, n, "real", n, k)
+        for n, k in (("real/a.jpg", "image"), ("real/a.png", "image"), ("real/b.jpg", "image"), ("real/v.mp4", "video"))
+    ]
     assert output_keys(srcs) == ["real/a.jpg.png", "real/a.png.png", "real/b.png", "real/v.mp4.frames"]
 
 
@@ -252,8 +295,13 @@ def test_bad_settings_fail_clearly():
 
 
 def test_run_preprocess_writes_reports(messy, tmp_path):
-    res = pipeline.run_preprocess(messy, tmp_path / "c", tmp_path / "rep", PreprocessConfig(detect=True, size=32, frames_per_video=2, workers=1),
-                                  progress=False)
+    res = pipeline.run_preprocess(
+        messy,
+        tmp_path / "c",
+        tmp_path / "rep",
+        PreprocessConfig(detect=True, size=32, frames_per_video=2, workers=1),
+        progress=False,
+    )
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert summary["written"] == res.summary["written"] and summary["skipped"] == 7
     assert len(pd.read_csv(tmp_path / "rep" / "skipped.csv")) == 7
@@ -261,9 +309,16 @@ def test_run_preprocess_writes_reports(messy, tmp_path):
 
 
 def test_quick_mixed_dataset_shows_each_kind_of_problem(tmp_path, monkeypatch):
-    raw = testing.ensure_quick_mixed_dataset(tmp_path / "mixed", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1))
+    raw = testing.ensure_quick_mixed_dataset(
+        tmp_path / "mixed", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1)
+    )
     res = preprocess(raw, tmp_path / "c", PreprocessConfig(detect=False, size=32, workers=1), progress=False)
-    assert res.summary["skipped_by_reason"] == {"empty_file": 1, "not_an_image": 1, "truncated": 1, "video_unreadable": 1}
+    assert res.summary["skipped_by_reason"] == {
+        "empty_file": 1,
+        "not_an_image": 1,
+        "truncated": 1,
+        "video_unreadable": 1,
+    }
     assert res.summary["written"] == 24 + 2 + 12 and res.summary["videos_with_frames"] == 1
 
 

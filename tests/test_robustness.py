@@ -31,7 +31,11 @@ def test_blur_removes_high_frequencies():
 def test_downscale_keeps_size_and_loses_detail():
     im = _image()
     out = Perturbation("downscale", 0.25)(im)
-    assert out.shape == im.shape and out.dtype == np.uint8 and _mse(im, out) > _mse(im, Perturbation("downscale", 0.75)(im)) > 0
+    assert (
+        out.shape == im.shape
+        and out.dtype == np.uint8
+        and _mse(im, out) > _mse(im, Perturbation("downscale", 0.75)(im)) > 0
+    )
 
 
 def test_resize_changes_only_the_input_size():

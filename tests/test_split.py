@@ -1,7 +1,15 @@
 import pandas as pd
 import pytest
 
-from deepfake.split import LeakageError, SplitConfig, balance_table, check_leakage, leakage_report, split_dataset, write_splits
+from deepfake.split import (
+    LeakageError,
+    SplitConfig,
+    balance_table,
+    check_leakage,
+    leakage_report,
+    split_dataset,
+    write_splits,
+)
 
 
 def _frame(n_groups=40, per_group=4, fake_every=2):
@@ -9,8 +17,15 @@ def _frame(n_groups=40, per_group=4, fake_every=2):
     for g in range(n_groups):
         for k in range(per_group):
             fake = k % fake_every == 0
-            rows.append({"path": f"{g}_{k}.jpg", "label": "fake" if fake else "real", "target": int(fake),
-                         "group": f"g{g}", "sha256": f"{g:04d}{k:04d}"})
+            rows.append(
+                {
+                    "path": f"{g}_{k}.jpg",
+                    "label": "fake" if fake else "real",
+                    "target": int(fake),
+                    "group": f"g{g}",
+                    "sha256": f"{g:04d}{k:04d}",
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -88,7 +88,13 @@ def test_generate_is_deterministic_across_runs_and_worker_counts(tmp_path):
 
 
 def test_both_classes_share_the_quality_distribution(tmp_path):
-    rows = _manifest(generate(tmp_path / "raw", SynthConfig(n_identities=40, images_per_identity=2, image_size=32, workers=1), progress=False))
+    rows = _manifest(
+        generate(
+            tmp_path / "raw",
+            SynthConfig(n_identities=40, images_per_identity=2, image_size=32, workers=1),
+            progress=False,
+        )
+    )
     q = {lab: np.array([int(r["quality"]) for r in rows if r["label"] == lab]) for lab in ("real", "fake")}
     assert abs(q["real"].mean() - q["fake"].mean()) < 4
 
@@ -99,14 +105,17 @@ def test_generate_refuses_to_overwrite(tmp_path):
         generate(tmp_path / "raw", CFG, progress=False)
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"n_identities": 1}, "n_identities"),
-    ({"images_per_identity": 0}, "images_per_identity"),
-    ({"image_size": 16}, "image_size"),
-    ({"jpeg_quality": (90, 80)}, "jpeg_quality"),
-    ({"manipulations": ("morph",)}, "manipulations"),
-    ({"n_identities": 3, "family_size": 4}, "family_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"n_identities": 1}, "n_identities"),
+        ({"images_per_identity": 0}, "images_per_identity"),
+        ({"image_size": 16}, "image_size"),
+        ({"jpeg_quality": (90, 80)}, "jpeg_quality"),
+        ({"manipulations": ("morph",)}, "manipulations"),
+        ({"n_identities": 3, "family_size": 4}, "family_size"),
+    ],
+)
 def test_invalid_config_is_rejected(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         SynthConfig(**kwargs)

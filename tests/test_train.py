@@ -41,11 +41,26 @@ def test_checkpoint_holds_the_whole_training_state(tiny_dataset, tiny_splits, tm
     cfg = TrainConfig(**{**FAST, "epochs": 1, "schedule": "cosine", "warmup_epochs": 0.5})
     result = train(cfg, tiny_splits, tiny_dataset, tmp_path)
     ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config", "progress", "history"} <= set(ckpt)
+    assert {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "step",
+        "rng",
+        "config",
+        "progress",
+        "history",
+    } <= set(ckpt)
     assert ckpt["config"] == {**cfg.__dict__}
     assert ckpt["optimizer"]["state"] and ckpt["scheduler"]["last_epoch"] == 3  # 24 images / 8 = 3 steps
     rng = ckpt["rng"][0]
-    assert isinstance(rng["torch"], torch.Tensor) and isinstance(rng["numpy"]["key"], torch.Tensor) and len(rng["python"]) == 3
+    assert (
+        isinstance(rng["torch"], torch.Tensor)
+        and isinstance(rng["numpy"]["key"], torch.Tensor)
+        and len(rng["python"]) == 3
+    )
     assert ckpt["progress"]["epoch"] == 1 and ckpt["progress"]["step"] == 0 and ckpt["step"] == 0
     model, _ = build_model("resnet18", "none")
     model.load_state_dict(ckpt["model"])
@@ -74,11 +89,20 @@ def test_max_batches_caps_an_epoch(tiny_dataset, tiny_splits, tmp_path):
     assert torch.load(result.last_checkpoint, weights_only=True)["scheduler"]["last_epoch"] == 1
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"epochs": 0}, "epochs"), ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size"), ({"arch": "vgg"}, "arch"),
-    ({"schedule": "step"}, "schedule"), ({"class_balance": "smote"}, "class_balance"), ({"patience": -1}, "patience"),
-    ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg_quality_min"), ({"blur_prob": 2.0}, r"train\.blur_prob = 2\.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"arch": "vgg"}, "arch"),
+        ({"schedule": "step"}, "schedule"),
+        ({"class_balance": "smote"}, "class_balance"),
+        ({"patience": -1}, "patience"),
+        ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg_quality_min"),
+        ({"blur_prob": 2.0}, r"train\.blur_prob = 2\.0"),
+    ],
+)
 def test_bad_config(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         TrainConfig(**kwargs)
@@ -108,14 +132,20 @@ def test_learning_rate_schedule():
     assert [lr_factor(s, 4, 20, "constant") for s in (0, 1, 3, 4, 19)] == [0.25, 0.5, 1.0, 1.0, 1.0]
     cos = [lr_factor(s, 4, 20, "cosine") for s in range(20)]
     assert cos[:4] == [0.25, 0.5, 0.75, 1.0] and cos[4] == 1.0
-    assert all(a > b for a, b in zip(cos[4:], cos[5:])) and cos[12] == pytest.approx(0.5) and cos[19] == pytest.approx(0.0096, abs=1e-3)
+    assert (
+        all(a > b for a, b in zip(cos[4:], cos[5:]))
+        and cos[12] == pytest.approx(0.5)
+        and cos[19] == pytest.approx(0.0096, abs=1e-3)
+    )
     assert lr_factor(0, 0, 10, "cosine") == 1.0
 
 
 def test_cosine_schedule_in_training(tiny_dataset, tiny_splits, tmp_path):
     cfg = TrainConfig(**{**FAST, "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1})
     h = train(cfg, tiny_splits, tiny_dataset, tmp_path).history
-    assert h["lr"].tolist() == pytest.approx([1e-3, 0.0], abs=1e-12)  # end of warm-up, then decayed to 0 at the last step
+    assert h["lr"].tolist() == pytest.approx(
+        [1e-3, 0.0], abs=1e-12
+    )  # end of warm-up, then decayed to 0 at the last step
 
 
 def _imbalanced_splits(tiny_splits, tmp_path):
@@ -153,7 +183,12 @@ def test_pos_weight_enters_the_loss(monkeypatch, tiny_dataset, tiny_splits, tmp_
 
     monkeypatch.setattr(train_mod.nn, "BCEWithLogitsLoss", spy)
     splits, df = _imbalanced_splits(tiny_splits, tmp_path)
-    train(TrainConfig(**{**FAST, "epochs": 1, "class_balance": "loss", "max_batches": 1}), splits, tiny_dataset, tmp_path / "m")
+    train(
+        TrainConfig(**{**FAST, "epochs": 1, "class_balance": "loss", "max_batches": 1}),
+        splits,
+        tiny_dataset,
+        tmp_path / "m",
+    )
     n_fake = int(df["target"].sum())
     weights = [w for w in seen if w is not None]
     assert len(weights) == 1 and float(weights[0]) == pytest.approx((len(df) - n_fake) / n_fake)
@@ -184,13 +219,25 @@ def test_early_stopping_on_validation_auc(monkeypatch, tiny_dataset, tiny_splits
 
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.float32)
     reals = [0.1, 0.2, 0.3, 0.4]
-    scores = [np.array(reals + fakes, dtype=np.float32) for fakes in
-              ([0.15, 0.25, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], [0.05, 0.5, 0.6, 0.7], [0.35, 0.5, 0.6, 0.7], [0.5, 0.6, 0.7, 0.8])]
+    scores = [
+        np.array(reals + fakes, dtype=np.float32)
+        for fakes in (
+            [0.15, 0.25, 0.5, 0.6],
+            [0.5, 0.6, 0.7, 0.8],
+            [0.05, 0.5, 0.6, 0.7],
+            [0.35, 0.5, 0.6, 0.7],
+            [0.5, 0.6, 0.7, 0.8],
+        )
+    ]
     aucs = [roc_auc_score(y, p) for p in scores]
     assert aucs[1] == 1.0 and max(aucs[2], aucs[3]) < 1.0 and aucs[0] < 1.0
     calls = iter(scores)
-    monkeypatch.setattr(train_mod, "predict", lambda *a, **k: (0.5, y, next(calls)))  # validation scores, epoch by epoch
-    result = train(TrainConfig(**{**FAST, "epochs": 6, "patience": 2, "max_batches": 1}), tiny_splits, tiny_dataset, tmp_path)
+    monkeypatch.setattr(
+        train_mod, "predict", lambda *a, **k: (0.5, y, next(calls))
+    )  # validation scores, epoch by epoch
+    result = train(
+        TrainConfig(**{**FAST, "epochs": 6, "patience": 2, "max_batches": 1}), tiny_splits, tiny_dataset, tmp_path
+    )
     assert result.history["val_auc"].tolist() == pytest.approx(aucs[:4])  # stopped after 2 epochs without a better AUC
     s = result.summary
     assert s["stopped_early"] and s["best_epoch"] == 2 and s["epochs_run"] == 4 and s["best_val_auc"] == 1.0
@@ -200,8 +247,19 @@ def test_early_stopping_on_validation_auc(monkeypatch, tiny_dataset, tiny_splits
 # ---------------------------------------------------------------- resume
 
 
-RESUME = dict(FAST, arch="dilated_cnn", epochs=3, deterministic=True, schedule="cosine", warmup_epochs=0.5, jpeg_prob=0.5,
-              blur_prob=0.3, rotation=10.0, color_jitter=0.2, hflip=0.5)
+RESUME = dict(
+    FAST,
+    arch="dilated_cnn",
+    epochs=3,
+    deterministic=True,
+    schedule="cosine",
+    warmup_epochs=0.5,
+    jpeg_prob=0.5,
+    blur_prob=0.3,
+    rotation=10.0,
+    color_jitter=0.2,
+    hflip=0.5,
+)
 KILLER = textwrap.dedent("""
     import json, os, signal, sys
     from deepfake.train import TrainConfig, train
@@ -224,7 +282,9 @@ def uninterrupted(tiny_dataset, tiny_splits, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every", [1, 0], ids=["mid-epoch-checkpoints", "epoch-checkpoints"])
-def test_a_run_killed_mid_epoch_resumes_to_the_same_result(uninterrupted, tiny_dataset, tiny_splits, tmp_path, checkpoint_every):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
+    uninterrupted, tiny_dataset, tiny_splits, tmp_path, checkpoint_every
+):
     cfg = dict(RESUME, checkpoint_every=checkpoint_every)
     args = json.dumps([cfg, str(tiny_splits), str(tiny_dataset), str(tmp_path), [2, 2]])
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1"}
@@ -275,13 +335,17 @@ def test_torch_compile_trains_on_cpu(monkeypatch, tiny_dataset, tiny_splits, tmp
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config, "fallback_random", True)  # eager's dropout masks, so the runs are comparable
-    cfg = TrainConfig(**{**FAST, "arch": "dilated_cnn", "epochs": 1, "max_batches": 2, "compile_model": True, "deterministic": True})
+    cfg = TrainConfig(
+        **{**FAST, "arch": "dilated_cnn", "epochs": 1, "max_batches": 2, "compile_model": True, "deterministic": True}
+    )
     compiled = train(cfg, tiny_splits, tiny_dataset, tmp_path / "c").history
     eager = train(replace(cfg, compile_model=False), tiny_splits, tiny_dataset, tmp_path / "e").history
     assert compiled[METRICS].to_numpy() == pytest.approx(eager[METRICS].to_numpy(), rel=1e-3, abs=1e-5)
 
 
-def test_cpu_bf16_trains_in_bf16_channels_last_and_stays_close_to_float32(monkeypatch, tiny_dataset, tiny_splits, tmp_path):
+def test_cpu_bf16_trains_in_bf16_channels_last_and_stays_close_to_float32(
+    monkeypatch, tiny_dataset, tiny_splits, tmp_path
+):
     from deepfake.utils import cpu_bf16_supported
 
     if not cpu_bf16_supported():
@@ -317,8 +381,14 @@ def test_cpu_bf16_without_cpu_support_warns_and_trains_in_float32(monkeypatch, t
 
 @pytest.mark.gpu
 def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
-    result = train(TrainConfig(**{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}),
-                   tiny_splits, tiny_dataset, tmp_path)
+    result = train(
+        TrainConfig(
+            **{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}
+        ),
+        tiny_splits,
+        tiny_dataset,
+        tmp_path,
+    )
     assert result.summary["device"].startswith("cuda")
     assert math.isfinite(result.history["train_loss"].iloc[-1])
     ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)

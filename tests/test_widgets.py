@@ -5,10 +5,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from deepfake.predict import Predictor, PredictConfig
-from deepfake.widgets import ACCEPT, DemoConfig, DemoWidget, draw_box
 from test_predict import face_contract, write_checkpoint, write_video
+
+from deepfake.predict import PredictConfig, Predictor
+from deepfake.widgets import ACCEPT, DemoConfig, DemoWidget, draw_box
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,19 @@ def image(tiny_dataset):
 
 def upload(widget: DemoWidget, name: str, data: bytes, mime: str = "image/jpeg") -> None:
     """What the front end sends when a file is chosen: the JSON state the comm message carries."""
-    widget.upload.set_state({"value": [{"name": name, "type": mime, "size": len(data), "content": memoryview(data),
-                                        "last_modified": 1_700_000_000_000}]})
+    widget.upload.set_state(
+        {
+            "value": [
+                {
+                    "name": name,
+                    "type": mime,
+                    "size": len(data),
+                    "content": memoryview(data),
+                    "last_modified": 1_700_000_000_000,
+                }
+            ]
+        }
+    )
 
 
 def test_image_upload_shows_verdict_bar_face_and_gradcam(predictor, image):
@@ -69,11 +80,14 @@ def _noise_png(side: int) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, data, mime, message", [
-    ("notes.txt", b"hello, not a picture", "text/plain", "Not a readable image or video"),
-    ("empty.jpg", b"", "image/jpeg", "empty"),
-    ("clip.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4", "could not be opened as a video"),
-])
+@pytest.mark.parametrize(
+    "name, data, mime, message",
+    [
+        ("notes.txt", b"hello, not a picture", "text/plain", "Not a readable image or video"),
+        ("empty.jpg", b"", "image/jpeg", "empty"),
+        ("clip.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4", "could not be opened as a video"),
+    ],
+)
 def test_bad_uploads_show_a_message_and_no_result(predictor, name, data, mime, message):
     w = DemoWidget(predictor)
     upload(w, name, data, mime)
@@ -119,7 +133,9 @@ def test_an_unexpected_failure_is_reported_not_raised(predictor, image, monkeypa
 
 
 def test_video_upload_shows_the_frame_plot_and_the_video_verdict(predictor, tiny_dataset, tmp_path):
-    frames = [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in sorted(tiny_dataset.rglob("*.jpg"))[:12]]
+    frames = [
+        np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in sorted(tiny_dataset.rglob("*.jpg"))[:12]
+    ]
     video = write_video(tmp_path / "clip.avi", frames)
     w = DemoWidget(predictor)
     upload(w, "clip.avi", video.read_bytes(), "video/x-msvideo")
@@ -134,7 +150,9 @@ def test_video_upload_shows_the_frame_plot_and_the_video_verdict(predictor, tiny
 
 def test_draw_box_scales_the_box_to_the_display():
     rgb = np.zeros((100, 200, 3), np.uint8)
-    out = draw_box(rgb, (40, 20, 60, 60), scale=2.0, colour="#ff0000", max_side=100)  # decoded at 1/2, shown at 1/2 of that
+    out = draw_box(
+        rgb, (40, 20, 60, 60), scale=2.0, colour="#ff0000", max_side=100
+    )  # decoded at 1/2, shown at 1/2 of that
     assert out.shape == (50, 100, 3)
     ys, xs = np.nonzero(out[:, :, 0])
     got = np.array([xs.min(), ys.min(), xs.max(), ys.max()])

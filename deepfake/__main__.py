@@ -58,7 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.is_main:
         s = result.summary
         print(
-            f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), {s['device']}); "
+            f"best epoch {s['best_epoch']}: val auc {s['best_val_auc']:.4f} ({s['world_size']} process(es), "
+            f"{s['device']}); "
             f"checkpoints in {result.best_checkpoint.parent}"
         )
     return 0

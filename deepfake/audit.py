@@ -261,9 +261,12 @@ def audit_duplicates(
     if len(cross) and not dedupe:
         ex = cross.iloc[0]
         raise DuplicateLeakageError(
-            f"{summary['exact_duplicate_pairs_across_splits']} exact and {summary['near_duplicate_pairs_across_splits']} near-duplicate "
-            f"pair(s) cross splits, e.g. {ex['path_a']} [{ex['split_a']}] ~ {ex['path_b']} [{ex['split_b']}] ({ex['kind']}, "
-            f"{ex['distance']} bits); the list is in {report or 'the pairs of find_duplicates'}. Set split.dedupe: true to drop the held-out copies "
+            f"{summary['exact_duplicate_pairs_across_splits']} exact and "
+            f"{summary['near_duplicate_pairs_across_splits']} near-duplicate "
+            f"pair(s) cross splits, e.g. {ex['path_a']} [{ex['split_a']}] ~ {ex['path_b']} [{ex['split_b']}] "
+            f"({ex['kind']}, "
+            f"{ex['distance']} bits); the list is in {report or 'the pairs of find_duplicates'}. Set split.dedupe: "
+            "true to drop the held-out copies "
             f"({len(removed)} image(s)), give the copies one group, or remove them from the dataset"
         )
     kept = frame[~drop].reset_index(drop=True) if dedupe else frame

@@ -199,7 +199,8 @@ def read_manifest(csv: str | os.PathLike) -> pd.DataFrame:
         bad = df.index[norm.isna()]
         if len(bad):
             raise DatasetLayoutError(
-                f"{csv}: split values {sorted(set(df.loc[bad, 'split']))[:5]} are not train/valid/test (line {bad[0] + 2})"
+                f"{csv}: split values {sorted(set(df.loc[bad, 'split']))[:5]} are not train/valid/test (line "
+                f"{bad[0] + 2})"
             )
         df["split"] = norm
     dup = df["path"][df["path"].duplicated()]
@@ -256,6 +257,7 @@ def scan(dataset: str | os.PathLike, cfg: IngestConfig = IngestConfig()) -> Inve
         splits = {s.split for s in inv.sources}
         if "train" not in splits or not splits & {"val", "test"}:
             raise DatasetLayoutError(
-                f"keep_splits is on but {path} has splits {sorted(splits)}; it needs train and at least one of valid/test"
+                f"keep_splits is on but {path} has splits {sorted(splits)}; it needs train and at least one of "
+                "valid/test"
             )
     return inv

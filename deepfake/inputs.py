@@ -131,7 +131,7 @@ def crop_image(rgb: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray | None,
 
 
 def resize_input(img: np.ndarray, size: int) -> np.ndarray:
-    """An (H, W, 3) uint8 image at the network's ``size`` x ``size``: antialiased bilinear (PIL), unchanged when it already is."""
+    """An (H, W, 3) uint8 image at ``size`` x ``size``: antialiased bilinear (PIL); unchanged when it already is."""
     if img.shape[0] == size and img.shape[1] == size:
         return img
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))

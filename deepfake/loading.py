@@ -289,7 +289,8 @@ class EpochBatchSampler(Sampler):
             raise ValueError("cannot sample batches from an empty split")
         if batch_size < world_size:
             raise ValueError(
-                f"batch_size {batch_size} is smaller than the number of processes {world_size}; each needs at least one image"
+                f"batch_size {batch_size} is smaller than the number of processes {world_size}; each needs at least "
+                "one image"
             )
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)

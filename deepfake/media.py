@@ -92,7 +92,8 @@ class BadInputError(UnreadableImageError):
         self.path, self.reason, self.detail = str(path), reason, detail
         what = REASONS.get(reason, reason)
         super().__init__(
-            f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped and listed in the report"
+            f"{path}: {what}{f' ({detail})' if detail else ''} [{reason}]; remove or replace the file, it is skipped "
+            "and listed in the report"
         )
 
 

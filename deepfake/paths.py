@@ -28,7 +28,7 @@ def resolve(path: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's (``build/quick/``)."""
+    """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's."""
 
     raw: Path  # the dataset the preprocess stage reads (data.raw_dir)
     faces: Path  # the face-crop cache (data.faces_dir)
@@ -76,7 +76,7 @@ class Layout:
 
 
 def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool = False) -> Layout:
-    """The pipeline's layout (``data.raw_dir`` and ``data.faces_dir`` from params.yaml), or the quick check's under ``build/quick``."""
+    """The pipeline's layout (data.raw_dir and data.faces_dir of params.yaml) or the quick check's (build/quick)."""
     if quick:
         return Layout(
             raw=QUICK_DIR / "raw", faces=QUICK_DIR / "faces", models=QUICK_DIR / "models", reports=QUICK_DIR / "reports"

@@ -60,6 +60,8 @@ def open_stage(
     """
     from . import testing
 
+    if not logging.getLogger().handlers:  # a notebook kernel: show the package's messages in the cell output
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; the stages are {', '.join(STAGES)}")
     layers = testing.merge_overrides(testing.QUICK_OVERRIDES if quick else None, overrides)
@@ -126,7 +128,7 @@ def run_split(
 def run_preprocess(
     raw_dir: str | os.PathLike, out_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg, progress: bool = True
 ):
-    """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write ``summary.json`` and ``skipped.csv`` to ``reports_dir``."""
+    """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary and skip list to ``reports_dir``."""
     from .preprocess import preprocess
 
     result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)

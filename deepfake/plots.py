@@ -94,7 +94,7 @@ def _operating_point(preds: pd.DataFrame, threshold: float) -> tuple[float, floa
 
 
 def roc_curve(roc: pd.DataFrame, preds: pd.DataFrame | None = None, threshold: float | None = None) -> plt.Figure:
-    """ROC curve from ``fpr``/``tpr`` points; the AUC in the title and the operating point marked when ``preds`` is given."""
+    """ROC curve from ``fpr``/``tpr`` points; AUC in the title, the operating point marked when ``preds`` is given."""
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
     sns.lineplot(roc, x="fpr", y="tpr", drawstyle="steps-post", errorbar=None, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")

@@ -101,9 +101,9 @@ class Predictor:
         self,
         checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT,
         device: str | torch.device = "auto",
-        cfg: PredictConfig = PredictConfig(),
+        cfg: PredictConfig | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = cfg or PredictConfig()
         self.device = resolve_device(device) if isinstance(device, str) else device
         if cfg.backend != "eager" and self.device.type != "cpu":
             raise ValueError(f"backend={cfg.backend!r} runs on CPU only; use backend='eager' on {self.device}")
@@ -137,7 +137,8 @@ class Predictor:
             prep = replace(prep, margin=self.cfg.margin)
         if prep != trained:
             log.warning(
-                "%s was trained on %s crops (margin %g); scoring with %s crops (margin %g) as asked: scores will differ "
+                "%s was trained on %s crops (margin %g); scoring with %s crops (margin %g) as asked: scores will "
+                "differ "
                 "from the pipeline's",
                 self.checkpoint,
                 trained.crop,
@@ -290,7 +291,7 @@ class Predictor:
         frames: int | None = None,
         keep_frames: bool = False,
     ) -> VideoPrediction:
-        """Score evenly spaced frames (as many as training sampled, unless ``frames``); the video probability is their mean.
+        """Score evenly spaced frames (as many as training sampled, or ``frames``); the video score is their mean.
 
         Frames without a detectable face are skipped (listed in ``skipped``); a video with no
         scorable frame raises ``NoFaceError``. ``keep_frames`` keeps the sampled RGB frames in

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,7 +23,7 @@ DEFAULT_CHECKPOINT = paths.MODELS_DIR / "best.pt"
 DEFAULT_CALIBRATION = paths.REPORTS_DIR / "eval" / "calibration.json"
 
 #: What ``Predictor.predict`` accepts as one image.
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 class InputError(Exception):

@@ -91,7 +91,7 @@ class PreprocessConfig:
     max_megapixels: float = setting(gt=0)
 
     def __post_init__(self) -> None:
-        self.ingest  # validates real_dirs, fake_dirs, group_by
+        _ = self.ingest  # validates real_dirs, fake_dirs, group_by
 
     @property
     def ingest(self) -> IngestConfig:
@@ -287,7 +287,8 @@ def _check_out_dir(out: Path, inv: Inventory) -> None:
     holds_sources = any(out_r in s.path.resolve().parents for s in inv.sources)
     if out_r == root_r or out_r in root_r.parents or root_r in out_r.parents or holds_sources:
         raise ValueError(
-            f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. cache/faces)"
+            f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. "
+            "cache/faces)"
         )
     if out.exists() and any(out.iterdir()) and not (out / STATE_NAME).is_file():
         raise FileExistsError(

@@ -83,7 +83,8 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if not self.family_size <= self.n_identities:
             raise ValueError(
-                f"synth.family_size must not exceed synth.n_identities (donors come from the family), got {self.family_size}"
+                "synth.family_size must not exceed synth.n_identities (donors come from the family), got "
+                f"{self.family_size}"
             )
         lo, hi = self.jpeg_quality
         if lo > hi:

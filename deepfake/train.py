@@ -155,15 +155,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.jpeg_quality_min > self.jpeg_quality_max:
             raise ValueError(
-                f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max ({self.jpeg_quality_max})"
+                f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max "
+                f"({self.jpeg_quality_max})"
             )
         if self.blur_sigma_min > self.blur_sigma_max:
             raise ValueError(
-                f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max ({self.blur_sigma_max})"
+                f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max "
+                f"({self.blur_sigma_max})"
             )
         if self.max_batches < 0:
             raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
-        self.augment  # validates the augmentation ranges
+        _ = self.augment  # validates the augmentation ranges
 
     @property
     def augment(self) -> AugmentConfig | None:
@@ -547,7 +549,8 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     if freeze_epochs and weights_used.startswith("none"):
         if info.is_main:
             warnings.warn(
-                f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: {weights_used})",
+                f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: "
+                f"{weights_used})",
                 stacklevel=2,
             )
         freeze_epochs = 0
@@ -615,7 +618,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         train_sampler.set_epoch(epoch, start)
         stats = EpochStats(**prog.partial) if (start and prog.partial and info.is_main) else EpochStats()
 
-        def on_step(step: int, st: EpochStats, epoch: int = epoch) -> None:
+        def on_step(step: int, st: EpochStats, epoch: int = epoch, start: int = start) -> None:
             done = start + step
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
                 loss, y, p = st.gathered(info)
@@ -674,7 +677,8 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
                 shutil.copyfile(last_path, tmp)
         if show:
             log.info(
-                f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss {row['val_loss']:.4f} "
+                f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss "
+                f"{row['val_loss']:.4f} "
                 f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
                 + (" (frozen backbone)" if frozen else "")
                 + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else "")
@@ -741,7 +745,8 @@ def _load_resume(cfg: TrainConfig, last_path: Path) -> dict | None:
     ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
     if "progress" not in ckpt or "optimizer" not in ckpt:
         raise ValueError(
-            f"cannot resume from {last_path}: it holds no training state (written by an older version); set resume=false"
+            f"cannot resume from {last_path}: it holds no training state (written by an older version); set "
+            "resume=false"
         )
     check_resumable(ckpt["config"], cfg, last_path)
     return ckpt

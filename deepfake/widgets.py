@@ -217,7 +217,8 @@ class DemoWidget:
     def _verdict(self, label: str, prob: float, detail: str) -> list[W.Widget]:
         t = self.predictor.calibration.threshold
         verdict = W.HTML(
-            f'<div class="deepfake-verdict" style="font-size:1.3em"><b style="color:{COLOURS[label]}">{label.upper()}</b>'
+            '<div class="deepfake-verdict" style="font-size:1.3em"><b '
+            f'style="color:{COLOURS[label]}">{label.upper()}</b>'
             f' &nbsp;probability of fake <span class="deepfake-probability">{prob:.3f}</span>'
             f' <span style="color:#777;font-size:0.75em">(threshold {t:.3f})</span></div>'
         )

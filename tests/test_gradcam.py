@@ -30,7 +30,10 @@ class DilatedNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        block = lambda i, o, d: nn.Sequential(nn.Conv2d(i, o, 3, padding=d, dilation=d), nn.BatchNorm2d(o), nn.ReLU())
+
+        def block(i: int, o: int, d: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=d, dilation=d), nn.BatchNorm2d(o), nn.ReLU())
+
         self.features = nn.Sequential(block(3, 8, 1), nn.MaxPool2d(2), block(8, 8, 2), block(8, 4, 2), nn.Dropout(0.5))
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
 

@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from deepfake.metrics import binary_metrics, roc_points
+from deepfake.metrics import (
+    binary_metrics,
+    choose_threshold,
+    equal_error_rate,
+    expected_calibration_error,
+    group_bootstrap_ci,  # noqa: E402
+    pr_points,
+    rates_at,
+    reliability_table,
+    roc_points,
+)
 
 
 def test_known_values():
@@ -49,16 +59,6 @@ def test_roc_points_start_at_origin_and_end_at_one():
 
 
 # --- full metric set against scikit-learn -------------------------------------------------------
-
-from deepfake.metrics import (
-    choose_threshold,
-    equal_error_rate,
-    expected_calibration_error,
-    group_bootstrap_ci,  # noqa: E402
-    pr_points,
-    rates_at,
-    reliability_table,
-)
 
 
 def _random_scores(n=500, seed=0):

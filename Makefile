@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
 
-.PHONY: install data repro test cross screenshot clean-quick
+.PHONY: install data repro test lint cross screenshot clean-quick
 
 install: $(VENV)/.deepfake-installed
 
@@ -26,9 +26,16 @@ data: install
 	$(BIN)/dvc status data.dvc
 
 repro: data
+	$(BIN)/python -m deepfake check-params
 	$(BIN)/dvc repro
 
-test: install clean-quick
+# ruff (lint and format) and mypy, as CI runs them
+lint: install
+	$(BIN)/ruff check deepfake tests benchmarks
+	$(BIN)/ruff format --check deepfake tests benchmarks
+	$(BIN)/mypy
+
+test: install clean-quick lint
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
 
 # The browser test of the demo notebook, keeping its screenshot of the widget (needs Chromium)

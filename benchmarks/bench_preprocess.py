@@ -9,9 +9,10 @@ One command prints the whole table (markdown) and the machine it ran on:
 2. One training epoch as ``deepfake.train`` runs it on the CPU (``deepfake.loading``'s
    batched sampler and uint8 path, ResNet18 from random init, same images, augmentation and seed)
    reading (a) the cache's PNG crops, (b) the original files decoded and resized every epoch
-   (the training loader's own fast path: JPEG draft-mode decoding at a reduced scale),
-   (c) the originals decoded, face-detected and cropped every epoch (what the cache saves);
-   plus the data loading alone for each, without the model.
+   (the training loader's own path, ``deepfake.inputs.load_input``), (c) the originals decoded,
+   face-detected and cropped every epoch (what the cache saves); plus the data loading alone for
+   each, without the model. (b) used to decode JPEGs at a reduced scale (PIL draft); the package
+   now always decodes in full, so every scoring path sees the same pixels.
 
 ``--limit N`` uses the first N images (sorted) for a quick check of the script itself.
 """
@@ -31,17 +32,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _machine import cpu_name
 from torch import nn
 
-from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment
-from deepfake.faces import crop_face, default_detector
-from deepfake.ingest import read_manifest
-from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader
-from deepfake.media import read_image
-from deepfake.models import build_model
-from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers
-from deepfake.train import TrainConfig, train_one_epoch
-from deepfake.utils import seed_everything
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment  # noqa: E402
+from deepfake.faces import crop_face, get_detector  # noqa: E402
+from deepfake.ingest import read_manifest  # noqa: E402
+from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader  # noqa: E402
+from deepfake.media import read_image  # noqa: E402
+from deepfake.models import build_model  # noqa: E402
+from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers  # noqa: E402
+from deepfake.train import StepOptions, TrainConfig, train_one_epoch  # noqa: E402
+from deepfake.utils import seed_everything  # noqa: E402
 
 
 class OnTheFlyFaces(ImageDataset):
@@ -54,7 +58,7 @@ class OnTheFlyFaces(ImageDataset):
     def __getitem__(self, key):
         i, seed = key if isinstance(key, tuple) else (key, 0)
         rgb = read_image(self.paths[i])
-        img = crop_face(rgb, default_detector().largest(rgb), self.image_size, self.margin)  # (H, W, 3) uint8
+        img = crop_face(rgb, get_detector("haar").largest(rgb), self.image_size, self.margin)  # (H, W, 3) uint8
         params = IDENTITY_PARAMS
         if self.augment is not None:  # as ImageDataset does
             aug = sample_augment(self.augment, np.random.default_rng(seed))
@@ -64,13 +68,8 @@ class OnTheFlyFaces(ImageDataset):
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores_usable": resolve_workers(0),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -139,17 +138,14 @@ def _time_epoch(dataset: ImageDataset, batch: int, workers: int, train: bool, ar
     if train:
         model = build_model(arch, "none")[0].train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        train_one_epoch(
-            model,
-            loader,
-            opt,
-            torch.device("cpu"),
-            nn.BCEWithLogitsLoss(reduction="sum"),
-            sampler.global_sizes(),
+        opts = StepOptions(
+            device=torch.device("cpu"),
+            loss_fn=nn.BCEWithLogitsLoss(reduction="sum"),
             amp=False,
             augment=dataset.augment is not None,
             show=False,
         )
+        train_one_epoch(model, loader, opt, opts, sampler.global_sizes())
     else:
         for _batch in loader:
             pass
@@ -171,7 +167,8 @@ def bench_epochs(
     frame = manifest[["path", "label", "target", "source"]].copy()
     frame["target"] = frame["target"].astype(int)
     originals = frame.assign(path=[s if Path(s).is_absolute() else str(source_root / s) for s in frame["source"]])
-    augment = TrainConfig(image_size=size).augment  # flip, rotation, colour jitter
+    # flip, rotation, colour jitter (params.yaml's JPEG / blur augmentations off, as these rows always measured)
+    augment = TrainConfig(image_size=size, jpeg_prob=0.0, blur_prob=0.0).augment
     datasets = {
         "cache (PNG crops)": ImageDataset(frame, cache, size, augment),
         "originals, decode + resize": ImageDataset(originals, "/", size, augment),
@@ -201,7 +198,8 @@ def bench_epochs(
                 "images": len(frame),
                 "seconds": round(best, 2),
                 "images_per_s": round(len(frame) / best, 1),
-                "note": f"best of {len(ts)} ({', '.join(f'{t:.1f}' for t in ts)} s); batch {batch}, {workers} loader workers",
+                "note": f"best of {len(ts)} ({', '.join(f'{t:.1f}' for t in ts)} s); "
+                f"batch {batch}, {workers} loader workers",
             }
         )
     return rows

@@ -5,10 +5,12 @@ worker count, device settings) inside one run, interleaved, best of ``--repeats`
 
 * ``naive``: ``torchvision.datasets.ImageFolder`` with PIL transforms (Resize,
   RandomHorizontalFlip, RandomRotation, ColorJitter, ToTensor, Normalize), float batches.
-* ``package``: ``deepfake.loading`` as ``deepfake.train`` uses it: draft-mode JPEG decoding to
-  uint8, the same flip / rotation / colour-jitter ranges; on CUDA augmented and normalised
-  batched on the GPU, channels-last; on a CPU augmented in the workers with OpenCV uint8
-  kernels and normalised in their collate.
+* ``package``: ``deepfake.loading`` as ``deepfake.train`` uses it: full decoding and resizing to
+  uint8 by ``deepfake.inputs.load_input``, the same flip / rotation / colour-jitter ranges; on
+  CUDA augmented and normalised batched on the GPU, channels-last; on a CPU augmented in the
+  workers with OpenCV uint8 kernels and normalised in their collate. (It used to decode JPEGs at
+  a reduced scale, PIL draft; the package now always decodes in full, so every scoring path sees
+  the same pixels.)
 * ``package+robust``: the package path with JPEG re-compression and Gaussian blur (p=0.5
   each) on top: the cost of the robustness augmentations.
 * ``package+cache``: the package path reading ``DecodedCache`` (``train.decode_cache``): the
@@ -51,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake import paths  # noqa: E402
 from deepfake.augment import AugmentConfig  # noqa: E402
-from deepfake.data import IMAGENET_MEAN, IMAGENET_STD, index_dataset  # noqa: E402
+from deepfake.data import index_dataset  # noqa: E402
+from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from deepfake.loading import DecodedCache, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader  # noqa: E402
 from deepfake.models import build_model  # noqa: E402
 from deepfake.utils import autocast, cpu_bf16_supported, resolve_device  # noqa: E402

@@ -148,9 +148,9 @@ def find_duplicates(frame: pd.DataFrame, root: str | os.PathLike, near_dup_bits:
     if "sha256" in frame.columns:
         first = frame.groupby("sha256", sort=False).cumcount() > 0
         head = frame.reset_index().groupby("sha256", sort=False)["index"].transform("first")
-        for j in np.flatnonzero(first.to_numpy()):
-            ii.append(int(head.iloc[j]))
-            jj.append(int(j))
+        for k in np.flatnonzero(first.to_numpy()):
+            ii.append(int(head.iloc[k]))
+            jj.append(int(k))
             dd.append(0)
             kinds.append("exact")
     if near_dup_bits >= 0 and n > 1:

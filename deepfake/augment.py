@@ -59,6 +59,8 @@ class AugmentConfig:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"augment {name} is a probability, got {v}")
+        lo: float
+        hi: float
         lo, hi = self.jpeg_quality
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"jpeg quality range must satisfy 1 <= min <= max <= 100, got {self.jpeg_quality}")

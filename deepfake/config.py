@@ -188,7 +188,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} = {value!r} must be a list, e.g. [70, 95]")
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        args = tuple(a for a in typing.get_args(tp) if a is not Ellipsis)
         item = args[0] if args else Any
         return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if tp is Any:

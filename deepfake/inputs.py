@@ -83,7 +83,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()}
+        return cls(**kwargs)
 
     def with_input_size(self, size: int) -> Preprocessing:
         from dataclasses import replace
@@ -134,7 +135,7 @@ def resize_input(img: np.ndarray, size: int) -> np.ndarray:
     """An (H, W, 3) uint8 image at ``size`` x ``size``: antialiased bilinear (PIL); unchanged when it already is."""
     if img.shape[0] == size and img.shape[1] == size:
         return img
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def load_input(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:

@@ -60,7 +60,7 @@ class DecodedCache:
     every file's path, size and modification time, written atomically, and reused by later
     runs (and by every rank under torchrun); delete ``cache_dir`` to reclaim the space
     (``N * S * S * 3`` bytes, e.g. 150 kB per image at 224 px). Pixels are exactly
-    ``decode_image``'s.
+    ``deepfake.inputs.load_input``'s.
     """
 
     VERSION = 2  # 2: decoded by deepfake.inputs.load_input (no reduced-scale JPEG decoding)

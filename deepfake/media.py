@@ -44,7 +44,7 @@ def kind_of(path: str | os.PathLike) -> str | None:
     return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
 
 
-def looks_like_video(data: bytes | memoryview) -> bool:
+def looks_like_video(data: bytes | bytearray | memoryview) -> bool:
     """True for MP4/MOV (an ``ftyp`` box), AVI (RIFF ... AVI) and Matroska/WebM (EBML) headers."""
     head = bytes(data[:12])
     return head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:11] == b"AVI") or head[:4] == b"\x1aE\xdf\xa3"

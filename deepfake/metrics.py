@@ -153,7 +153,7 @@ def rates_at(y_true, scores, thresholds) -> tuple[np.ndarray, np.ndarray]:
 
 def choose_threshold(
     y_true, scores, rule: str = "balanced_accuracy", target_fpr: float = 0.05, fixed: float = 0.5
-) -> dict[str, float | str]:
+) -> dict[str, float | str | None]:
     """Pick the decision threshold on a validation split.
 
     Candidates are the midpoints between consecutive distinct scores (so the threshold never
@@ -254,7 +254,9 @@ def expected_calibration_error(y_true, scores, n_bins: int = 15) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _weighted_auc(pos_idx: np.ndarray, neg_idx: np.ndarray, n_unique: int, w: np.ndarray) -> float | None:
+def _weighted_auc(
+    pos_idx: tuple[np.ndarray, np.ndarray], neg_idx: tuple[np.ndarray, np.ndarray], n_unique: int, w: np.ndarray
+) -> float | None:
     """ROC-AUC with per-image weights, from each image's rank among the distinct scores.
 
     ``pos_idx``/``neg_idx`` are the distinct-score ranks of the fakes and the reals; ties
@@ -271,7 +273,7 @@ def _weighted_auc(pos_idx: np.ndarray, neg_idx: np.ndarray, n_unique: int, w: np
 
 def group_bootstrap_ci(
     y_true, scores, groups: Sequence, threshold: float = 0.5, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> dict[str, float | int | None]:
+) -> dict[str, float | int | str | None]:
     """Percentile bootstrap intervals of ROC-AUC and accuracy, resampling whole groups.
 
     Each replicate draws as many groups as there are, with replacement, and weights every

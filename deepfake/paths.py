@@ -16,6 +16,8 @@ REPORTS_DIR = ROOT / "reports"
 FIGURES_DIR = REPORTS_DIR / "figures"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 PARAMS_FILE = ROOT / "params.yaml"
+#: Face-crop caches of the cross-dataset test sets (``cache/cross/<name>``, a DVC output of stage ``cross@<name>``).
+CROSS_DIR = ROOT / "cache" / "cross"
 #: Scratch space for quick-check runs of the notebooks (nbval, interactive use).
 QUICK_DIR = ROOT / "build" / "quick"
 
@@ -34,6 +36,7 @@ class Layout:
     faces: Path  # the face-crop cache (data.faces_dir)
     models: Path
     reports: Path
+    cross_caches: Path  # one face-crop cache per cross-dataset test set
 
     @property
     def splits(self) -> Path:
@@ -72,13 +75,16 @@ class Layout:
 
     def cross_faces(self, name: str) -> Path:
         """Face-crop cache of a cross-dataset test set (the preprocess stage's code, its own folder)."""
-        return self.faces.parent / "cross" / name
+        return self.cross_caches / name
 
 
 def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool = False) -> Layout:
     """The pipeline's layout (data.raw_dir and data.faces_dir of params.yaml) or the quick check's (build/quick)."""
     if quick:
+        q = QUICK_DIR
         return Layout(
-            raw=QUICK_DIR / "raw", faces=QUICK_DIR / "faces", models=QUICK_DIR / "models", reports=QUICK_DIR / "reports"
+            raw=q / "raw", faces=q / "faces", models=q / "models", reports=q / "reports", cross_caches=q / "cross_faces"
         )
-    return Layout(raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR)
+    return Layout(
+        raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR, cross_caches=CROSS_DIR
+    )

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -236,7 +236,7 @@ class Predictor:
     def predict_batch(
         self,
         items: Sequence[ImageInput],
-        names: Sequence[str] | None = None,
+        names: Sequence[str | None] | None = None,
         on_error: str = "raise",
         progress: bool = False,
     ) -> list[Prediction | PredictionError]:
@@ -286,7 +286,7 @@ class Predictor:
 
     def predict_video(
         self,
-        item: str | os.PathLike | bytes | memoryview,
+        item: str | os.PathLike | bytes | bytearray | memoryview,
         name: str | None = None,
         frames: int | None = None,
         keep_frames: bool = False,
@@ -417,10 +417,12 @@ def _ordered_map(fn: Callable[[int], Any], indices: Iterable[int], workers: int)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepfake-decode") as pool:
         ahead = 4 * workers
-        futures = [pool.submit(fn, i) for i in indices[:ahead]]
+        futures: list[Future[Any] | None] = [pool.submit(fn, i) for i in indices[:ahead]]
         nxt = len(futures)
         for k in range(len(indices)):
-            res = futures[k].result()
+            fut = futures[k]
+            assert fut is not None  # each future is consumed once, in order
+            res = fut.result()
             futures[k] = None  # free memory of consumed results
             if nxt < len(indices):
                 futures.append(pool.submit(fn, indices[nxt]))

@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -192,7 +193,7 @@ def process_source(job: tuple[Source, str]) -> dict:
     """
     src, key = job
     cfg, out = _WORKER["cfg"], _WORKER["out"]
-    rec = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
+    rec: dict[str, Any] = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
     try:
         if src.kind == "image":
             data = read_bytes(src.path)
@@ -441,6 +442,7 @@ def _run_jobs(
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
             # forkserver: children never inherit the caller's threads (torch, OpenCV pools), whose
             # locks a plain fork can copy in a held state and deadlock on
+            ctx: multiprocessing.context.BaseContext
             if "forkserver" in multiprocessing.get_all_start_methods():
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
@@ -532,7 +534,8 @@ def preview_grid(result: PreprocessResult, n: int = 16, per_row: int = 8) -> np.
         raise ValueError(f"{result.out_dir} holds no crops to show")
     by_label = [m[m["label"] == lab]["path"].tolist() for lab in LABELS]
     picks = [p for pair in zip(*by_label) for p in pair][:n] or m["path"].tolist()[:n]
-    tiles = [cv2.cvtColor(cv2.imread(str(result.out_dir / p)), cv2.COLOR_BGR2RGB) for p in picks]
+    # the crops are the PNGs this module wrote, so imread finds each of them
+    tiles = [cv2.cvtColor(cast(np.ndarray, cv2.imread(str(result.out_dir / p))), cv2.COLOR_BGR2RGB) for p in picks]
     side = tiles[0].shape[0]
     rows = -(-len(tiles) // per_row)
     grid = np.full((rows * side, min(per_row, len(tiles)) * side, 3), 255, np.uint8)

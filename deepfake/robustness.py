@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -63,8 +64,8 @@ class Perturbation:
         if self.kind == "downscale":
             h, w = img.shape[:2]
             im = Image.fromarray(img)
-            small = im.resize((max(1, round(w * self.level)), max(1, round(h * self.level))), Image.BILINEAR)
-            return np.asarray(small.resize((w, h), Image.BILINEAR))
+            small = im.resize((max(1, round(w * self.level)), max(1, round(h * self.level))), Image.Resampling.BILINEAR)
+            return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR))
         return img  # none, resize: the image itself is unchanged
 
 
@@ -72,6 +73,7 @@ def parse_levels(value: str | int | float | Iterable | None, kind: str) -> tuple
     """Levels from a params value: ``"90,70,50"``, a single number, a list, or empty/None for none."""
     if value is None:
         return ()
+    items: list[Any]
     if isinstance(value, (int, float)):
         items = [value]
     elif isinstance(value, str):

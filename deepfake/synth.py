@@ -258,7 +258,7 @@ def _render_face_layer(ident: dict, scene: dict, c: int) -> tuple[np.ndarray, np
     rgb *= (1 - 0.18 * np.clip(rr, 0, 1) ** 2 * face_mask)[..., None]
     # cheeks
     for side in (-1, 1):
-        blush = np.zeros((c, c), np.float32)
+        blush: np.ndarray = np.zeros((c, c), np.float32)
         _ellipse(blush, (fx + side * fw * 0.5, cy + fh * 0.2), (fw * 0.2, fh * 0.1), 0, (1.0,))
         blush = cv2.GaussianBlur(blush, (0, 0), fw * 0.08)
         rgb += blush[..., None] * np.array([18, -4, -4], np.float32)
@@ -495,7 +495,8 @@ def make_image(cfg: SynthConfig, identity: int, index: int, fake: bool) -> tuple
     ident = sample_identity(cfg.seed, identity)
     scene = sample_scene(rng, cfg.image_size)
     img, masks = render(ident, scene, cfg.image_size, rng)
-    kind, donor_id = "", ""
+    kind = ""
+    donor_id: int | str = ""
     if fake:
         kind = str(rng.choice(cfg.manipulations))
         if kind != "upsample":
@@ -519,7 +520,7 @@ def make_image(cfg: SynthConfig, identity: int, index: int, fake: bool) -> tuple
     return data, row
 
 
-def _render_job(args: tuple) -> tuple[str, bytes, dict]:
+def _render_job(args: tuple) -> tuple[str, dict]:
     cfg, identity, index, fake, out = args
     data, row = make_image(cfg, identity, index, fake)
     rel = f"{row['label']}/id{identity:05d}_{index:02d}.jpg"
@@ -538,6 +539,7 @@ def generate(
     Returns:
         The dataset folder.
     """
+    cfg = cfg or SynthConfig()
     out = Path(out_dir)
     if out.exists():
         if not overwrite:

@@ -96,7 +96,7 @@ def ensure_quick_mixed_dataset(raw_dir: str | os.PathLike, cfg: SynthConfig | No
     Image.fromarray(img).convert("L").save(tmp / "real" / "grey.png")
     Image.fromarray(img).convert("RGBA").save(tmp / "real" / "alpha.png")
     h, w = img.shape[:2]
-    writer = cv2.VideoWriter(str(tmp / "fake" / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    writer = cv2.VideoWriter(str(tmp / "fake" / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))  # type: ignore[attr-defined]
     for f in fake[:12]:  # mirrored: frames that are not copies of the dataset's images
         writer.write(cv2.cvtColor(np.asarray(Image.open(f).convert("RGB"))[:, ::-1], cv2.COLOR_RGB2BGR))
     writer.release()

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -393,7 +394,7 @@ def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
 
 
 def _epoch_stats(prefix: str, loss: float, y: np.ndarray, p: np.ndarray) -> dict:
-    m = binary_metrics(y, p) if len(y) else {"accuracy": math.nan, "roc_auc": None}
+    m: dict[str, Any] = binary_metrics(y, p) if len(y) else {"accuracy": math.nan, "roc_auc": None}
     auc = m["roc_auc"]
     return {
         f"{prefix}_loss": float(loss),
@@ -562,7 +563,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             "results differ slightly from one process with the same global batch",
             stacklevel=2,
         )
-    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_sampler)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -732,7 +733,7 @@ def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.devi
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile_model:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # compiling a Module gives an OptimizedModule
     return model
 
 

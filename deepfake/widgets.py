@@ -15,7 +15,7 @@ import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import ipywidgets as W
@@ -91,7 +91,7 @@ def frame_plot(video: VideoPrediction, threshold: float) -> bytes:
 
     fig = Figure(figsize=(5.2, 2.4), dpi=100)
     ax = fig.add_subplot()
-    idx = [p.frame for p in video.frames]
+    idx = cast("list[int]", [p.frame for p in video.frames])  # video frames always carry their index
     prob = [p.probability for p in video.frames]
     ax.plot(idx, prob, color="#555555", lw=1, zorder=1)
     ax.scatter(idx, prob, c=[COLOURS[p.label] for p in video.frames], s=22, zorder=2)
@@ -242,7 +242,9 @@ class DemoWidget:
         return W.VBox([W.HTML(f"<small>{html.escape(caption)}</small>"), img])
 
     def _panels(self, pred: Prediction, cam: GradCam, prep: Prepared, rgb: np.ndarray | None = None) -> W.HBox:
-        shown = draw_box(prep.rgb if rgb is None else rgb, pred.box, prep.scale, COLOURS[pred.label])
+        rgb = prep.rgb if rgb is None else rgb
+        assert rgb is not None  # explain() keeps the decoded image (keep_image=True)
+        shown = draw_box(rgb, pred.box, prep.scale, COLOURS[pred.label])
         where = "face box" if pred.box else "whole image (taken as a face crop)"
         return W.HBox(
             [
@@ -268,6 +270,7 @@ class DemoWidget:
     def _show_video(self, name: str, data: bytes) -> None:
         video = self.predictor.predict_video(data, name, frames=self.cfg.video_frames or None, keep_frames=True)
         top = max(video.frames, key=lambda p: p.probability)
+        assert top.frame is not None  # video frames always carry their index
         pred, cam, prep = self.predictor.explain(video.images[top.frame], f"{name}#{top.frame}")
         skipped = f", {len(video.skipped)} without a face skipped" if video.skipped else ""
         detail = (

@@ -54,7 +54,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
-    result = run_train(params.train, where.faces, where.splits, where.models, where.train_reports)
+    result = run_train(
+        params.train,
+        _user_path(args.faces_dir) if args.faces_dir else where.faces,
+        _user_path(args.splits_dir) if args.splits_dir else where.splits,
+        _user_path(args.model_dir) if args.model_dir else where.models,
+        _user_path(args.reports_dir) if args.reports_dir else where.train_reports,
+    )
     if result.is_main:
         s = result.summary
         print(
@@ -161,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(paths.PARAMS_FILE),
         help="params file whose 'base' and 'train' sections are used (validated whole)",
     )
+    p.add_argument("--faces-dir", help="dataset the split manifests point into (default: data.faces_dir)")
+    p.add_argument("--splits-dir", help="folder with train.csv and val.csv (default: reports/split)")
+    p.add_argument("--model-dir", help="where best.pt and last.pt are written (default: models)")
+    p.add_argument("--reports-dir", help="where history.csv and metrics.json are written (default: reports/train)")
     p.add_argument(
         "--set",
         action="append",

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from deepfake import distributed as D
+from deepfake.testing import write_params
 from deepfake.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
         "blur_prob": 0.5,
         "deterministic": True,
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 3, "device": "cpu"}, "train": train_cfg}))
+    write_params(tmp_path / "params.yaml", {"base": {"seed": 3, "device": "cpu"}, "train": train_cfg})
     ddp = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -69,7 +69,7 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
         "train",
         "--params",
         str(tmp_path / "params.yaml"),
-        "--raw-dir",
+        "--faces-dir",
         str(tiny_dataset),
         "--splits-dir",
         str(tiny_splits),

@@ -44,7 +44,8 @@ from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader 
 from deepfake.media import read_image  # noqa: E402
 from deepfake.models import build_model  # noqa: E402
 from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers  # noqa: E402
-from deepfake.train import StepOptions, TrainConfig, train_one_epoch  # noqa: E402
+from deepfake.steps import StepOptions, train_one_epoch  # noqa: E402
+from deepfake.train import TrainConfig  # noqa: E402
 from deepfake.utils import seed_everything  # noqa: E402
 
 

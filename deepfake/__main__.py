@@ -12,7 +12,7 @@ from . import paths
 def _cmd_synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .config import load_params
+    from .params import load_params
     from .synth import config_dict, generate
 
     params = load_params(args.params)  # every section validated: a faulty params.yaml stops here
@@ -41,7 +41,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .config import load_params
+    from .params import load_params
 
     params = load_params(args.params)
     print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
@@ -49,7 +49,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_params, override_pairs
+    from .config import override_pairs
+    from .params import load_params
     from .pipeline import run_train
 
     params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))

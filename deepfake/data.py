@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-LABELS = ("real", "fake")  # target 0 = real, 1 = fake
-MANIFEST_NAME = "manifest.csv"
+from .ingest import MANIFEST_NAME, DatasetLayoutError, IngestConfig, read_manifest, scan
+from .media import sha256_file
 
-
-class DatasetLayoutError(ValueError):
-    """The dataset folder does not have the expected layout."""
+__all__ = ["DatasetLayoutError", "index_dataset", "read_split"]
 
 
 def _from_manifest(root: Path) -> pd.DataFrame:
-    from .ingest import read_manifest
-
     df = read_manifest(root / MANIFEST_NAME)
     absent = [p for p in df["path"] if not (root / p).is_file()]
     if absent:
@@ -34,8 +30,6 @@ def _from_manifest(root: Path) -> pd.DataFrame:
 
 
 def _from_folders(root: Path) -> pd.DataFrame:
-    from .ingest import IngestConfig, scan
-
     inv = scan(root, IngestConfig())
     videos = [s.rel for s in inv.sources if s.kind == "video"]
     if videos:
@@ -61,8 +55,6 @@ def index_dataset(root: str | os.PathLike, hashes: bool = True) -> pd.DataFrame:
         ``group``, the manifest's other columns and, when ``hashes``, the content ``sha256``;
         sorted by path.
     """
-    from .media import sha256_file
-
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(

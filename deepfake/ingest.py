@@ -25,8 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import LABELS, MANIFEST_NAME, DatasetLayoutError
 from .media import kind_of
+
+LABELS = ("real", "fake")  # target 0 = real, 1 = fake
+MANIFEST_NAME = "manifest.csv"
+
+
+class DatasetLayoutError(ValueError):
+    """The dataset folder does not have the expected layout."""
+
 
 #: Folder names that assign a split when ``keep_splits`` is on, and the split they mean.
 SPLIT_FOLDERS = {

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from . import paths
-from .config import Params, load_params
 from .data import index_dataset, read_split
 from .evaluate import EvalConfig, EvalResult
+from .params import Params, load_params
 from .preprocess import PreprocessConfig
 from .split import (
     SplitConfig,

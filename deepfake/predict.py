@@ -34,8 +34,8 @@ from . import paths
 from .backends import build_runner
 from .calibration import Calibration
 from .checkpoint import load_checkpoint, preprocessing_of
-from .data import LABELS
 from .inference import forward_logits
+from .ingest import LABELS
 from .inputs import Preprocessing, crop_image, resize_input, to_model_tensor
 from .media import BadInputError, looks_like_video, read_video
 from .prediction import (

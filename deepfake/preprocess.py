@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .audit import phash_hex
 from .config import section, setting
-from .data import LABELS, MANIFEST_NAME
-from .ingest import IngestConfig, Inventory, Source, scan
+from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
 from .inputs import CONTRACT_FILE, Preprocessing, crop_image
 from .media import REASONS, BadInputError, decode_image, read_bytes, read_video_frames, sha256_file
 from .utils import atomic_path

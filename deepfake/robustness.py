@@ -14,14 +14,21 @@ under it without writing any file:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 from PIL import Image, ImageFilter
+from torch import nn
 
 from .augment import jpeg_recompress
+from .calibration import calibrated
+from .inference import score_frame
+from .metrics import binary_metrics
 
 KINDS = ("none", "jpeg", "blur", "downscale", "resize")
 
@@ -95,3 +102,72 @@ def perturbation_grid(jpeg=(), blur=(), downscale=(), resize=()) -> list[Perturb
     for kind, levels in (("jpeg", jpeg), ("blur", blur), ("downscale", downscale), ("resize", resize)):
         grid += [Perturbation(kind, lv) for lv in parse_levels(levels, kind)]
     return grid
+
+
+#: Columns of the robustness table.
+ROBUSTNESS_COLUMNS = [
+    "perturbation",
+    "kind",
+    "level",
+    "input_size",
+    "n",
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "balanced_accuracy",
+    "delta_auc",
+    "error",
+]
+
+
+def robustness_table(
+    model: nn.Module,
+    frame: pd.DataFrame,
+    root: str | os.PathLike,
+    image_size: int,
+    device: torch.device,
+    perturbations: list[Perturbation],
+    temperature: float,
+    threshold: float,
+    clean_logits: np.ndarray,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> pd.DataFrame:
+    """Re-score ``frame`` under each perturbation with a fixed temperature and threshold.
+
+    The clean reference reuses ``clean_logits``. A network input size the model cannot take
+    is recorded in the ``error`` column instead of stopping the evaluation.
+    """
+    y = frame["target"].to_numpy()
+    rows, clean_auc = [], None
+    for pert in perturbations:
+        size = pert.input_size(image_size)
+        row = {
+            "perturbation": pert.name,
+            "kind": pert.kind,
+            "level": pert.level,
+            "input_size": size,
+            "n": int(len(frame)),
+            "error": "",
+        }
+        try:
+            z = (
+                clean_logits
+                if pert.kind == "none"
+                else score_frame(
+                    model, frame, root, size, device, batch_size, num_workers, perturb=pert, desc=pert.name
+                )
+            )
+        except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
+            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            continue
+        m = binary_metrics(y, calibrated(z, temperature), threshold)
+        if pert.kind == "none":
+            clean_auc = m["roc_auc"]
+        rows.append({**row, **{k: m[k] for k in ("roc_auc", "average_precision", "accuracy", "balanced_accuracy")}})
+    table = pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
+    for col in ("level", "roc_auc", "average_precision", "accuracy", "balanced_accuracy", "delta_auc"):
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    if clean_auc is not None:
+        table["delta_auc"] = table["roc_auc"] - clean_auc
+    return table

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import shutil
 import time
 import warnings
@@ -32,7 +31,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import __version__, paths
 from . import distributed as D
@@ -40,11 +38,13 @@ from .augment import AugmentConfig
 from .checkpoint import save_checkpoint
 from .config import section, setting
 from .data import read_split
-from .inference import forward_logits, predict
+from .inference import predict
 from .inputs import read_contract
-from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
+from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
 from .metrics import binary_metrics
 from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
+from .resume import Progress, load_resume, restore, rng_state
+from .steps import EpochStats, StepOptions, make_scheduler, train_one_epoch
 from .utils import amp_dtype, atomic_path, cpu_bf16_supported, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,6 @@ HISTORY_COLUMNS = (
 )
 SCHEDULES = ("constant", "cosine")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
-#: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
-RESUME_FREE_KEYS = ("resume", "num_workers", "checkpoint_every", "compile_model", "device", "decode_cache")
-CHECK_EVERY = 20  # batches between checks that the training loss is finite (each check syncs a GPU)
 
 
 @dataclass(frozen=True)
@@ -195,199 +192,6 @@ class TrainResult:
     is_main: bool = True
 
 
-def _quiet(show: bool) -> dict:
-    """tqdm arguments: silent on non-main ranks, else tqdm's defaults (``TQDM_DISABLE`` applies)."""
-    return {} if show else {"disable": True}
-
-
-# --------------------------------------------------------------------------------------------
-# Steps
-# --------------------------------------------------------------------------------------------
-
-
-class EpochStats:
-    """Loss sum, labels and fake-probabilities seen in an epoch, kept on the device until the end."""
-
-    def __init__(self, loss_sum: float = 0.0, y: np.ndarray | None = None, p: np.ndarray | None = None) -> None:
-        self.loss_sum = torch.tensor(float(loss_sum), dtype=torch.float64)
-        self.ys: list[torch.Tensor] = [torch.as_tensor(y, dtype=torch.float32)] if y is not None and len(y) else []
-        self.ps: list[torch.Tensor] = [torch.as_tensor(p, dtype=torch.float32)] if p is not None and len(p) else []
-
-    def add(self, loss_sum: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> None:
-        self.loss_sum = self.loss_sum.to(loss_sum.device) + loss_sum.detach().double()
-        self.ys.append(y.detach())
-        self.ps.append(p.detach())
-
-    def local(self) -> tuple[float, np.ndarray, np.ndarray]:
-        """``(loss sum, labels, probabilities)`` of this process."""
-        y = torch.cat([t.cpu() for t in self.ys]).numpy() if self.ys else np.zeros(0, np.float32)
-        p = torch.cat([t.float().cpu() for t in self.ps]).numpy() if self.ps else np.zeros(0, np.float32)
-        return float(self.loss_sum), y, p
-
-    def gathered(self, info: D.DistInfo) -> tuple[float, np.ndarray, np.ndarray]:
-        """``(loss sum, labels, probabilities)`` over every process."""
-        loss, y, p = self.local()
-        parts = D.all_gather_objects((loss, y, p), info)
-        return (
-            sum(a for a, _, _ in parts),
-            np.concatenate([b for _, b, _ in parts]),
-            np.concatenate([c for _, _, c in parts]),
-        )
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning-rate multiplier at optimisation ``step`` (0-based): linear warm-up, then constant or cosine."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "cosine":
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return 1.0
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule of ``cfg`` (warm-up and constant / cosine)."""
-    warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        return lr_factor(step, warmup, total, cfg.schedule)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@dataclass
-class StepOptions:
-    """How ``train_one_epoch`` takes its optimisation steps.
-
-    Attributes:
-        device: where the model lives.
-        loss_fn: a ``reduction="sum"`` loss on logits; a step's loss is that sum over this
-            process's images divided by the global batch size times ``world_size``, so that
-            DDP's gradient averaging yields the global-batch mean.
-        scheduler: stepped after every optimisation step (None: constant learning rate).
-        scaler: fp16 gradient scaler (None: no scaling).
-        amp: autocast the forward pass.
-        channels_last: NHWC memory format.
-        augment: run the device-side augmentation of the batch.
-        world_size: processes under torchrun.
-        show: show a progress bar (the main process).
-        desc: the progress bar's label.
-        on_step: called with the 1-based step number and the accumulator after each step.
-    """
-
-    device: torch.device
-    loss_fn: nn.Module
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    scaler: torch.amp.GradScaler | None = None
-    amp: bool = False
-    channels_last: bool = False
-    augment: bool = True
-    world_size: int = 1
-    show: bool = True
-    desc: str = "train"
-    on_step: Callable[[int, EpochStats], None] | None = None
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    opts: StepOptions,
-    global_sizes: list[int],
-    stats: EpochStats | None = None,
-) -> EpochStats:
-    """One pass over ``loader`` (the model must already be in train mode).
-
-    Args:
-        global_sizes: images in each global batch (``EpochBatchSampler.global_sizes``).
-        stats: accumulator to continue (a resumed epoch); a new one otherwise.
-
-    Returns:
-        The accumulator: loss sum, labels and fake-probabilities of this process's images.
-    """
-    stats = stats or EpochStats()
-    for i, batch in enumerate(tqdm(loader, desc=opts.desc, leave=False, unit="batch", **_quiet(opts.show))):
-        b = finish_batch(batch, opts.device, opts.augment, channels_last=opts.channels_last)  # images (B, 3, H, W)
-        logits = forward_logits(model, b.images, opts.device, opts.amp)  # (B,)
-        loss_sum = opts.loss_fn(logits, b.targets)
-        loss = loss_sum * (opts.world_size / global_sizes[i])
-        optimizer.zero_grad(set_to_none=True)
-        if opts.scaler is not None:
-            opts.scaler.scale(loss).backward()
-            opts.scaler.step(optimizer)
-            opts.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if opts.scheduler is not None:
-            opts.scheduler.step()
-        stats.add(loss_sum, b.targets, torch.sigmoid(logits.detach()))
-        if (i + 1) % CHECK_EVERY == 0 and not math.isfinite(float(stats.loss_sum)):
-            raise FloatingPointError(
-                f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp"
-            )
-        if opts.on_step is not None:
-            opts.on_step(i + 1, stats)
-    return stats
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def rng_state(loader_generator: torch.Generator | None = None) -> dict:
-    """Python, numpy, torch (CPU and CUDA) and loader-generator states, as tensors and plain types."""
-    np_state = np.random.get_state(legacy=False)
-    version, internal, gauss = random.getstate()
-    return {
-        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": {
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "loader": loader_generator.get_state() if loader_generator is not None else None,
-    }
-
-
-def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) -> None:
-    """Restore what ``rng_state`` captured."""
-    version, internal, gauss = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if loader_generator is not None and state.get("loader") is not None:
-        loader_generator.set_state(state["loader"])
-
-
-def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
-    """Raise when ``path`` was written by a run with a different config (beyond ``RESUME_FREE_KEYS``)."""
-    now = asdict(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"cannot resume from {path}: it was trained with a different config ({detail}); "
-            "use the same train params, or set resume=false (or another model_dir) to start afresh"
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -427,20 +231,6 @@ def _device_for(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
     if info.enabled and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)
     return device
-
-
-@dataclass
-class _Progress:
-    """Where a run is: stored in every checkpoint, restored by ``resume``."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimisation steps done in epoch + 1
-    rows: list = field(default_factory=list)
-    best_score: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    partial: dict | None = None  # gathered stats of the unfinished epoch
 
 
 def train(
@@ -539,7 +329,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
 
     # Model and optimisation
     last_path, best_path = out / "last.pt", out / "best.pt"
-    resume_ckpt = _load_resume(cfg, last_path)
+    resume_ckpt = load_resume(cfg, last_path)
     model_weights = "none" if resume_ckpt is not None else cfg.weights
     net, weights_used = build_model(cfg.arch, model_weights)
     if resume_ckpt is not None:
@@ -566,7 +356,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_sampler)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.schedule)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
     loss_fn = nn.BCEWithLogitsLoss(
         reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
@@ -581,13 +371,13 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         "package_version": __version__,
         "world_size": info.world_size,
     }
-    prog = _Progress()
+    prog = Progress()
     if resume_ckpt is not None:
-        prog = _restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
+        prog = restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
         if show:
             log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
 
-    def checkpoint(path: Path, p: _Progress) -> None:
+    def checkpoint(path: Path, p: Progress) -> None:
         rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
         if info.is_main:
             save_checkpoint(
@@ -623,7 +413,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             done = start + step
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
                 loss, y, p = st.gathered(info)
-                mid = _Progress(
+                mid = Progress(
                     **{
                         **asdict(prog),
                         "epoch": epoch - 1,
@@ -735,49 +525,6 @@ def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.devi
     if cfg.compile_model:
         model = cast(nn.Module, torch.compile(model))  # compiling a Module gives an OptimizedModule
     return model
-
-
-def _load_resume(cfg: TrainConfig, last_path: Path) -> dict | None:
-    """The checkpoint to resume from, when ``cfg.resume`` and it exists (checked against ``cfg``)."""
-    if not cfg.resume:
-        return None
-    if not last_path.is_file():
-        return None
-    ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-    if "progress" not in ckpt or "optimizer" not in ckpt:
-        raise ValueError(
-            f"cannot resume from {last_path}: it holds no training state (written by an older version); set "
-            "resume=false"
-        )
-    check_resumable(ckpt["config"], cfg, last_path)
-    return ckpt
-
-
-def _restore(
-    ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_gen: torch.Generator, info: D.DistInfo
-) -> _Progress:
-    net.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-    rngs = ckpt["rng"]
-    if len(rngs) == info.world_size:
-        set_rng_state(rngs[info.rank], loader_gen)
-    elif info.is_main:
-        warnings.warn(
-            f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
-            "random states (dropout) are not restored, the result will differ slightly",
-            stacklevel=3,
-        )
-    p = dict(ckpt["progress"])
-    if p.get("partial"):
-        p["partial"] = {
-            "loss_sum": float(p["partial"]["loss_sum"]),
-            "y": p["partial"]["y"].numpy(),
-            "p": p["partial"]["p"].numpy(),
-        }
-    return _Progress(**p)
 
 
 def write_history(history: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -65,6 +65,7 @@ class _Payload:
         return (open, ("/tmp/deepfake-pwned-marker", "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the file is a plain pickle, as an attacker writes it
 def test_a_pickle_with_code_is_refused_without_running_it(tmp_path):
     import os
 

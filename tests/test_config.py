@@ -4,8 +4,9 @@ import pytest
 import yaml
 
 from deepfake import config, paths
-from deepfake.config import ConfigError, load_params
+from deepfake.config import ConfigError
 from deepfake.evaluate import EvalConfig
+from deepfake.params import load_params
 from deepfake.split import SplitConfig
 from deepfake.testing import write_params
 from deepfake.train import TrainConfig

@@ -22,7 +22,7 @@ from PIL import Image
 
 from deepfake import pipeline
 from deepfake.__main__ import main
-from deepfake.config import load_params
+from deepfake.params import load_params
 from deepfake.predict import PredictConfig, Predictor, VideoPrediction
 from deepfake.synth import SynthConfig, generate
 from deepfake.testing import merge_overrides, write_params

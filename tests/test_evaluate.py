@@ -11,10 +11,11 @@ from torch import nn
 from deepfake.calibration import REQUIRED_KEYS, apply_temperature, fit_temperature, logits_from_probs
 from deepfake.checkpoint import load_checkpoint
 from deepfake.data import read_split
-from deepfake.evaluate import EvalConfig, evaluate, predictions_frame, robustness_table, video_unit, write_outputs
+from deepfake.evaluate import EvalConfig, evaluate, predictions_frame, write_outputs
 from deepfake.metrics import choose_threshold
-from deepfake.robustness import perturbation_grid
+from deepfake.robustness import perturbation_grid, robustness_table
 from deepfake.train import TrainConfig, train
+from deepfake.video_level import video_unit
 
 FAST = dict(
     device="cpu",
@@ -268,7 +269,7 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
 
 
 def test_report_tables_show_the_metrics_and_intervals(result):
-    from deepfake.evaluate import calibration_summary, summary_table
+    from deepfake.tables import calibration_summary, summary_table
 
     m = result.metrics
     table = summary_table(m)

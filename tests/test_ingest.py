@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake.data import DatasetLayoutError
-from deepfake.ingest import IngestConfig, read_manifest, scan
+from deepfake.ingest import DatasetLayoutError, IngestConfig, read_manifest, scan
 from deepfake.media import BadInputError, decode_image, read_image, read_video_frames, sample_frame_indices
 
 RNG = np.random.default_rng(0)

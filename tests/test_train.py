@@ -13,7 +13,9 @@ import torch
 
 from deepfake import train as train_mod
 from deepfake.models import build_model
-from deepfake.train import HISTORY_COLUMNS, TrainConfig, check_resumable, lr_factor, train
+from deepfake.resume import check_resumable
+from deepfake.steps import lr_factor
+from deepfake.train import HISTORY_COLUMNS, TrainConfig, train
 
 FAST = dict(weights="none", epochs=2, batch_size=8, image_size=32, device="cpu", seed=0)
 METRICS = ["train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr"]
@@ -408,7 +410,7 @@ def test_cuda_resume_restores_the_grad_scaler_and_cuda_rng(tiny_dataset, tiny_sp
 def test_step_loss_is_the_global_batch_mean_whatever_the_share():
     """Two ranks' scaled gradients average to the single-process gradient of the global batch."""
     from deepfake.loading import Batch
-    from deepfake.train import EpochStats, StepOptions, train_one_epoch
+    from deepfake.steps import EpochStats, StepOptions, train_one_epoch
 
     torch.manual_seed(0)
     x = torch.randn(6, 3, 2, 2)

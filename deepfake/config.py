@@ -260,7 +260,8 @@ def _nearest(key: str, known: list[str]) -> list[str]:
     return [k for k in known if k == initials][:1]
 
 
-def _unknown(keys: list[str], known: list[str], where: str) -> str:
+def unknown_keys(keys: list[str], known: list[str], where: str) -> str:
+    """``where.key`` for each unknown key, with the nearest known key where one is near."""
     msgs = []
     for k in keys:
         close = _nearest(k, known)
@@ -284,7 +285,7 @@ def build(
     if unknown:
         takes = [k for k in settings_of(cls) if k not in base_keys]
         raise ConfigError(
-            f"{origin or 'params'}: unknown setting(s) {_unknown(unknown, known, name)}; "
+            f"{origin or 'params'}: unknown setting(s) {unknown_keys(unknown, known, name)}; "
             f"the {name} section takes {', '.join(takes)}"
         )
     for k in base_keys:

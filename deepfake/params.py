@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from . import paths
-from .config import BaseConfig, ConfigError, DataConfig, build, read_yaml, settings_of
+from .config import BaseConfig, ConfigError, DataConfig, build, read_yaml, settings_of, unknown_keys
 from .evaluate import EvalConfig
 from .preprocess import PreprocessConfig
 from .split import SplitConfig
@@ -78,26 +77,21 @@ def load_params(
             raise ConfigError(f"{file}: section {name} is missing")
         if not isinstance(values, dict):
             raise ConfigError(f"{file}: section {name} must be a mapping of settings, not {values!r}")
-        settings = settings_of(cls)
-        not_settings = sorted(k for k in values if k not in settings and k in {f.name for f in dataclasses.fields(cls)})
-        if not_settings:
+        base_keys = getattr(cls, "BASE_KEYS", ())
+        own = [k for k in settings_of(cls) if k not in base_keys]  # the keys this section of the file holds
+        stray = sorted(set(values) - set(own))
+        if stray:
             raise ConfigError(
-                f"{file}: {', '.join(f'{name}.{k}' for k in not_settings)} is not a params.yaml setting "
-                f"(a code-only option); the {name} section takes {', '.join(settings)}"
+                f"{file}: unknown setting(s) {unknown_keys(stray, own, name)}; "
+                f"the {name} section takes {', '.join(own)}"
             )
-        missing = [k for k in settings if k not in values and k not in getattr(cls, "BASE_KEYS", ())]
+        missing = [k for k in own if k not in values]
         if missing:
             raise ConfigError(
                 f"{file}: {', '.join(f'{name}.{k}' for k in missing)} missing; every setting is written in params.yaml"
             )
-        values = {**values, **overrides.get(name, {})}
-        # every value comes from this file (not from the repository's params.yaml defaults)
-        base = base_values if name != "base" else None
-        full = {k: values[k] for k in values}
-        for k in getattr(cls, "BASE_KEYS", ()):
-            if base is not None and k in base:
-                full[k] = base[k]
-        built[name] = build(cls, full, origin=str(file))
+        base = {} if name == "base" else {k: base_values[k] for k in base_keys if k in base_values}
+        built[name] = build(cls, {**values, **overrides.get(name, {}), **base}, origin=str(file))
     cross = {**(raw.get("cross_dataset") or {}), **overrides.get("cross_dataset", {})}
     if not isinstance(cross, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in cross.items()

@@ -20,7 +20,7 @@ from . import paths
 from .data import index_dataset, read_split
 from .evaluate import EvalConfig, EvalResult
 from .params import Params, load_params
-from .preprocess import PreprocessConfig
+from .preprocess import PreprocessConfig, PreprocessResult
 from .split import (
     SplitConfig,
     balance_table,
@@ -30,6 +30,7 @@ from .split import (
     split_dataset,
     write_splits,
 )
+from .train import TrainConfig, TrainResult
 from .utils import write_json
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,12 @@ def run_split(
 
 
 def run_preprocess(
-    raw_dir: str | os.PathLike, out_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg, progress: bool = True
-):
+    raw_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+    cfg: PreprocessConfig,
+    progress: bool = True,
+) -> PreprocessResult:
     """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary and skip list to ``reports_dir``."""
     from .preprocess import preprocess
 
@@ -140,16 +145,16 @@ def run_preprocess(
 
 
 def run_train(
-    cfg,
-    raw_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    faces_dir: str | os.PathLike,
     splits_dir: str | os.PathLike,
     model_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
-):
-    """Train, then write ``history.csv`` (DVC plots) and ``metrics.json`` (DVC metrics) to ``reports_dir``."""
+) -> TrainResult:
+    """Train on ``faces_dir`` (the split manifests' root), then write ``history.csv`` and ``metrics.json``."""
     from .train import train, write_history
 
-    result = train(cfg, paths.resolve(splits_dir), paths.resolve(raw_dir), paths.resolve(model_dir))
+    result = train(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir), paths.resolve(model_dir))
     if result.is_main:  # under torchrun, rank 0 writes the reports
         out = paths.resolve(reports_dir)
         write_history(result.history, out / "history.csv")
@@ -158,14 +163,14 @@ def run_train(
 
 
 def run_evaluate(
-    cfg,
+    cfg: EvalConfig,
     checkpoint: str | os.PathLike,
-    raw_dir: str | os.PathLike,
+    faces_dir: str | os.PathLike,
     splits_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
     split: str = "test",
     calibration_split: str = "val",
-):
+) -> EvalResult:
     """Evaluate one split with a checkpoint, calibrated and thresholded on another.
 
     Fits the temperature and picks the threshold on ``calibration_split`` (never the split
@@ -183,7 +188,7 @@ def run_evaluate(
         )
     splits = paths.resolve(splits_dir)
     frame, val = read_split(splits, split), read_split(splits, calibration_split)
-    result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(raw_dir), cfg, val=val)
+    result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(faces_dir), cfg, val=val)
     result.metrics = {"split": split, "calibration_split": calibration_split, **result.metrics}
     write_outputs(result, paths.resolve(reports_dir), write_calibration=True, ece_bins=cfg.ece_bins)
     return result

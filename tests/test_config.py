@@ -106,3 +106,10 @@ def test_overrides_from_the_command_line():
     with pytest.raises(ConfigError, match="section.key=value"):
         config.override_pairs(["epochs=2"])
     assert load_params(overrides={"train": {"epochs": 2}}).train.epochs == 2
+
+
+def test_code_only_options_and_base_keys_do_not_belong_in_a_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) train\.max_batches"):
+        load_params(write_params(tmp_path / "a.yaml", {"train": {"max_batches": 2}}))
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) split\.seed; the split section takes val_frac"):
+        load_params(write_params(tmp_path / "b.yaml", {"split": {"seed": 3}}))  # the seed lives in base

@@ -47,7 +47,16 @@ def _words(cmd):
     return words
 
 
-@pytest.mark.parametrize("stage", sorted(DVC["stages"]))
+NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s != "check_params")
+
+
+def test_a_stage_checks_every_section_first():
+    stage = DVC["stages"]["check_params"]
+    assert stage["cmd"] == "python -m deepfake check-params"
+    assert set(stage["params"]) == set(RAW) - {"cross_dataset"}
+
+
+@pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
 def test_each_stage_passes_paths_not_settings(stage):
     words = _words(_stage(stage)["cmd"])
     assert words[0] == "papermill"
@@ -62,7 +71,7 @@ def test_each_stage_passes_paths_not_settings(stage):
 
 def test_every_interpolation_in_a_command_is_quoted():
     """A dataset path with a space cannot break a stage: no ${...} reaches the shell unquoted."""
-    for name in DVC["stages"]:
+    for name in NOTEBOOK_STAGES:
         cmd = _stage(name)["cmd"]
         quoted, unquoted = False, []
         for i, ch in enumerate(cmd):

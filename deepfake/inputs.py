@@ -86,11 +86,6 @@ class Preprocessing:
         kwargs: dict[str, Any] = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()}
         return cls(**kwargs)
 
-    def with_input_size(self, size: int) -> Preprocessing:
-        from dataclasses import replace
-
-        return replace(self, input_size=int(size))
-
 
 def whole_image(input_size: int) -> Preprocessing:
     """The contract of data used as it is: no crop, the whole image resized to ``input_size``."""

@@ -15,6 +15,7 @@ a value of the wrong type (``epochs: "ten"``) or out of range (``image_size: 0``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -104,8 +105,8 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     return data
 
 
-def read_yaml(path: str | os.PathLike = paths.PARAMS_FILE) -> dict[str, Any]:
-    """The raw contents of a params file (a fresh copy; cached while the file is unchanged)."""
+def _cached_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed params file, shared while the file is unchanged: callers must not modify it."""
     p = paths.resolve(path)
     try:
         st = p.stat()
@@ -113,16 +114,19 @@ def read_yaml(path: str | os.PathLike = paths.PARAMS_FILE) -> dict[str, Any]:
         raise ConfigError(f"params file {p} does not exist") from None
     if not p.is_file():
         raise ConfigError(f"params file {p} is not a file")
-    import copy
+    return _read_cached(str(p), st.st_mtime_ns, st.st_size)
 
-    return copy.deepcopy(_read_cached(str(p), st.st_mtime_ns, st.st_size))
+
+def read_yaml(path: str | os.PathLike = paths.PARAMS_FILE) -> dict[str, Any]:
+    """The raw contents of a params file (a fresh copy; parsed once while the file is unchanged)."""
+    return copy.deepcopy(_cached_yaml(path))
 
 
 def _default(section_name: str, key: str) -> Any:
-    values = read_yaml().get(section_name)
+    values = _cached_yaml(paths.PARAMS_FILE).get(section_name)
     if not isinstance(values, dict) or key not in values:
         raise ConfigError(f"{paths.PARAMS_FILE}: {section_name}.{key} is missing; every setting's default lives there")
-    return values[key]
+    return copy.deepcopy(values[key])  # one value, not the whole file, for every field of every config built
 
 
 # --------------------------------------------------------------------------------------------

@@ -238,7 +238,11 @@ def run_cross_evaluate(
         keep_splits=False,
     )
     out = paths.resolve(reports_dir)
-    cache = run_preprocess(data, faces_dir, out, pcfg, progress=progress)
+    from .preprocess import preprocess
+
+    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    cache.skipped.to_csv(out / "skipped.csv", index=False)  # its counts go into metrics.json
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")
     frame = index_dataset(paths.resolve(faces_dir), hashes=False)
@@ -252,7 +256,6 @@ def run_cross_evaluate(
         **result.metrics,
     }
     write_outputs(result, out, write_calibration=False, ece_bins=cfg.ece_bins)
-    (out / "summary.json").unlink(missing_ok=True)  # the preprocess counts live in metrics.json
     if figures:
         threshold = result.calibration["threshold"]
         _draw(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -70,8 +71,9 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=1)
 def _current_umask() -> int:
-    """The process's umask, read without changing it (``/proc``), or 0o022 where it cannot be read."""
+    """The process's umask, read once without changing it (``/proc``), or 0o022 where it cannot be read."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -5,7 +5,8 @@ to the network's input size. Scoring must do exactly the same, so every scoring 
 validation pass of training, the evaluate stage, robustness, the cross-dataset stage, the
 predictor and the widget) goes through the functions here:
 
-1. ``crop_image``: the crop the preprocess stage makes (face detection and margin, or the
+1. ``crop_image`` (``crop_frames`` for a video's sampled frames, following one face): the
+   crop the preprocess stage makes (face detection, landmarks, alignment and margin, or the
    centre square), at ``crop_size``;
 2. ``resize_input``: to the network's ``input_size`` (antialiased bilinear, PIL; a no-op when
    the sizes agree);
@@ -18,7 +19,7 @@ it crops and normalises as training did, whatever the caller's defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .faces import FaceBox, crop_face, get_detector
+from .faces import DETECTORS, MAX_UPSAMPLE, FaceBox, crop_face, crop_window, get_detector, nearest_box
+from .landmarks import SHAPE_MODELS, alignment_matrix, get_landmarker, transform_points, warp_crop, window_matrix
 from .media import read_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +36,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ``face``: detect the largest face and crop a square around it enlarged by ``margin``;
 #: ``center``: the centre square of the image; ``none``: the whole image (resized, not cropped).
 CROPS = ("face", "center", "none")
+#: ``several_faces``: ``largest`` (crop the largest face) | ``skip`` (leave the image out).
+SEVERAL_FACES = ("largest", "skip")
+#: ``face_at_border``: ``keep`` | ``skip`` a face whose box touches the image's edge (cut off).
+FACE_AT_BORDER = ("keep", "skip")
 #: Name of the file beside a preprocess cache's manifest that records its contract.
 CONTRACT_FILE = "preprocessing.json"
 
@@ -44,7 +50,8 @@ class Preprocessing:
 
     Attributes:
         crop: ``face`` | ``center`` | ``none`` (see ``CROPS``).
-        detector: the face detector of ``crop="face"`` (``deepfake.faces.DETECTORS``).
+        detector: the face detector of ``crop="face"`` (``deepfake.faces.DETECTORS``), also
+            the one that finds the face for landmarks in centre crops.
         margin: crop side relative to the detected face box's longer side.
         no_face: with ``crop="face"``: ``skip`` (an image without a face is not scored) or
             ``keep_full`` (its centre square is used).
@@ -52,6 +59,12 @@ class Preprocessing:
         input_size: side of the network input in pixels.
         frames_per_video: evenly spaced frames sampled from a video (its score is their mean).
         mean, std: per-channel normalisation of ``[0, 1]`` RGB.
+        upsample: detector upsampling of photos (each step doubles the searched side).
+        video_upsample: detector upsampling of video frames (their faces are often small).
+        landmarks: 0 (none), 5 or 68 landmarks located in each face (``deepfake.landmarks``).
+        align: rotate and scale each face so its eyes and mouth (nose with 5 landmarks) sit at
+            canonical positions before the margin crop (needs landmarks).
+        several_faces: ``SEVERAL_FACES``; face_at_border: ``FACE_AT_BORDER``.
     """
 
     crop: str
@@ -63,10 +76,30 @@ class Preprocessing:
     frames_per_video: int = 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    upsample: int = 0
+    video_upsample: int = 0
+    landmarks: int = 0
+    align: bool = False
+    several_faces: str = "largest"
+    face_at_border: str = "keep"
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
             raise ValueError(f"preprocessing crop must be one of {CROPS}, got {self.crop!r}")
+        if self.crop != "none" and self.detector not in DETECTORS and (self.detect or self.landmarks):
+            raise ValueError(f"preprocessing detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.landmarks not in (0, *SHAPE_MODELS):
+            raise ValueError(f"preprocessing landmarks must be 0 (none), 5 or 68, got {self.landmarks!r}")
+        if self.align and not (self.detect and self.landmarks):
+            raise ValueError("preprocessing align needs face crops with landmarks (crop face, landmarks 5 or 68)")
+        for name in ("upsample", "video_upsample"):
+            if not 0 <= getattr(self, name) <= MAX_UPSAMPLE:
+                raise ValueError(f"preprocessing {name} must be between 0 and {MAX_UPSAMPLE}")
+        if self.several_faces not in SEVERAL_FACES or self.face_at_border not in FACE_AT_BORDER:
+            raise ValueError(
+                f"preprocessing several_faces must be one of {SEVERAL_FACES} and face_at_border one of "
+                f"{FACE_AT_BORDER}, got {self.several_faces!r}, {self.face_at_border!r}"
+            )
         if self.crop != "none" and self.crop_size < 1:
             raise ValueError(f"preprocessing crop_size must be positive with crop={self.crop!r}, got {self.crop_size}")
         if self.input_size < 1:
@@ -83,6 +116,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """The contract a checkpoint or cache recorded (keys added since take their defaults: Haar
+        contracts from before dlib scored without upsampling, landmarks or alignment)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {unknown} (written by a newer version of the package?)")
         kwargs: dict[str, Any] = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()}
         return cls(**kwargs)
 
@@ -106,24 +145,93 @@ def read_contract(cache_dir: str | os.PathLike, input_size: int) -> Preprocessin
         raise ValueError(f"{f} is not a preprocessing contract ({e}); run the preprocess stage again") from e
 
 
-def crop_image(rgb: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray | None, str, FaceBox | None]:
-    """The preprocess stage's crop of a decoded (H, W, 3) uint8 image.
+@dataclass
+class Crop:
+    """One crop as the preprocess stage makes it.
 
-    Returns:
-        ``(crop or None, how, box)``: ``how`` is ``face`` (a face was found: ``box``),
-        ``full`` (centre square or whole image) or ``none`` (no face and ``no_face="skip"``:
-        the crop is None).
+    Attributes:
+        image: the (crop_size, crop_size, 3) uint8 crop (the whole image with ``crop="none"``),
+            None when the input is left out.
+        how: ``face`` (cropped around ``box``), ``full`` (centre square or whole image) or
+            ``none`` (left out: ``reason``).
+        box: the detected face followed, in the input's pixels.
+        landmarks: ``(n, 2)`` float32 landmarks in the crop's pixels, when asked for and found.
+        n_faces: faces the detector found in the input.
+        at_border: the face's box touches the input's edge (a cut-off face).
+        reason: why the input was left out (a key of ``deepfake.media.REASONS``).
     """
-    if prep.crop == "none":
-        return rgb, "full", None
-    if prep.crop == "center":
-        return crop_face(rgb, None, prep.crop_size), "full", None
-    box = get_detector(prep.detector).largest(rgb)
-    if box is not None:
-        return crop_face(rgb, box, prep.crop_size, prep.margin), "face", box
-    if prep.no_face == "keep_full":
-        return crop_face(rgb, None, prep.crop_size), "full", None
-    return None, "none", None
+
+    image: np.ndarray | None
+    how: str
+    box: FaceBox | None = None
+    landmarks: np.ndarray | None = None
+    n_faces: int = 0
+    at_border: bool = False
+    reason: str = ""
+
+
+def find_faces(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> list[FaceBox]:
+    """Every face in ``rgb`` by the contract's detector, largest first (video frames upsampled as set)."""
+    return get_detector(prep.detector).detect(rgb, prep.video_upsample if video else prep.upsample)
+
+
+def crop_image(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> Crop:
+    """The preprocess stage's crop of a decoded (H, W, 3) uint8 image: around its largest face,
+    or the centre square, or the whole image, as ``prep`` says (``video``: a frame's upsampling)."""
+    if not prep.detect:
+        return _whole(rgb, prep)
+    boxes = find_faces(rgb, prep, video)
+    return crop_around(rgb, boxes[0] if boxes else None, len(boxes), prep)
+
+
+def crop_frames(frames: list[np.ndarray], prep: Preprocessing) -> list[Crop]:
+    """Crops of a video's sampled frames, following one face: the largest in the first frame
+    with a face, then in each frame the box nearest the previous one (the track is each crop's ``box``)."""
+    if not prep.detect:
+        return [_whole(rgb, prep) for rgb in frames]
+    crops, previous = [], None
+    for rgb in frames:
+        boxes = find_faces(rgb, prep, video=True)
+        box = None
+        if boxes:
+            box = boxes[0] if previous is None else nearest_box(boxes, previous)[0]
+            previous = box
+        crops.append(crop_around(rgb, box, len(boxes), prep))
+    return crops
+
+
+def crop_around(rgb: np.ndarray, box: FaceBox | None, n_faces: int, prep: Preprocessing) -> Crop:
+    """The face crop of ``rgb`` around ``box`` (one of ``n_faces`` found), with landmarks and
+    alignment as ``prep`` says; without a box, the centre square or nothing (``no_face``)."""
+    if box is None:
+        if prep.no_face == "keep_full":
+            return _whole(rgb, prep)
+        return Crop(None, "none", reason="no_face")
+    at_border = box.touches_border(rgb.shape[1], rgb.shape[0])
+    if n_faces > 1 and prep.several_faces == "skip":
+        return Crop(None, "none", box, n_faces=n_faces, at_border=at_border, reason="several_faces")
+    if at_border and prep.face_at_border == "skip":
+        return Crop(None, "none", box, n_faces=n_faces, at_border=at_border, reason="face_at_border")
+    points = get_landmarker(prep.landmarks).locate(rgb, box) if prep.landmarks else None
+    if prep.align and points is not None:
+        matrix = alignment_matrix(points, prep.crop_size, prep.margin)
+        image = warp_crop(rgb, matrix, prep.crop_size)
+    else:
+        image = crop_face(rgb, box, prep.crop_size, prep.margin)
+        matrix = window_matrix(*crop_window(rgb.shape, box, prep.margin), prep.crop_size)
+    landmarks = transform_points(points, matrix) if points is not None else None
+    return Crop(image, "face", box, landmarks, n_faces, at_border)
+
+
+def _whole(rgb: np.ndarray, prep: Preprocessing) -> Crop:
+    """The centre square (or, with ``crop="none"``, the whole image); landmarks found in it when asked for."""
+    image = rgb if prep.crop == "none" else crop_face(rgb, None, prep.crop_size)
+    landmarks = None
+    if prep.landmarks:
+        boxes = get_detector(prep.detector).detect(image, prep.upsample)
+        if boxes:
+            landmarks = get_landmarker(prep.landmarks).locate(image, boxes[0])
+    return Crop(image, "full", landmarks=landmarks)
 
 
 def resize_input(img: np.ndarray, size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Image and video I/O: the one decoder every path uses, and the one list of file types.
+"""Image I/O: the one image decoder every path uses, the one list of file types, and the skip reasons.
 
 ``read_image`` / ``decode_image`` turn a file or bytes into upright (H, W, 3) uint8 RGB,
 applying EXIF rotation and converting grayscale, CMYK, RGBA/LA (composited on white), palette
@@ -8,22 +8,24 @@ image larger than ``max_pixels`` is refused from its header (decompression bombs
 is not a usable image or video raises ``BadInputError`` with a short ``reason`` code
 (``REASONS``) so a long run can skip it and list it in a report instead of crashing.
 
-``read_video`` samples evenly spaced frames from a video (``sample_frame_indices``).
+Videos are read by ``deepfake.video``, which raises the same ``BadInputError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import stat
 import warnings
 from pathlib import Path
 from struct import error as struct_error  # raised by some damaged TIFF/BMP headers
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 #: Every file type the package reads, in one place (ingestion, the predictor, the widget).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -63,7 +65,10 @@ REASONS = {
     "file_too_large": "larger than the package reads into memory",
     "video_unreadable": "OpenCV cannot open the video (corrupt, wrong extension or missing codec)",
     "video_no_frames": "the video opened but no frame could be decoded",
+    "frame_unreadable": "a sampled frame could not be decoded (the video ends early or the seek failed)",
     "no_face": "no face was detected (no_face: skip)",
+    "several_faces": "more than one face was detected (several_faces: skip)",
+    "face_at_border": "the face touches the image's edge, cut off (face_at_border: skip)",
     "missing_file": "listed in the manifest but not on disk",
     "no_label_folder": "not below a real/ or fake/ folder",
     "no_split_folder": "keep_splits is on but the file is not below a train/valid/test folder",
@@ -233,68 +238,3 @@ def to_rgb_array(item: Image.Image | np.ndarray, source: str = "<array>") -> np.
             a = np.clip(np.nan_to_num(a) * 255.0 + 0.5, 0, 255)
         a = np.clip(a, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(a)
-
-
-# --------------------------------------------------------------------------------------------
-# Videos
-# --------------------------------------------------------------------------------------------
-
-
-def sample_frame_indices(n_frames: int, k: int) -> list[int]:
-    """``k`` evenly spaced frame indices over ``n_frames`` (all of them when there are fewer)."""
-    if n_frames <= 0 or k <= 0:
-        return []
-    if n_frames <= k:
-        return list(range(n_frames))
-    return sorted(set(np.linspace(0, n_frames - 1, k).round().astype(int).tolist()))
-
-
-def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.ndarray]]:
-    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)`` (see ``read_video``)."""
-    return read_video(path, k)[0]
-
-
-def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``, and its frame count.
-
-    Frames are read sequentially (seeking is inaccurate for many codecs). When the container
-    does not report its frame count, every frame is decoded once and the sample is taken
-    afterwards from a bounded reservoir of candidates. Raises ``BadInputError``
-    (``video_unreadable`` or ``video_no_frames``).
-    """
-    path = str(path)
-    if check_regular_file(path, max_bytes=None) == 0:
-        raise BadInputError(path, "empty_file")
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            raise BadInputError(path, "video_unreadable")
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if n > 0:
-            wanted = set(sample_frame_indices(n, k))
-            frames, i = [], 0
-            while wanted and i <= max(wanted):
-                if not cap.grab():
-                    break
-                if i in wanted:
-                    ok, bgr = cap.retrieve()
-                    if ok and bgr is not None:
-                        frames.append((i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-                i += 1
-            if frames or i > 0:
-                if not frames:
-                    raise BadInputError(path, "video_no_frames", f"{i} frame(s) read, none decodable")
-                return frames, n
-        decoded = []  # unknown (or wrong) frame count: decode everything, then sample
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                break
-            decoded.append(bgr)
-        if not decoded:
-            raise BadInputError(path, "video_no_frames")
-        return [(i, cv2.cvtColor(decoded[i], cv2.COLOR_BGR2RGB)) for i in sample_frame_indices(len(decoded), k)], len(
-            decoded
-        )
-    finally:
-        cap.release()

@@ -126,6 +126,10 @@ def run_split(
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary)
 
 
+#: The preprocess report's figure of crops, landmarks and photos without a face.
+FACE_CHECK_FIGURE = "faces.png"
+
+
 def run_preprocess(
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -133,7 +137,9 @@ def run_preprocess(
     cfg: PreprocessConfig,
     progress: bool = True,
 ) -> PreprocessResult:
-    """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary and skip list to ``reports_dir``."""
+    """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary, the skip list
+    and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``."""
+    from . import plots
     from .preprocess import preprocess
 
     result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
@@ -141,6 +147,10 @@ def run_preprocess(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", result.summary)
     result.skipped.to_csv(out / "skipped.csv", index=False)
+    if len(result.manifest) or len(result.skipped):
+        raw = paths.resolve(raw_dir)
+        fig = plots.face_check(result.manifest, result.out_dir, result.skipped, raw if raw.is_dir() else raw.parent)
+        plots.save(fig, out / FACE_CHECK_FIGURE)
     return result
 
 

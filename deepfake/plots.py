@@ -1,6 +1,6 @@
-"""Seaborn figures of a run: training curves, confusion matrix, ROC and PR curves with the
-operating point, score distributions, reliability diagram, robustness curves, and a gallery
-of the most confident mistakes."""
+"""Seaborn figures of a run: the face crops with their landmarks, training curves, confusion
+matrix, ROC and PR curves with the operating point, score distributions, reliability diagram,
+robustness curves, and a gallery of the most confident mistakes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
-from .media import read_image
+from .landmarks import parse_points
+from .media import BadInputError, kind_of, read_image
 from .utils import atomic_path
 
 _LABEL_ORDER = ["real", "fake"]
@@ -32,6 +33,59 @@ _KIND_TITLES = {
     "downscale": "down-scaling factor",
     "resize": "network input size (px)",
 }
+
+
+#: Skip reasons of inputs that were read but gave no usable face (shown by ``face_check``).
+FACE_REASONS = ("no_face", "several_faces", "face_at_border")
+
+
+def face_check(
+    manifest: pd.DataFrame,
+    cache_dir: str | os.PathLike,
+    skipped: pd.DataFrame,
+    raw_dir: str | os.PathLike,
+    n: int = 16,
+    n_missed: int = 8,
+    per_row: int = 8,
+) -> plt.Figure:
+    """Whether face detection worked, at a glance: sample crops (real and fake alternating) with
+    their landmarks when the cache has them, then photos where no usable face was found, with the reason."""
+    by_label = [manifest[manifest["label"] == lab] for lab in _LABEL_ORDER]
+    rows = [r for pair in zip(*(d.itertuples() for d in by_label)) for r in pair][:n] or list(
+        manifest.head(n).itertuples()
+    )
+    missed = skipped[skipped["reason"].isin(FACE_REASONS) & skipped["source"].map(kind_of).eq("image")]
+    shown_missed = missed.head(n_missed)
+    crop_rows = -(-len(rows) // per_row) if rows else 0
+    miss_rows = -(-len(shown_missed) // per_row) if len(shown_missed) else 0
+    fig, axes = plt.subplots(
+        max(1, crop_rows + miss_rows), per_row, figsize=(1.45 * per_row, 1.6 * max(1, crop_rows + miss_rows))
+    )
+    axes = np.atleast_2d(axes)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for k, row in enumerate(rows):
+        ax = axes[k // per_row, k % per_row]
+        ax.imshow(read_image(Path(cache_dir) / row.path))
+        points = parse_points(getattr(row, "landmarks", ""))
+        if points is not None:
+            ax.scatter(points[:, 0], points[:, 1], s=2, c="#55A868", linewidths=0)
+        ax.set_title(f"{row.label} {getattr(row, 'crop', '')}", fontsize=7, color=_PALETTE[row.label])
+    for k, row in enumerate(shown_missed.itertuples()):
+        ax = axes[crop_rows + k // per_row, k % per_row]
+        try:
+            ax.imshow(read_image(Path(raw_dir) / row.source))
+        except BadInputError:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{row.reason.replace('_', ' ')}\n{Path(row.source).name[:18]}", fontsize=6, color="#C44E52")
+    with_points = int((manifest.get("landmarks", pd.Series(dtype=str)).fillna("") != "").sum())
+    fig.suptitle(
+        f"{len(rows)} of {len(manifest)} crops ({with_points} with landmarks); "
+        f"{len(shown_missed)} of {len(missed)} photos without a usable face (bottom, red)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def training_curves(history: pd.DataFrame) -> plt.Figure:

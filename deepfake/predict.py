@@ -34,10 +34,11 @@ from . import paths
 from .backends import build_runner
 from .calibration import Calibration
 from .checkpoint import load_checkpoint, preprocessing_of
+from .faces import DETECTORS
 from .inference import forward_logits
 from .ingest import LABELS
-from .inputs import Preprocessing, crop_image, resize_input, to_model_tensor
-from .media import BadInputError, looks_like_video, read_video
+from .inputs import Crop, Preprocessing, crop_frames, crop_image, resize_input, to_model_tensor
+from .media import BadInputError, looks_like_video
 from .prediction import (
     DEFAULT_CALIBRATION,
     DEFAULT_CHECKPOINT,
@@ -59,6 +60,7 @@ from .prediction import (
     source_name,
 )
 from .utils import resolve_device
+from .video import read_video
 
 #: The predictor's public names (its settings, results and errors live in ``deepfake.prediction``).
 __all__ = [
@@ -129,10 +131,13 @@ class Predictor:
         prep = trained
         if self.cfg.face == "detect" and not trained.detect:
             prep = replace(
-                prep, crop="face", detector=prep.detector or "haar", crop_size=prep.crop_size or prep.input_size
+                prep,
+                crop="face",
+                detector=prep.detector or DETECTORS[0],
+                crop_size=prep.crop_size or prep.input_size,
             )
         elif self.cfg.face == "none" and trained.detect:
-            prep = replace(prep, crop="center")
+            prep = replace(prep, crop="center", align=False)
         if self.cfg.margin is not None and self.cfg.margin != trained.margin:
             prep = replace(prep, margin=self.cfg.margin)
         if prep != trained:
@@ -177,14 +182,21 @@ class Predictor:
         rgb = decode_input(item, source, self.cfg.max_pixels)
         t_decode = ms_since(t0)
         t1 = time.perf_counter()
-        crop, how, found = crop_image(rgb, self.preprocessing)
-        if crop is None:
-            raise NoFaceError(f"no face found in {source}; pass face='none' to score it without face detection")
-        box = found.as_tuple() if found is not None else None
-        timing = {"decode": t_decode, "face": ms_since(t1)}
+        crop = crop_image(rgb, self.preprocessing)
+        return self._prepared(crop, rgb, source, {"decode": t_decode, "face": ms_since(t1)}, keep_image)
+
+    def _prepared(self, crop: Crop, rgb: np.ndarray, source: str, timing: dict, keep_image: bool) -> Prepared:
+        """A ``Crop`` of ``rgb`` as the network's input, or ``NoFaceError`` saying why it was left out."""
+        if crop.image is None:
+            why = {
+                "several_faces": f"{crop.n_faces} faces found in {source}, and the checkpoint skips such images",
+                "face_at_border": f"the face in {source} touches the image's edge, and the checkpoint skips such faces",
+            }.get(crop.reason, f"no face found in {source}")
+            raise NoFaceError(f"{why}; pass face='none' to score it without face detection")
+        box = crop.box.as_tuple() if crop.box is not None else None
         size = (rgb.shape[1], rgb.shape[0])
         return Prepared(
-            source, resize_input(crop, self.image_size), box, size, rgb if keep_image else None, 1.0, timing
+            source, resize_input(crop.image, self.image_size), box, size, rgb if keep_image else None, 1.0, timing
         )
 
     def to_tensor(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
@@ -313,11 +325,14 @@ class Predictor:
             raise input_error(e, source) from e
         t_read = ms_since(t0)
         prepared, skipped = [], {}
-        for idx, rgb in sampled:
+        t1 = time.perf_counter()
+        crops = crop_frames([rgb for _, rgb in sampled], self.preprocessing)  # one face followed through the video
+        per_frame = ms_since(t1) / max(1, len(sampled))
+        for (idx, rgb), crop in zip(sampled, crops):
             try:
-                p = self.prepare(rgb, f"{source}#{idx}")
+                p = self._prepared(crop, rgb, f"{source}#{idx}", {"decode": 0.0, "face": per_frame}, False)
             except NoFaceError:
-                skipped[idx] = "no face found"
+                skipped[idx] = crop.reason.replace("_", " ") if crop.reason != "no_face" else "no face found"
                 continue
             p.frame = idx
             prepared.append(p)
@@ -402,7 +417,8 @@ class Predictor:
         """One line: how this predictor crops and sizes its inputs."""
         p = self.preprocessing
         crop = {
-            "face": f"largest face ({p.detector}), margin {p.margin:g}, {p.crop_size} px crop",
+            "face": f"largest face ({p.detector}{', aligned' if p.align else ''}), margin {p.margin:g}, "
+            f"{p.crop_size} px crop",
             "center": f"centre square, {p.crop_size} px crop",
             "none": "whole image",
         }[p.crop]

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,10 +39,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .audit import phash_hex
 from .config import section, setting
+from .faces import DETECTORS, MAX_UPSAMPLE, FaceModelError
 from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
-from .inputs import CONTRACT_FILE, Preprocessing, crop_image
-from .media import REASONS, BadInputError, decode_image, read_bytes, read_video_frames, sha256_file
+from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Crop, Preprocessing, crop_frames, crop_image
+from .landmarks import format_points
+from .media import REASONS, BadInputError, decode_image, read_bytes, sha256_file
 from .utils import atomic_path
+from .video import read_video_frames
 
 STATE_NAME = ".preprocess.json"
 SKIPPED_NAME = "skipped.csv"
@@ -50,9 +53,11 @@ SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
 _CODE = (
     "ingest.py",
     "media.py",
+    "video.py",
     "inputs.py",
     "preprocess.py",
     "faces.py",
+    "landmarks.py",
     "audit.py",
 )  # their text is part of the settings' fingerprint
 
@@ -65,6 +70,13 @@ class PreprocessConfig:
     Attributes:
         detect: find the face and crop around it; false for datasets that are already face
             crops (the image is centre-cropped to a square and resized instead).
+        detector: ``dlib_hog`` | ``dlib_cnn`` | ``haar`` (``deepfake.faces``).
+        upsample: detector upsampling of photos (0-2; each step doubles the searched side).
+        video_upsample: detector upsampling of video frames, whose faces are often small.
+        landmarks: ``none``, 5 or 68 landmarks per crop, stored in the manifest in crop pixels.
+        align: rotate and scale faces to canonical eye and mouth positions (needs landmarks).
+        several_faces: ``largest`` (crop the largest face) or ``skip`` the image.
+        face_at_border: ``keep`` or ``skip`` a face whose box touches the image's edge.
         no_face: ``skip`` (leave the image out, list it in the report) or ``keep_full``
             (use the centre square of the whole image) when no face is found.
         margin: side of the crop relative to the detected box's longer side.
@@ -79,6 +91,13 @@ class PreprocessConfig:
     """
 
     detect: bool = setting()
+    detector: str = setting(choices=DETECTORS)
+    upsample: int = setting(min=0, max=MAX_UPSAMPLE)
+    video_upsample: int = setting(min=0, max=MAX_UPSAMPLE)
+    landmarks: int | str = setting(choices=("none", 5, 68))
+    align: bool = setting()
+    several_faces: str = setting(choices=SEVERAL_FACES)
+    face_at_border: str = setting(choices=FACE_AT_BORDER)
     no_face: str = setting(choices=("skip", "keep_full"))
     margin: float = setting(min=1.0, max=4.0)
     size: int = setting(min=8, max=2048)
@@ -92,6 +111,11 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         _ = self.ingest  # validates real_dirs, fake_dirs, group_by
+        if self.align and (not self.detect or self.landmarks == "none"):
+            raise ValueError(
+                "preprocess.align = true needs detect: true and landmarks: 5 or 68 (alignment uses the eye and "
+                "mouth landmarks of a detected face)"
+            )
 
     @property
     def ingest(self) -> IngestConfig:
@@ -103,12 +127,18 @@ class PreprocessConfig:
         """The crops' part of the preprocessing contract (the network input size defaults to the crop size)."""
         return Preprocessing(
             crop="face" if self.detect else "center",
-            detector="haar",
+            detector=self.detector,
             margin=self.margin,
             no_face=self.no_face,
             crop_size=self.size,
             input_size=input_size or self.size,
             frames_per_video=self.frames_per_video,
+            upsample=self.upsample,
+            video_upsample=self.video_upsample,
+            landmarks=0 if self.landmarks == "none" else int(self.landmarks),
+            align=self.align,
+            several_faces=self.several_faces,
+            face_at_border=self.face_at_border,
         )
 
     @property
@@ -154,31 +184,32 @@ def _write_png(rgb: np.ndarray, path: Path) -> None:
         tmp.write_bytes(data)
 
 
-def _product(rgb: np.ndarray, cfg: PreprocessConfig, out: Path, key: str, frame: int | None, rec: dict) -> None:
-    """Crop one image or frame, write it, and record the outcome in ``rec``."""
-    crop, how, box = crop_image(rgb, cfg.contract())
+def _product(
+    crop: Crop, shape: tuple[int, ...], out: Path, key: str, frame: int | None, rec: dict, detect: bool
+) -> None:
+    """Write one crop of an image or frame of ``shape`` and record the outcome in ``rec``."""
     rec["decoded"] += 1
-    if how == "face":
+    if crop.how == "face" or crop.box is not None:
         rec["faces"] += 1
-    elif cfg.detect:
+    elif detect:
         rec["no_face"] += 1
-    if crop is None:
-        rec["skips"].append(
-            {
-                "frame": "" if frame is None else frame,
-                "reason": "no_face",
-                "detail": f"{rgb.shape[1]}x{rgb.shape[0]} px",
-            }
-        )
+    if crop.image is None:
+        detail = f"{shape[1]}x{shape[0]} px"
+        if crop.box is not None:
+            detail += f", {crop.n_faces} face(s), largest at {','.join(map(str, crop.box.as_tuple()))}"
+        rec["skips"].append({"frame": "" if frame is None else frame, "reason": crop.reason, "detail": detail})
         return
-    _write_png(crop, out / key)
+    _write_png(crop.image, out / key)
     rec["products"].append(
         {
             "path": key,
             "frame": "" if frame is None else frame,
-            "crop": how,
-            "box": "" if box is None else ",".join(map(str, box.as_tuple())),
-            "phash": phash_hex(crop),
+            "crop": crop.how,
+            "box": "" if crop.box is None else ",".join(map(str, crop.box.as_tuple())),
+            "n_faces": crop.n_faces,
+            "at_border": crop.at_border,
+            "landmarks": format_points(crop.landmarks),
+            "phash": phash_hex(crop.image),
         }
     )
 
@@ -192,29 +223,36 @@ def process_source(job: tuple[Source, str]) -> dict:
     """
     src, key = job
     cfg, out = _WORKER["cfg"], _WORKER["out"]
+    prep = cfg.contract()
     rec: dict[str, Any] = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
     try:
         if src.kind == "image":
             data = read_bytes(src.path)
             rec["sha256"] = hashlib.sha256(data).hexdigest()
-            _product(decode_image(data, src.path, cfg.max_pixels), cfg, out, key, None, rec)
+            rgb = decode_image(data, src.path, cfg.max_pixels)
+            _product(crop_image(rgb, prep), rgb.shape, out, key, None, rec, cfg.detect)
         else:
             rec["sha256"] = sha256_file(src.path) if src.path.is_file() else ""
             frames = read_video_frames(src.path, cfg.frames_per_video)
-            for index, rgb in frames:
-                _product(rgb, cfg, out, f"{key}/{index:06d}.png", index, rec)
-            if not rec["products"] and rec["skips"]:  # one line for a video without any face
+            crops = crop_frames([rgb for _, rgb in frames], prep)
+            for (index, rgb), crop in zip(frames, crops):
+                _product(crop, rgb.shape, out, f"{key}/{index:06d}.png", index, rec, cfg.detect)
+            reasons = {s["reason"] for s in rec["skips"]}
+            if not rec["products"] and len(reasons) == 1:  # one line for a video left out for one reason
+                reason = reasons.pop()
                 rec["skips"] = [
                     {
                         "frame": "all",
-                        "reason": "no_face",
-                        "detail": f"no face in any of the {len(frames)} sampled frames",
+                        "reason": reason,
+                        "detail": f"{reason.replace('_', ' ')} in all {len(frames)} sampled frames",
                     }
                 ]
     except BadInputError as e:
         rec["skips"].append({"frame": "", "reason": e.reason, "detail": e.detail})
     except MemoryError as e:
         rec["skips"].append({"frame": "", "reason": "too_large", "detail": f"out of memory while decoding: {e}"[:300]})
+    except FaceModelError:
+        raise  # the environment, not this input: stop the stage
     except (OSError, ValueError, cv2.error) as e:  # anything else about this one file: record, go on
         rec["skips"].append({"frame": "", "reason": "corrupt", "detail": f"{type(e).__name__}: {e}"[:300]})
     return rec
@@ -317,6 +355,9 @@ def _rows(src: Source, rec: dict) -> tuple[list[dict], list[dict]]:
                 "kind": src.kind,
                 "crop": p["crop"],
                 "box": p["box"],
+                "n_faces": p["n_faces"],
+                "at_border": p["at_border"],
+                "landmarks": p["landmarks"],
                 "phash": p["phash"],
                 "video": video,
                 "frame": p["frame"],
@@ -374,6 +415,9 @@ def _summary(
         "faces_found": int(sum(r["faces"] for r in recs)),
         "no_face": int(sum(r["no_face"] for r in recs)),
         "kept_full": int((crops == "full").sum()) if cfg.detect else 0,
+        "kept_with_several_faces": int((manifest["n_faces"] > 1).sum()) if "n_faces" in manifest.columns else 0,
+        "kept_at_border": int(manifest["at_border"].astype(bool).sum()) if "at_border" in manifest.columns else 0,
+        "with_landmarks": int((manifest["landmarks"].fillna("") != "").sum()) if "landmarks" in manifest.columns else 0,
         "written": int(len(manifest)),
         "skipped": int(len(skipped)),
         "skipped_by_reason": {k: int(v) for k, v in skipped["reason"].value_counts().sort_index().items()},
@@ -524,21 +568,3 @@ def explain_reasons(skipped: pd.DataFrame) -> pd.DataFrame:
     table["meaning"] = [REASONS.get(r, "") for r in table.index]
     table.index.name = "reason"
     return table.sort_index()
-
-
-def preview_grid(result: PreprocessResult, n: int = 16, per_row: int = 8) -> np.ndarray:
-    """A mosaic of the first ``n`` crops, alternating real and fake where both exist: (rows*S, per_row*S, 3) uint8."""
-    m = result.manifest
-    if m.empty:
-        raise ValueError(f"{result.out_dir} holds no crops to show")
-    by_label = [m[m["label"] == lab]["path"].tolist() for lab in LABELS]
-    picks = [p for pair in zip(*by_label) for p in pair][:n] or m["path"].tolist()[:n]
-    # the crops are the PNGs this module wrote, so imread finds each of them
-    tiles = [cv2.cvtColor(cast(np.ndarray, cv2.imread(str(result.out_dir / p))), cv2.COLOR_BGR2RGB) for p in picks]
-    side = tiles[0].shape[0]
-    rows = -(-len(tiles) // per_row)
-    grid = np.full((rows * side, min(per_row, len(tiles)) * side, 3), 255, np.uint8)
-    for k, t in enumerate(tiles):
-        r, c = divmod(k, per_row)
-        grid[r * side : (r + 1) * side, c * side : (c + 1) * side] = cv2.resize(t, (side, side))
-    return grid

@@ -142,3 +142,20 @@ def ensure_upstream(stage: str, params: Any, where: paths.Layout) -> None:
     needed = ("predictions.csv", "calibration.json", "robustness.csv", "reliability_calibrated.csv")
     if upto > 3 and not all((where.eval_reports / f).is_file() for f in needed):
         pipeline.run_evaluate(params.evaluate, where.checkpoint, where.faces, where.splits, where.eval_reports)
+
+
+#: The shared real portraits (beside the repository), used by tests and benchmarks when present.
+SHARED_PHOTOS = paths.ROOT.parent / "shared" / "real-faces" / "yonsei-rffd"
+
+
+def face_image(index: int = 0) -> tuple[Any, str]:
+    """A frontal face photo every detector finds, as (H, W, 3) uint8 RGB and where it came from:
+    a shared real portrait when ``SHARED_PHOTOS`` is present, else a 256 px rendered face."""
+    from .media import decode_image, read_image
+    from .synth import make_image
+
+    photos = sorted((SHARED_PHOTOS / "real").glob("*.jpg")) if SHARED_PHOTOS.is_dir() else []
+    if photos:
+        return read_image(photos[index % len(photos)]), str(photos[index % len(photos)])
+    data, _ = make_image(SynthConfig(image_size=256), [0, 4, 6, 7][index % 4], 0, False)
+    return decode_image(data), "rendered"

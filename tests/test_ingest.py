@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from deepfake.ingest import DatasetLayoutError, IngestConfig, read_manifest, scan
-from deepfake.media import BadInputError, decode_image, read_image, read_video_frames, sample_frame_indices
+from deepfake.media import BadInputError, decode_image, read_image
+from deepfake.video import read_video_frames, sample_frame_indices
 
 RNG = np.random.default_rng(0)
 

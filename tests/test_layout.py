@@ -12,9 +12,9 @@ ORDER = [
     # settings and places
     "paths", "utils", "config",
     # reading data
-    "media", "ingest", "synth",
+    "media", "video", "ingest", "synth",
     # faces and model inputs
-    "faces", "inputs",
+    "faces", "landmarks", "inputs",
     # preprocess and split
     "data", "split", "audit", "preprocess",
     # scores and their measures (training's validation uses them too)

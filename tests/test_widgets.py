@@ -101,7 +101,7 @@ def test_no_face_in_a_photo_for_a_face_model_is_a_message(tiny_dataset, tmp_path
     w = DemoWidget(Predictor(ckpt, "cpu", PredictConfig(calibration_file="")))
     upload(w, "noise.png", _noise_png(400), "image/png")
     shown = w.shown()
-    assert "No face found in noise.png" in shown["message"] and "largest face (haar)" in shown["message"]
+    assert "No face found in noise.png" in shown["message"] and "largest face (dlib_cnn)" in shown["message"]
     assert "label" not in shown and w.result.children == ()
 
 

@@ -15,6 +15,7 @@ A second dataset (cross-dataset test) is scored with the calibration of the firs
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .calibration import calibrated, fit_temperature, nll, save_calibration
+from .calibration import T_BOUNDS, calibrated, fit_temperature, nll, save_calibration
 from .checkpoint import load_checkpoint, preprocessing_of
 from .config import section, setting
 from .inference import forward_logits, score_frame
@@ -37,6 +38,8 @@ from .metrics import (
     choose_threshold,
     expected_calibration_error,
     group_bootstrap_ci,
+    kind_column,
+    per_kind,
     pr_points,
     reliability_table,
     roc_points,
@@ -44,6 +47,8 @@ from .metrics import (
 from .robustness import ROBUSTNESS_COLUMNS, Perturbation, perturbation_grid, robustness_table
 from .utils import atomic_path, resolve_device, write_json
 from .video_level import VIDEO_COLUMNS, video_metrics, video_table, video_unit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,8 @@ def predictions_frame(
     frame: pd.DataFrame, scores: np.ndarray, threshold: float, raw_scores: np.ndarray | None = None
 ) -> pd.DataFrame:
     """Per-image predictions: path, group (source, frame, video), label, score, raw score, predicted label."""
-    cols = ["path", "group", "label", "target"] + [c for c in KEPT_COLUMNS if c in frame.columns]
+    kind = kind_column(frame)
+    cols = ["path", "group", "label", "target"] + [c for c in (*KEPT_COLUMNS, kind) if c and c in frame.columns]
     out = frame[cols].copy().reset_index(drop=True)
     out["score"] = np.round(np.asarray(scores, dtype=float), 6)
     if raw_scores is not None:
@@ -281,6 +287,13 @@ def evaluate(
             "threshold_rule": f"fixed threshold {cfg.threshold:g} (no validation split given)",
         }
     temperature, threshold = float(calib["temperature"]), float(calib["threshold"])
+    warnings: list[str] = []
+    if calib.get("temperature_at_bound"):
+        warnings.append(
+            f"the calibration temperature {temperature:g} sits at a bound of its search range {list(T_BOUNDS)}: the "
+            f"validation split ({calib.get('n_val', '?')} images) is perfectly separated or too small to fit it, so "
+            "the calibrated probabilities are not to be trusted (the ranking metrics are unaffected)"
+        )
 
     z = score(frame, "score")
     raw, cal = calibrated(z, 1.0), calibrated(z, temperature)
@@ -309,6 +322,12 @@ def evaluate(
         metrics["calibration"].update(
             {k: calib[k] for k in ("val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after") if k in calib}
         )
+    metrics["warnings"] = warnings
+    for w in warnings:
+        log.warning(w)
+    kind = kind_column(frame)
+    if kind is not None:
+        metrics["per_kind"] = {"column": kind, "kinds": per_kind(y, cal, frame[kind], threshold)}
     if cfg.bootstrap > 0:
         metrics["ci"] = group_bootstrap_ci(
             y, cal, frame["group"].tolist(), threshold, cfg.bootstrap, cfg.ci_level, cfg.seed

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
 from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, sample_augment
+from .blend import BlendConfig, self_blend, training_items
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, load_input, normalize, resize_input, to_float
 from .media import read_image
 
@@ -136,6 +137,11 @@ class ImageDataset(Dataset):
     side) images come from it instead of being decoded. ``perturb`` (uint8 image to uint8
     image, e.g. a ``deepfake.robustness.Perturbation``) is applied to the decoded image before
     it is resized to ``image_size``.
+
+    With a ``blend`` config that is on, the items are ``deepfake.blend.training_items``: some
+    read a real row and make it a self-blended pseudo-fake (target 1), from the seed, before
+    the augmentation; ``landmarks`` (one ``(n, 2)`` array or None per row, in the pixels of the
+    network-size image) shape its mask.
     """
 
     def __init__(
@@ -147,9 +153,15 @@ class ImageDataset(Dataset):
         augment_in_worker: bool = False,
         cache: DecodedCache | None = None,
         perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+        blend: BlendConfig | None = None,
+        landmarks: list[np.ndarray | None] | None = None,
     ) -> None:
         self.paths = [Path(root) / p for p in frame["path"]]
-        self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,)
+        self.targets = frame["target"].to_numpy(dtype=np.float32, copy=True)  # (N,) of the rows
+        self.blend = blend if blend is not None and blend.on else None
+        self.rows, self.blended = training_items(self.targets, self.blend or BlendConfig())
+        self.item_targets = np.where(self.blended, 1.0, self.targets[self.rows]).astype(np.float32)  # (items,)
+        self.landmarks = landmarks if landmarks is not None else [None] * len(self.paths)
         self.image_size = image_size
         self.augment = augment
         self.augment_in_worker = augment_in_worker
@@ -164,16 +176,19 @@ class ImageDataset(Dataset):
         self.perturb = perturb
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rows)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-        i, seed = key if isinstance(key, tuple) else (key, 0)
+        item, seed = key if isinstance(key, tuple) else (key, 0)
+        i = int(self.rows[item])
         if self.cache is not None:
             img = self.cache[i]  # (S, S, 3) uint8
         elif self.perturb is not None:
             img = np.array(resize_input(self.perturb(read_image(self.paths[i])), self.image_size))
         else:
             img = load_input(self.paths[i], self.image_size)
+        if self.blended[item] and self.blend is not None:
+            img = self_blend(img, self.landmarks[i], self.blend, np.random.default_rng([seed, 7]))[0]
         params = IDENTITY_PARAMS
         if self.augment is not None:
             aug = sample_augment(self.augment, np.random.default_rng(seed))
@@ -181,7 +196,7 @@ class ImageDataset(Dataset):
             if self.augment_in_worker:
                 img, params = apply_image(img, params), IDENTITY_PARAMS
         img = np.require(img, requirements=["C", "W"])  # torch wants a writable buffer; copies only when needed
-        return torch.from_numpy(img), torch.tensor(self.targets[i]), i, torch.from_numpy(params.copy())
+        return torch.from_numpy(img), torch.tensor(self.item_targets[item]), i, torch.from_numpy(params.copy())
 
 
 @dataclass(frozen=True)

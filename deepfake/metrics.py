@@ -111,6 +111,41 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict[str, float | 
     }
 
 
+#: Manifest columns naming the kind of fake (the first present with values on fakes is used).
+KIND_COLUMNS = ("manipulation", "method", "subtype")
+
+
+def kind_column(frame: pd.DataFrame) -> str | None:
+    """The column of ``frame`` that names each fake's kind (``KIND_COLUMNS``), or None."""
+    fakes = frame[frame["target"] == 1] if "target" in frame.columns else frame
+    for col in KIND_COLUMNS:
+        if col in frame.columns and fakes[col].fillna("").astype(str).str.strip().ne("").any():
+            return col
+    return None
+
+
+def per_kind(y_true, scores, kinds, threshold: float) -> list[dict]:
+    """Metrics per kind of fake: ROC-AUC of that kind's fakes against all reals, recall at the
+    operating point, and n; kinds sorted by name (fakes without a kind are ``unknown``)."""
+    y, s = _as_arrays(y_true, scores)
+    k = pd.Series(kinds).fillna("").astype(str).str.strip().replace("", "unknown").to_numpy()
+    reals = y == 0
+    rows = []
+    for kind in sorted(set(k[y == 1])):
+        sel = (y == 1) & (k == kind)
+        both = reals | sel
+        rows.append(
+            {
+                "kind": kind,
+                "n": int(sel.sum()),
+                "n_real": int(reals.sum()),
+                "roc_auc": float(skm.roc_auc_score(y[both], s[both])) if reals.any() else None,
+                "recall": float((s[sel] >= threshold).mean()),
+            }
+        )
+    return rows
+
+
 def roc_points(y_true, scores) -> dict[str, list[float]]:
     """ROC curve points (fpr, tpr, threshold), with an infinite threshold clipped to 1."""
     fpr, tpr, thr = skm.roc_curve(np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .data import index_dataset, read_split
 from .evaluate import EvalConfig, EvalResult
 from .params import Params, load_params
 from .preprocess import PreprocessConfig, PreprocessResult
+from .shortcuts import ShortcutAudit
 from .split import (
     SplitConfig,
     balance_table,
@@ -86,10 +87,16 @@ class SplitResult:
     manifests: dict[str, Path]
     duplicates: pd.DataFrame | None = None  # duplicate pairs found by the audit
     audit: dict | None = None  # duplicate counts (also in leakage.json)
+    shortcuts: ShortcutAudit | None = None  # file properties per class and the AUC each reaches alone
+    warnings: list[str] = field(default_factory=list)  # what the report's reader must know
 
 
 def run_split(
-    raw_dir: str | os.PathLike, splits_dir: str | os.PathLike, reports_dir: str | os.PathLike, cfg: SplitConfig
+    raw_dir: str | os.PathLike,
+    splits_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+    cfg: SplitConfig,
+    sources_dir: str | os.PathLike | None = None,
 ) -> SplitResult:
     """Index ``raw_dir``, split it, audit duplicates, check for leakage and write manifests and reports.
 
@@ -99,8 +106,14 @@ def run_split(
     ``duplicates.csv`` under ``reports_dir``. Raises ``DuplicateLeakageError`` (exact or near
     duplicates across splits, unless ``cfg.dedupe``) after writing ``duplicates.csv`` only, and
     ``LeakageError`` before writing anything when a group would cross splits.
+
+    With ``sources_dir`` (the original dataset of a preprocess cache) the originals' file
+    properties are audited for shortcuts (``deepfake.shortcuts``): ``shortcuts.csv``, and in
+    ``leakage.json`` the AUC each property reaches alone and the warnings. Small validation
+    splits are warned about too (``SplitConfig.min_val_images`` / ``min_val_groups``).
     """
     from .audit import audit_duplicates
+    from .shortcuts import audit_shortcuts, sources_of
 
     root = paths.resolve(raw_dir)
     index = index_dataset(root)
@@ -112,6 +125,11 @@ def run_split(
     report = check_leakage(frame)
     table = balance_table(frame)
     manifests = write_splits(frame, paths.resolve(splits_dir))
+    shortcuts = None
+    if sources_dir is not None and "source" in frame.columns:
+        shortcuts = audit_shortcuts(*sources_of(frame, paths.resolve(sources_dir)))
+        shortcuts.table.to_csv(out / "shortcuts.csv", index=False)
+    warnings = small_validation_warnings(frame, cfg) + (shortcuts.warnings if shortcuts else [])
     write_json(
         out / "leakage.json",
         {
@@ -120,12 +138,32 @@ def run_split(
             "n_groups": report["n_groups"],
             "n_images": report["n_images"],
             **audit.summary,
+            "shortcuts": shortcuts.summary() if shortcuts else None,
+            "warnings": warnings,
         },
     )
     table.to_csv(out / "balance.csv")
-    return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary)
+    return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary, shortcuts, warnings)
 
 
+def small_validation_warnings(frame: pd.DataFrame, cfg: SplitConfig) -> list[str]:
+    """Warnings (also logged) when the validation split is too small to choose an epoch or a threshold on."""
+    val = frame[frame["split"] == "val"]
+    n, groups = len(val), val["group"].nunique()
+    out = []
+    if n < cfg.min_val_images or groups < cfg.min_val_groups:
+        out.append(
+            f"the validation split holds {n} images in {groups} groups (fewer than {cfg.min_val_images} images or "
+            f"{cfg.min_val_groups} groups): the best epoch, the threshold and the calibration chosen on it are "
+            "noisy; raise split.val_frac or add data"
+        )
+    for w in out:
+        log.warning(w)
+    return out
+
+
+#: The training report's figure of self-blended pseudo-fakes and their masks.
+PSEUDO_FAKES_FIGURE = "pseudo_fakes.png"
 #: The preprocess report's figure of crops, landmarks and photos without a face.
 FACE_CHECK_FIGURE = "faces.png"
 
@@ -161,14 +199,21 @@ def run_train(
     model_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
 ) -> TrainResult:
-    """Train on ``faces_dir`` (the split manifests' root), then write ``history.csv`` and ``metrics.json``."""
-    from .train import train, write_history
+    """Train on ``faces_dir`` (the split manifests' root), then write ``history.csv``, ``metrics.json``
+    and ``pseudo_fakes.png`` (self-blended examples of training crops, with their masks)."""
+    from . import plots
+    from .train import blend_examples, train, write_history
 
     result = train(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir), paths.resolve(model_dir))
     if result.is_main:  # under torchrun, rank 0 writes the reports
         out = paths.resolve(reports_dir)
         write_history(result.history, out / "history.csv")
         write_json(out / "metrics.json", result.summary)
+        examples = blend_examples(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir))
+        fig = plots.pseudo_fakes(examples)
+        if cfg.blend().mode == "off":
+            fig.suptitle("self_blend is off: pseudo-fakes it would make from these training crops", fontsize=9)
+        plots.save(fig, out / PSEUDO_FAKES_FIGURE)
     return result
 
 
@@ -285,6 +330,7 @@ def _eval_figures(
         "roc_curve": lambda: plots.roc_curve(pd.read_csv(eval_dir / "roc.csv"), preds, threshold),
         "pr_curve": lambda: plots.pr_curve(pd.read_csv(eval_dir / "pr.csv"), preds, threshold),
         "score_distributions": lambda: plots.score_distributions(preds, threshold),
+        "per_kind": lambda: plots.per_kind(metrics),
     }
     tables = {name: eval_dir / f"reliability_{name}.csv" for name in ("uncalibrated", "calibrated")}
     if all(p.exists() for p in tables.values()):

@@ -268,6 +268,57 @@ def robustness_curves(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def per_kind(metrics: dict, split: str = "test") -> plt.Figure:
+    """ROC-AUC of each kind of fake against all reals, and its recall at the operating point, side by side."""
+    info = metrics.get("per_kind")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    if not info or not info.get("kinds"):
+        for ax in axes:
+            ax.set_axis_off()
+        axes[0].text(0.02, 0.5, "no manipulation / method / subtype column in the manifest", fontsize=9)
+        return fig
+    table = pd.DataFrame(info["kinds"])
+    labels = [f"{k}\n(n={n})" for k, n in zip(table["kind"], table["n"])]
+    colours = sns.color_palette("deep", len(table))
+    for ax, col, title in (
+        (axes[0], "roc_auc", f"ROC-AUC against all {int(table['n_real'].iloc[0])} reals"),
+        (axes[1], "recall", "recall at the operating point"),
+    ):
+        values = table[col].astype(float).fillna(0).to_numpy()
+        ax.bar(labels, values, color=colours)
+        for x, v in enumerate(values):
+            ax.text(x, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+        ax.set(ylim=(0, 1.08), title=title)
+        ax.axhline(0.5 if col == "roc_auc" else metrics.get("recall", 0), color="grey", lw=0.8, ls=":")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(
+        f"{split} split by kind of fake ({info['column']} column); dotted: chance AUC / overall recall", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def pseudo_fakes(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> plt.Figure:
+    """Self-blended training examples: each column a real crop, its blending mask and the pseudo-fake."""
+    cols = max(1, len(examples))
+    fig, axes = plt.subplots(3, cols, figsize=(1.5 * cols + 0.8, 4.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c, (real, mask, fake) in enumerate(examples):
+        axes[0, c].imshow(real)
+        axes[1, c].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        axes[2, c].imshow(fake)
+        axes[1, c].set_title(f"max {mask.max():.2f}", fontsize=7)
+    for r, name in enumerate(("real", "mask", "pseudo-fake")):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(
+        "self-blended pseudo-fakes: the real crop, the blending mask (its blend ratio), the result", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
 def confident_mistakes(preds: pd.DataFrame, k: int = 6) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``k`` false positives with the highest fake score and the ``k`` false negatives with the lowest."""
     fp = preds[(preds["target"] == 0) & (preds["predicted"] == "fake")].sort_values(

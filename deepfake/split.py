@@ -32,6 +32,8 @@ class SplitConfig:
             (``deepfake.audit``) instead of failing.
         near_dup_bits: perceptual-hash distance (of 256 bits) at or below which two images are
             near duplicates; -1 checks exact duplicates only.
+        min_val_images, min_val_groups: a validation split smaller than either is warned about
+            (the epoch, threshold and calibration chosen on it are noisy).
     """
 
     val_frac: float = setting(gt=0, lt=0.5)
@@ -39,6 +41,8 @@ class SplitConfig:
     seed: int = setting(min=0)
     dedupe: bool = setting()
     near_dup_bits: int = setting(min=-1, max=127)
+    min_val_images: int = setting(min=0)
+    min_val_groups: int = setting(min=0)
 
 
 def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:

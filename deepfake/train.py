@@ -35,11 +35,14 @@ from torch import nn
 from . import __version__, paths
 from . import distributed as D
 from .augment import AugmentConfig
+from .blend import MODES as BLEND_MODES
+from .blend import BlendConfig, self_blend
 from .checkpoint import save_checkpoint
 from .config import section, setting
 from .data import read_split
 from .inference import predict
-from .inputs import read_contract
+from .inputs import load_input, read_contract
+from .landmarks import parse_points
 from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
 from .metrics import binary_metrics
 from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
@@ -113,6 +116,11 @@ class TrainConfig:
         max_batches: stop each epoch after this many batches (0: all); for quick checks.
         resume: continue from ``out_dir/last.pt`` when it exists.
         checkpoint_every: also write ``last.pt`` every this many batches (0: at epoch ends only).
+        self_blend: ``off`` | ``add`` | ``only``: self-blended pseudo-fakes made from the real
+            training crops (``deepfake.blend``); ``only`` drops the split's fakes from training.
+        blend_share: with ``add``, pseudo-fakes per real training image and epoch.
+        blend_ratio_min: lowest blend ratio of a pseudo-fake (the highest is 1).
+        min_epochs: epochs always trained before early stopping may stop the run.
     """
 
     arch: str = setting(choices=ARCHS)
@@ -148,6 +156,10 @@ class TrainConfig:
     deterministic: bool = setting()
     resume: bool = setting()
     checkpoint_every: int = setting(min=0)
+    self_blend: str | bool = setting(choices=(*BLEND_MODES, False))  # YAML reads a bare off as false
+    blend_share: float = setting(gt=0, max=1)
+    blend_ratio_min: float = setting(gt=0, max=1)
+    min_epochs: int = setting(min=1)
     max_batches: int = 0  # not a pipeline setting: quick checks stop each epoch early
 
     def __post_init__(self) -> None:
@@ -164,6 +176,11 @@ class TrainConfig:
         if self.max_batches < 0:
             raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
         _ = self.augment  # validates the augmentation ranges
+
+    def blend(self, margin: float = 1.3) -> BlendConfig:
+        """The self-blending settings (``margin``: the crops' margin around the face box)."""
+        mode = "off" if self.self_blend is False else str(self.self_blend)
+        return BlendConfig(mode=mode, share=self.blend_share, ratio_min=self.blend_ratio_min, margin=margin)
 
     @property
     def augment(self) -> AugmentConfig | None:
@@ -285,10 +302,41 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
 
     # Data
     train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    targets = train_df["target"].to_numpy()
+    contract = read_contract(data_root, cfg.image_size)
+    blend = cfg.blend(contract.margin)
+    caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
+    train_set = ImageDataset(
+        train_df,
+        data_root,
+        cfg.image_size,
+        cfg.augment,
+        augment_in_worker=not cuda,
+        cache=caches[0],
+        blend=blend,
+        landmarks=crop_landmarks(train_df, cfg.image_size / (contract.crop_size or cfg.image_size))
+        if blend.on
+        else None,
+    )
+    targets = train_set.item_targets
     balance, pos_weight = _resolve_balance(cfg, targets)
+    blend_counts = {
+        "self_blend": blend.mode,
+        "pseudo_fakes_per_epoch": int(train_set.blended.sum()),
+        "real_fakes_dropped": int((train_df["target"] == 1).sum()) if blend.mode == "only" else 0,
+        "with_landmarks": int(sum(x is not None for x in train_set.landmarks)) if blend.on else 0,
+    }
+    if blend.on and show:
+        log.info(
+            f"self-blending ({blend.mode}): {blend_counts['pseudo_fakes_per_epoch']} pseudo-fakes per epoch from "
+            f"{int((train_df['target'] == 0).sum())} real images ({blend_counts['with_landmarks']} with landmarks)"
+            + (
+                f"; {blend_counts['real_fakes_dropped']} real fakes dropped from training"
+                if blend.mode == "only"
+                else ""
+            )
+        )
     train_sampler = EpochBatchSampler(
-        len(train_df),
+        len(train_set),
         cfg.batch_size,
         cfg.seed,
         shuffle=True,
@@ -309,9 +357,8 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     )
     augment = cfg.augment
     on_cpu = not cuda
-    caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
     train_loader = make_batch_loader(
-        ImageDataset(train_df, data_root, cfg.image_size, augment, augment_in_worker=on_cpu, cache=caches[0]),
+        train_set,
         train_sampler,
         cfg.num_workers,
         pin_memory=cuda,
@@ -367,7 +414,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         "arch": cfg.arch,
         "weights_used": weights_used,
         "image_size": cfg.image_size,
-        "preprocessing": read_contract(data_root, cfg.image_size).to_dict(),
+        "preprocessing": contract.to_dict(),
         "package_version": __version__,
         "world_size": info.world_size,
     }
@@ -461,7 +508,9 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             prog.best_score, prog.best_epoch, prog.bad_epochs = _selection_score(row), epoch, 0
         else:
             prog.bad_epochs += 1
-        prog.stopped_early = bool(cfg.patience and prog.bad_epochs >= cfg.patience and epoch < cfg.epochs)
+        prog.stopped_early = bool(
+            cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs
+        )
         checkpoint(last_path, prog)
         if improved and info.is_main:
             with atomic_path(best_path) as tmp:
@@ -485,6 +534,8 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         "precision": str(amp_dtype(device)).removeprefix("torch.") + " autocast" if use_amp else "float32",
         "parameters": count_parameters(net),
         "n_train": len(train_df),
+        "n_train_items": len(train_set),
+        **blend_counts,
         "n_val": len(val_df),
         "epochs": cfg.epochs,
         "epochs_run": len(history),
@@ -501,6 +552,37 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
     return TrainResult(
         history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main
     )
+
+
+def blend_examples(
+    cfg: TrainConfig, splits_dir: str | os.PathLike, data_root: str | os.PathLike, n: int = 8
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(real crop, mask, pseudo-fake)`` for the first ``n`` real training images, as training makes them
+    (at the network size, before augmentation; with ``self_blend: off``, as ``add`` would)."""
+    train_df = read_split(splits_dir, "train")
+    reals = train_df[train_df["target"] == 0].head(n)
+    contract = read_contract(data_root, cfg.image_size)
+    blend = cfg.blend(contract.margin)
+    if not blend.on:
+        blend = BlendConfig(**{**asdict(blend), "mode": "add"})
+    marks = crop_landmarks(reals, cfg.image_size / (contract.crop_size or cfg.image_size))
+    out = []
+    for k, (path, lm) in enumerate(zip(reals["path"], marks)):
+        img = load_input(Path(data_root) / path, cfg.image_size)
+        fake, mask = self_blend(img, lm, blend, np.random.default_rng([cfg.seed, k, 7]))
+        out.append((img, mask, fake))
+    return out
+
+
+def crop_landmarks(frame: pd.DataFrame, scale: float) -> list[np.ndarray | None]:
+    """Each row's landmarks from the cache manifest (``landmarks`` column), scaled to the network input."""
+    if "landmarks" not in frame.columns:
+        return [None] * len(frame)
+    out: list[np.ndarray | None] = []
+    for cell in frame["landmarks"]:
+        pts = parse_points(cell)
+        out.append(None if pts is None else pts * scale)
+    return out
 
 
 def _decoded_caches(

@@ -16,11 +16,11 @@ ORDER = [
     # faces and model inputs
     "faces", "landmarks", "inputs",
     # preprocess and split
-    "data", "split", "audit", "preprocess",
+    "data", "split", "audit", "shortcuts", "preprocess",
     # scores and their measures (training's validation uses them too)
     "calibration", "metrics",
     # training
-    "augment", "loading", "models", "checkpoint", "distributed", "inference", "steps", "resume", "train",
+    "augment", "blend", "loading", "models", "checkpoint", "distributed", "inference", "steps", "resume", "train",
     # evaluation
     "video_level", "robustness", "evaluate", "tables", "plots", "gradcam",
     # the whole params file (every stage's config)

@@ -198,3 +198,21 @@ def test_weighted_auc_matches_sklearn_with_ties():
     _, r = np.unique(s, return_inverse=True)
     got = _weighted_auc((r[y == 1], np.flatnonzero(y == 1)), (r[y == 0], np.flatnonzero(y == 0)), r.max() + 1, w)
     assert got == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w))
+
+
+def test_per_kind_ranks_each_kind_of_fake_against_all_reals():
+    import pandas as pd
+
+    from deepfake.metrics import kind_column, per_kind
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.35, 0.05])
+    kinds = ["", "", "", "", "swap", "swap", "partial", "partial"]
+    rows = {r["kind"]: r for r in per_kind(y, s, kinds, threshold=0.5)}
+    assert set(rows) == {"swap", "partial"}
+    assert rows["swap"]["roc_auc"] == 1.0 and rows["swap"]["recall"] == 1.0 and rows["swap"]["n"] == 2
+    assert rows["partial"]["roc_auc"] == pytest.approx(0.375) and rows["partial"]["recall"] == 0.0
+    assert rows["partial"]["n_real"] == 4
+    frame = pd.DataFrame({"target": y, "subtype": ["real"] * 4 + ["eyes"] * 4, "manipulation": [""] * 8})
+    assert kind_column(frame) == "subtype"  # the first column with values on fakes
+    assert kind_column(frame.drop(columns="subtype")) is None

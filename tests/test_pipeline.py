@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -114,6 +115,29 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
     )
     assert (tmp_path / "reports" / "duplicates.csv").read_text().startswith("kind,distance,cross_split,")
     assert result.balance["total"].sum() == 48
+
+
+def test_split_audits_the_originals_and_warns_about_a_small_validation_split(tiny_dataset, tmp_path):
+    from deepfake.preprocess import PreprocessConfig
+
+    faces = tmp_path / "faces"
+    pipeline.run_preprocess(tiny_dataset, faces, tmp_path / "pre", PreprocessConfig(detect=False, size=32, workers=1))
+    cfg = SplitConfig(val_frac=0.25, test_frac=0.25)  # the defaults' minimum: 100 images, 10 groups
+    result = pipeline.run_split(faces, tmp_path / "splits", tmp_path / "reports", cfg, sources_dir=tiny_dataset)
+    leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
+    table = pd.read_csv(tmp_path / "reports" / "shortcuts.csv")
+    assert list(table["property"]) == ["jpeg_quality", "file_bytes", "pixels", "format", "progressive", "subsampling"]
+    assert leak["shortcuts"]["files"] == 48 and leak["shortcuts"]["auc"]["format"] == 0.5  # every file a JPEG
+    assert leak["shortcuts"]["auc"]["jpeg_quality"] < 0.8  # the same quality range for both classes
+    assert len(leak["warnings"]) == 1 and "validation split holds" in leak["warnings"][0]
+    assert result.warnings == leak["warnings"]
+    quiet = pipeline.run_split(
+        faces,
+        tmp_path / "s2",
+        tmp_path / "r2",
+        SplitConfig(val_frac=0.25, test_frac=0.25, min_val_images=5, min_val_groups=2),
+    )
+    assert quiet.warnings == [] and quiet.shortcuts is None  # no originals given: no shortcut audit
 
 
 def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):

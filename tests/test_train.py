@@ -245,6 +245,35 @@ def test_early_stopping_on_validation_auc(monkeypatch, tiny_dataset, tiny_splits
     assert s["stopped_early"] and s["best_epoch"] == 2 and s["epochs_run"] == 4 and s["best_val_auc"] == 1.0
     assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == 2
 
+    calls = iter(scores)  # the same scores with min_epochs 5: no stop before epoch 5
+    result = train(
+        TrainConfig(**{**FAST, "epochs": 6, "patience": 2, "min_epochs": 5, "max_batches": 1}),
+        tiny_splits,
+        tiny_dataset,
+        tmp_path / "min5",
+    )
+    assert result.summary["epochs_run"] == 5 and result.summary["stopped_early"]
+
+
+def test_self_blending_only_trains_on_reals_and_reports_it(tiny_dataset, tiny_splits, tmp_path):
+    from deepfake.data import read_split
+
+    train_df = read_split(tiny_splits, "train")
+    reals, fakes = int((train_df["target"] == 0).sum()), int((train_df["target"] == 1).sum())
+    result = train(TrainConfig(**{**FAST, "epochs": 1, "self_blend": "only"}), tiny_splits, tiny_dataset, tmp_path)
+    s = result.summary
+    assert s["self_blend"] == "only" and s["real_fakes_dropped"] == fakes and s["pseudo_fakes_per_epoch"] == reals
+    assert s["n_train_items"] == 2 * reals and s["class_balance"] == "none"  # balanced: reals and their blends
+    assert math.isfinite(result.history["train_loss"].iloc[0])
+    added = train(
+        TrainConfig(**{**FAST, "epochs": 1, "self_blend": "add", "blend_share": 0.5}),
+        tiny_splits,
+        tiny_dataset,
+        tmp_path / "add",
+    ).summary
+    assert added["pseudo_fakes_per_epoch"] == round(0.5 * reals) and added["real_fakes_dropped"] == 0
+    assert added["n_train_items"] == len(train_df) + round(0.5 * reals) and added["class_balance"] == "loss"
+
 
 # ---------------------------------------------------------------- resume
 

@@ -340,7 +340,7 @@ def test_resuming_a_finished_run_returns_its_result(tiny_dataset, tiny_splits, t
 
 
 def test_resume_refuses_a_different_config(tiny_dataset, tiny_splits, tmp_path):
-    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1})
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1, "lr": 1e-4})
     train(cfg, tiny_splits, tiny_dataset, tmp_path)
     with pytest.raises(ValueError, match=r"different config \(lr: 0.0001 -> 0.001\)"):
         train(replace(cfg, lr=1e-3, resume=True), tiny_splits, tiny_dataset, tmp_path)

@@ -41,7 +41,7 @@ def data_path_ms(cfg: TrainConfig, faces: Path, splits: Path, n: int) -> float:
     frame = read_split(splits, "train")
     contract = read_contract(faces, cfg.image_size)
     blend = cfg.blend(contract.margin)
-    marks = crop_landmarks(frame, cfg.image_size / (contract.crop_size or cfg.image_size))
+    marks = crop_landmarks(frame, contract, cfg.image_size)
     ds = ImageDataset(frame, faces, cfg.image_size, cfg.augment, augment_in_worker=True, blend=blend, landmarks=marks)
     items = np.linspace(0, len(ds) - 1, n).round().astype(int)
     t0 = time.perf_counter()

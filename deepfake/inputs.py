@@ -175,12 +175,12 @@ def find_faces(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> lis
     return get_detector(prep.detector).detect(rgb, prep.video_upsample if video else prep.upsample)
 
 
-def crop_image(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> Crop:
+def crop_image(rgb: np.ndarray, prep: Preprocessing) -> Crop:
     """The preprocess stage's crop of a decoded (H, W, 3) uint8 image: around its largest face,
-    or the centre square, or the whole image, as ``prep`` says (``video``: a frame's upsampling)."""
+    or the centre square, or the whole image, as ``prep`` says (video frames: ``crop_frames``)."""
     if not prep.detect:
         return _whole(rgb, prep)
-    boxes = find_faces(rgb, prep, video)
+    boxes = find_faces(rgb, prep)
     return crop_around(rgb, boxes[0] if boxes else None, len(boxes), prep)
 
 
@@ -228,7 +228,7 @@ def _whole(rgb: np.ndarray, prep: Preprocessing) -> Crop:
     image = rgb if prep.crop == "none" else crop_face(rgb, None, prep.crop_size)
     landmarks = None
     if prep.landmarks:
-        boxes = get_detector(prep.detector).detect(image, prep.upsample)
+        boxes = find_faces(image, prep)
         if boxes:
             landmarks = get_landmarker(prep.landmarks).locate(image, boxes[0])
     return Crop(image, "full", landmarks=landmarks)

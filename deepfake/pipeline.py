@@ -21,7 +21,7 @@ from .data import index_dataset, read_split
 from .evaluate import EvalConfig, EvalResult
 from .params import Params, load_params
 from .preprocess import PreprocessConfig, PreprocessResult
-from .shortcuts import ShortcutAudit
+from .shortcuts import ShortcutAudit, audit_shortcuts, sources_of
 from .split import (
     SplitConfig,
     balance_table,
@@ -113,7 +113,6 @@ def run_split(
     splits are warned about too (``SplitConfig.min_val_images`` / ``min_val_groups``).
     """
     from .audit import audit_duplicates
-    from .shortcuts import audit_shortcuts, sources_of
 
     root = paths.resolve(raw_dir)
     index = index_dataset(root)
@@ -210,10 +209,8 @@ def run_train(
         write_history(result.history, out / "history.csv")
         write_json(out / "metrics.json", result.summary)
         examples = blend_examples(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir))
-        fig = plots.pseudo_fakes(examples)
-        if cfg.blend().mode == "off":
-            fig.suptitle("self_blend is off: pseudo-fakes it would make from these training crops", fontsize=9)
-        plots.save(fig, out / PSEUDO_FAKES_FIGURE)
+        off = "" if cfg.blend().on else "self_blend is off: pseudo-fakes it would make from these training crops"
+        plots.save(plots.pseudo_fakes(examples, title=off or None), out / PSEUDO_FAKES_FIGURE)
     return result
 
 

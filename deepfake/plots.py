@@ -298,7 +298,7 @@ def per_kind(metrics: dict, split: str = "test") -> plt.Figure:
     return fig
 
 
-def pseudo_fakes(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> plt.Figure:
+def pseudo_fakes(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], title: str | None = None) -> plt.Figure:
     """Self-blended training examples: each column a real crop, its blending mask and the pseudo-fake."""
     cols = max(1, len(examples))
     fig, axes = plt.subplots(3, cols, figsize=(1.5 * cols + 0.8, 4.8), squeeze=False)
@@ -313,7 +313,7 @@ def pseudo_fakes(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> p
     for r, name in enumerate(("real", "mask", "pseudo-fake")):
         axes[r, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(
-        "self-blended pseudo-fakes: the real crop, the blending mask (its blend ratio), the result", fontsize=9
+        title or "self-blended pseudo-fakes: the real crop, the blending mask (its blend ratio), the result", fontsize=9
     )
     fig.tight_layout()
     return fig

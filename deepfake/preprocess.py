@@ -167,7 +167,7 @@ _WORKER: dict = {}
 def _init_worker(cfg: PreprocessConfig, out_dir: str, single_thread: bool) -> None:
     if single_thread:
         cv2.setNumThreads(1)  # one process per core already
-    _WORKER.update(cfg=cfg, out=Path(out_dir))
+    _WORKER.update(cfg=cfg, prep=cfg.contract(), out=Path(out_dir))
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -222,8 +222,7 @@ def process_source(job: tuple[Source, str]) -> dict:
         crop, box, phash), ``skips`` (frame, reason, detail) and counters.
     """
     src, key = job
-    cfg, out = _WORKER["cfg"], _WORKER["out"]
-    prep = cfg.contract()
+    cfg, prep, out = _WORKER["cfg"], _WORKER["prep"], _WORKER["out"]
     rec: dict[str, Any] = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
     try:
         if src.kind == "image":

@@ -40,17 +40,20 @@ _IJG_LUMA = np.array(
 _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 
 
+def _standard_tables() -> np.ndarray:
+    """(100, 64): the IJG luminance table scaled to each quality 1-100, each sorted (order-free comparison)."""
+    q = np.arange(1, 101, dtype=np.float64)[:, None]
+    scale = np.where(q < 50, 5000 / q, 200 - 2 * q)
+    return np.sort(np.clip(np.floor((_IJG_LUMA * scale + 50) / 100), 1, 255), axis=1)
+
+
+_STANDARD_TABLES = _standard_tables()
+
+
 def jpeg_quality(table: list[int] | np.ndarray) -> float:
     """The IJG quality (1-100) whose scaled standard table is closest to a luminance quantisation table."""
-    q = np.asarray(table, np.float64).reshape(-1)[:64]
-    best, best_err = 50.0, np.inf
-    for quality in range(1, 101):
-        scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-        std = np.clip(np.floor((_IJG_LUMA * scale + 50) / 100), 1, 255)
-        err = float(np.abs(np.sort(std) - np.sort(q)).mean())  # order-free: tables are stored zig-zag or not
-        if err < best_err:
-            best, best_err = float(quality), err
-    return best
+    q = np.sort(np.asarray(table, np.float64).reshape(-1)[:64])  # order-free: tables are stored zig-zag or not
+    return float(np.argmin(np.abs(_STANDARD_TABLES - q).mean(axis=1)) + 1)
 
 
 def file_properties(path: str | os.PathLike) -> dict:

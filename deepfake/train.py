@@ -41,7 +41,7 @@ from .checkpoint import save_checkpoint
 from .config import section, setting
 from .data import read_split
 from .inference import predict
-from .inputs import load_input, read_contract
+from .inputs import Preprocessing, load_input, read_contract
 from .landmarks import parse_points
 from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
 from .metrics import binary_metrics
@@ -313,9 +313,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         augment_in_worker=not cuda,
         cache=caches[0],
         blend=blend,
-        landmarks=crop_landmarks(train_df, cfg.image_size / (contract.crop_size or cfg.image_size))
-        if blend.on
-        else None,
+        landmarks=crop_landmarks(train_df, contract, cfg.image_size) if blend.on else None,
     )
     targets = train_set.item_targets
     balance, pos_weight = _resolve_balance(cfg, targets)
@@ -565,7 +563,7 @@ def blend_examples(
     blend = cfg.blend(contract.margin)
     if not blend.on:
         blend = BlendConfig(**{**asdict(blend), "mode": "add"})
-    marks = crop_landmarks(reals, cfg.image_size / (contract.crop_size or cfg.image_size))
+    marks = crop_landmarks(reals, contract, cfg.image_size)
     out = []
     for k, (path, lm) in enumerate(zip(reals["path"], marks)):
         img = load_input(Path(data_root) / path, cfg.image_size)
@@ -574,10 +572,12 @@ def blend_examples(
     return out
 
 
-def crop_landmarks(frame: pd.DataFrame, scale: float) -> list[np.ndarray | None]:
-    """Each row's landmarks from the cache manifest (``landmarks`` column), scaled to the network input."""
+def crop_landmarks(frame: pd.DataFrame, contract: Preprocessing, image_size: int) -> list[np.ndarray | None]:
+    """Each row's landmarks from the cache manifest (``landmarks`` column, in the pixels of the
+    cache's ``contract.crop_size`` crops), scaled to the ``image_size`` network input."""
     if "landmarks" not in frame.columns:
         return [None] * len(frame)
+    scale = image_size / (contract.crop_size or image_size)
     out: list[np.ndarray | None] = []
     for cell in frame["landmarks"]:
         pts = parse_points(cell)

@@ -334,28 +334,23 @@ def sample_video(path: str | os.PathLike, k: int, *, strict: bool = False) -> Vi
     reader = "opencv"
     with _Cursor(path) as cur:
         n = cur.frame_count()
+        may_seek = n > 0 and how != "sequential_after_bad_seek"  # PyAV's seek failed: read in order
         if n == 0:  # no frame count: count by decoding, then read again
             n = cur.count_frames()
             cur.reopen()
-            wanted = sample_frame_indices(n, k)
-            frames = _read_in_order(cur, wanted)
-        elif how == "sequential_after_bad_seek":
-            wanted = sample_frame_indices(n, k)
-            frames = _read_in_order(cur, wanted)
-        else:
-            wanted = sample_frame_indices(n, k)
-            fps = cur.fps()
-            if fps and _seeking_pays(wanted):
-                try:
-                    frames, how = _read_seeking(cur, wanted, fps), "seek"
-                except _BadSeek as e:
-                    if cur.seeks:
-                        how = "sequential_after_bad_seek"
-                    log.info("%s: %s; reading the video in order instead", path, e)
-                    cur.reopen()
-                    frames = _read_in_order(cur, wanted)
-            else:
+        wanted = sample_frame_indices(n, k)
+        fps = cur.fps() if may_seek else 0.0
+        if fps and _seeking_pays(wanted):
+            try:
+                frames, how = _read_seeking(cur, wanted, fps), "seek"
+            except _BadSeek as e:
+                if cur.seeks:
+                    how = "sequential_after_bad_seek"
+                log.info("%s: %s; reading the video in order instead", path, e)
+                cur.reopen()
                 frames = _read_in_order(cur, wanted)
+        else:
+            frames = _read_in_order(cur, wanted)
     return _sampled(path, frames, n, wanted, how, cur.decoded, cur.seeks, reader, strict)
 
 

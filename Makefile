@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+# the interpreter dvc.yaml's commands use (bin/python): this environment
+export DEEPFAKE_PYTHON := $(abspath $(BIN))/python
 export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
@@ -16,14 +18,27 @@ PYTEST_ARGS ?=
 install: $(VENV)/.deepfake-installed
 
 $(VENV)/.deepfake-installed: pyproject.toml
+	@echo "==> [1/3] Python environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo "==> [2/3] the package and its dependencies (PyTorch is large: a few minutes; pip lists each package)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
+	@echo "==> [3/3] check: the package and its main dependencies import"
+	$(BIN)/python -c "import deepfake, torch, torchvision, cv2, dlib, dvclive; print('deepfake', deepfake.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| opencv', cv2.__version__)"
 	touch $@
 
+# Renders the embedded dataset when data/raw is absent, then checks it against data.dvc (the
+# dataset of the committed results) and stores it in DVC's local cache, so `dvc status` is clean.
 data: install
 	$(BIN)/python -m deepfake synth --if-missing
-	$(BIN)/dvc status data.dvc
+	@if [ -d data ]; then \
+		$(BIN)/dvc commit --force --quiet data.dvc; \
+		if git diff --quiet -- data.dvc 2>/dev/null; then \
+			echo "data/ matches data.dvc: the dataset the committed results were made from"; \
+		else \
+			echo "note: data/ differs from the committed data.dvc (see git diff data.dvc): results will differ from the committed reports"; \
+		fi; \
+	fi
 
 repro: data
 	$(BIN)/python -m deepfake check-params
@@ -31,16 +46,17 @@ repro: data
 
 # ruff (lint and format) and mypy, as CI runs them
 lint: install
-	$(BIN)/ruff check deepfake tests benchmarks
-	$(BIN)/ruff format --check deepfake tests benchmarks
+	$(BIN)/ruff check deepfake tests benchmarks .ci
+	$(BIN)/ruff format --check deepfake tests benchmarks .ci
 	$(BIN)/mypy
 
 test: install clean-quick lint
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
 
-# The browser test of the demo notebook, keeping its screenshot of the widget (needs Chromium)
+# The browser test of the demo notebook, keeping its screenshot of the widget for the README (needs
+# Chromium); docs/, not reports/: it pictures the demo, not a result of the pipeline
 screenshot: install clean-quick
-	DEEPFAKE_SCREENSHOT=reports/figures/demo_widget.png $(BIN)/python -m pytest tests/test_browser.py -q
+	DEEPFAKE_SCREENSHOT=docs/demo_widget.png $(BIN)/python -m pytest tests/test_browser.py -q
 
 # Cross-dataset test of the trained model on another dataset folder, without retraining:
 #   make cross CROSS_DATA=../shared/real-faces/yonsei-rffd CROSS_NAME=yonsei   -> reports/cross/yonsei/
@@ -49,7 +65,7 @@ CROSS_NAME ?= other
 cross: install
 	test -n "$(CROSS_DATA)" || { echo "set CROSS_DATA=<folder with real/ and fake/ or a manifest.csv>"; exit 2; }
 	mkdir -p reports/notebooks
-	$(BIN)/papermill notebooks/03b_cross_dataset.ipynb "reports/notebooks/cross_$(CROSS_NAME).ipynb" --no-progress-bar \
+	$(BIN)/python -m deepfake stage notebooks/03b_cross_dataset.ipynb "reports/notebooks/cross_$(CROSS_NAME).ipynb" \
 		-p params_file params.yaml -p quick False -p name "$(CROSS_NAME)" -p data_dir "$(CROSS_DATA)"
 
 clean-quick:

@@ -48,6 +48,39 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stage(args: argparse.Namespace) -> int:
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    from .runner import run_stage, stage_of
+
+    # -p values are YAML, as papermill's command line reads them ("False", "3", "a name")
+    parameters = {k: yaml.safe_load(v) if v.strip() else v for k, v in args.parameter}
+    try:
+        run_stage(args.notebook, args.output, parameters)
+    except PapermillExecutionError as e:
+        print(f"error: stage {stage_of(args.notebook)} failed: {e.ename}: {e.evalue}", file=sys.stderr)
+        print(f"  the executed notebook shows the failing cell and its traceback: {args.output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .explore import experiments_table
+
+    table = experiments_table()
+    if table.empty:
+        print(table.attrs.get("message", "no experiments"))
+        return 0
+    shown = table.drop(columns=[c for c in ("kind", "rev", "baseline", "created") if c in table.columns])
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.4g}".format):
+        print(shown.to_string(index=False))
+    print(table.attrs.get("message", ""))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import override_pairs
     from .params import load_params
@@ -159,6 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "stage",
+        help="run a pipeline stage's notebook as papermill does (dvc.yaml's commands): the package's messages "
+        "and progress on stderr, the executed notebook without run times",
+    )
+    p.add_argument("notebook", help="e.g. notebooks/02_train.ipynb")
+    p.add_argument("output", help="the executed notebook, e.g. reports/notebooks/02_train.ipynb")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter (a YAML value), e.g. -p params_file params.yaml -p quick False",
+    )
+    p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser(
+        "experiments",
+        help="DVC experiments side by side: the params that differ and the headline metrics, short column names",
+    )
+    p.set_defaults(func=_cmd_experiments)
 
     p = sub.add_parser(
         "train", help="train a detector with params.yaml's train section (also under torchrun --nproc_per_node=N)"

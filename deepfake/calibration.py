@@ -8,18 +8,28 @@ log-likelihood; ranking (AUC) is unchanged, probabilities become meaningful.
 ``reports/eval/calibration.json`` holds the result with the keys ``temperature``,
 ``threshold`` (applied to calibrated probabilities) and ``threshold_rule``; the predictor
 loads it as a :class:`Calibration` and applies :func:`calibrated` to its logits.
+
+A temperature and a threshold belong to one model: the file also records the checkpoint it was
+fitted for (``checkpoint`` and the SHA-256 of its file, ``checkpoint_sha256``). Read with the
+checkpoint in use, a file fitted for another one is refused (:class:`CalibrationMismatchError`)
+and one written before hashes were recorded is used with a warning that it cannot be verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import paths
 from .utils import write_json
+
+log = logging.getLogger(__name__)
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before log-loss and logits (``deepfake.metrics`` too).
 EPS = 1e-7
@@ -28,6 +38,12 @@ EPS = 1e-7
 REQUIRED_KEYS = ("temperature", "threshold", "threshold_rule")
 #: Temperatures are searched in this range; a fit at a bound is flagged.
 T_BOUNDS = (0.05, 20.0)
+#: The key holding the SHA-256 of the checkpoint file a calibration was fitted for.
+HASH_KEY = "checkpoint_sha256"
+
+
+class CalibrationMismatchError(ValueError):
+    """A calibration file was fitted for another checkpoint than the one in use."""
 
 
 def logits_from_probs(probs) -> np.ndarray:
@@ -151,29 +167,119 @@ def read_calibration(path: Path) -> tuple[dict, float, float]:
     return data, temperature, threshold
 
 
+# --------------------------------------------------------------------------------------------
+# Which checkpoint a calibration belongs to
+# --------------------------------------------------------------------------------------------
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (remembered per path, size and modification time)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the project root when inside it, else absolute."""
+    p = paths.resolve(path)
+    try:
+        return p.relative_to(paths.ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, str]:
+    """What a calibration file records about the checkpoint it is fitted for: its path and SHA-256."""
+    return {"checkpoint": shown_path(checkpoint), HASH_KEY: file_sha256(paths.resolve(checkpoint))}
+
+
+def fitted_for(data: dict, calibration: str | os.PathLike, checkpoint: str | os.PathLike) -> bool:
+    """Whether the calibration ``data`` (read from ``calibration``) records ``checkpoint``'s hash.
+
+    Returns:
+        True when it does; False when it records no hash (a file written before hashes were recorded).
+
+    Raises:
+        CalibrationMismatchError: it records the hash of another checkpoint.
+    """
+    recorded = data.get(HASH_KEY)
+    if not recorded:
+        return False
+    actual = file_sha256(paths.resolve(checkpoint))
+    if recorded != actual:
+        raise CalibrationMismatchError(
+            f"{shown_path(calibration)} was fitted for another checkpoint "
+            f"({data.get('checkpoint', 'unnamed')}, sha256 {str(recorded)[:12]}), not for {shown_path(checkpoint)} "
+            f"(sha256 {actual[:12]}): its temperature and threshold do not apply to this model. Re-run the "
+            "evaluate stage for it (dvc repro evaluate), or pass the calibration file written for this checkpoint "
+            "(or none, to score uncalibrated with temperature 1 and threshold 0.5)"
+        )
+    return True
+
+
+def check_fitted_for(data: dict, calibration: str | os.PathLike, checkpoint: str | os.PathLike) -> bool:
+    """``fitted_for``, logging a warning when the file records no hash and so cannot be verified."""
+    verified = fitted_for(data, calibration, checkpoint)
+    if not verified:
+        log.warning(
+            "%s records no checkpoint hash (written before calibrations recorded one), so it cannot be verified "
+            "against %s; re-run the evaluate stage (dvc repro evaluate) to record it",
+            shown_path(calibration),
+            shown_path(checkpoint),
+        )
+    return verified
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Logit temperature and decision threshold on the calibrated probability, as scoring applies them."""
+    """Logit temperature and decision threshold on the calibrated probability, as scoring applies them.
+
+    Attributes:
+        temperature: divides the logit.
+        threshold: calibrated fake-probability at or above which an image is called fake.
+        source: the file they came from; None for the identity calibration.
+        verified: whether the file was checked against the checkpoint in use: True (it records that
+            checkpoint's hash), False (it records no hash), None (not checked).
+    """
 
     temperature: float = 1.0
     threshold: float = 0.5
-    source: str | None = None  # the file they came from; None for the identity calibration
+    source: str | None = None
+    verified: bool | None = None
 
     def probability(self, logits) -> np.ndarray:
         """Calibrated fake-probability of raw logits."""
         return calibrated(logits, self.temperature)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None) -> Calibration:
-        """The calibration in ``path`` when it exists, else the identity (temperature 1, threshold 0.5)."""
+    def from_file(cls, path: str | os.PathLike | None, checkpoint: str | os.PathLike | None = None) -> Calibration:
+        """The calibration in ``path`` when it exists, else the identity (temperature 1, threshold 0.5).
+
+        With ``checkpoint``, the file must have been fitted for it: another checkpoint's
+        calibration raises ``CalibrationMismatchError``, and a file that records no checkpoint
+        hash is used with a warning (``check_fitted_for``).
+        """
         if not path or not Path(path).is_file():
             return cls()
-        _, temperature, threshold = read_calibration(Path(path))
-        return cls(temperature, threshold, str(path))
+        data, temperature, threshold = read_calibration(Path(path))
+        verified = check_fitted_for(data, path, checkpoint) if checkpoint is not None else None
+        return cls(temperature, threshold, str(path), verified)
 
 
-def load_calibration(path: str | os.PathLike) -> dict:
-    """Read and check a calibration file written by :func:`save_calibration`."""
+def load_calibration(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> dict:
+    """Read and check a calibration file written by :func:`save_calibration`.
+
+    With ``checkpoint``, the file must have been fitted for it (as ``Calibration.from_file`` checks).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -183,4 +289,6 @@ def load_calibration(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path} lacks the key(s) {missing}; it needs {list(REQUIRED_KEYS)}")
+    if checkpoint is not None:
+        check_fitted_for(data, path, checkpoint)
     return data

@@ -33,9 +33,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, **payload: Any) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves a half checkpoint."""
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves a half checkpoint.
+
+    Saved through a file object, so the archive's inner folder is ``archive`` rather than the
+    temporary file's random name: the same payload gives the same bytes (and DVC hash) every time.
+    """
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
     return Path(path)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .calibration import Calibration
+from .calibration import Calibration, CalibrationMismatchError
 from .predict import (
     DEFAULT_CALIBRATION,
     DEFAULT_CHECKPOINT,
@@ -93,7 +93,8 @@ def health(
     device: str = "auto",
     calibration_file: str | os.PathLike = DEFAULT_CALIBRATION,
 ) -> tuple[dict[str, Any], bool]:
-    """Versions, device and whether a trained model is present and loads; ``ok`` when it does."""
+    """Versions, device, whether a trained model is present and loads, and whether its calibration file
+    belongs to it (``describe_calibration``); ``ok`` when the model loads and the calibration is usable."""
     import platform
     from importlib import metadata
 
@@ -131,7 +132,7 @@ def health(
         info["model"] = "present, not loaded (no device)"
     else:
         try:
-            p = Predictor(path, dev, PredictConfig(calibration_file=str(calibration_file)))
+            p = Predictor(path, dev, PredictConfig(calibration_file=""))  # the calibration is checked below
             z = p.logits([np.zeros((p.image_size, p.image_size, 3), np.uint8)])
             if not np.isfinite(z).all():
                 raise ValueError("the model outputs non-finite logits")
@@ -143,14 +144,27 @@ def health(
             ok = True
         except Exception as e:  # report any failure to load as unhealthy, with its reason
             info["model"] = f"present but does not load: {type(e).__name__}: {e}"
+    info["calibration"], calibration_ok = describe_calibration(calibration_file, path if path.is_file() else None)
+    return info, ok and calibration_ok
+
+
+def describe_calibration(calibration_file: str | os.PathLike, checkpoint: str | os.PathLike | None) -> tuple[str, bool]:
+    """One line on the calibration file and whether it may be used with ``checkpoint``.
+
+    A file fitted for another checkpoint, or unreadable, is not usable; one that records no
+    checkpoint hash is usable but reported as unverified.
+    """
     try:
-        cal = Calibration.from_file(paths.resolve(calibration_file) if calibration_file else None)
-        info["calibration"] = (
-            f"{cal.source}: temperature {cal.temperature:g}, threshold {cal.threshold:g}"
-            if cal.source
-            else "none (temperature 1, threshold 0.5)"
-        )
+        cal = Calibration.from_file(paths.resolve(calibration_file) if calibration_file else None, checkpoint)
+    except CalibrationMismatchError as e:
+        return f"refused: {e}", False
     except ValueError as e:
-        info["calibration"] = f"invalid: {e}"
-        ok = False
-    return info, ok
+        return f"invalid: {e}", False
+    if cal.source is None:
+        return "none (temperature 1, threshold 0.5)", True
+    line = f"{cal.source}: temperature {cal.temperature:g}, threshold {cal.threshold:g}"
+    if cal.verified:
+        return f"{line}, fitted for this checkpoint (SHA-256 matches)", True
+    if cal.verified is False:
+        return f"{line}; not verified: it records no checkpoint hash (re-run dvc repro evaluate to record it)", True
+    return f"{line}; not checked (no checkpoint)", True

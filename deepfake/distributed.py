@@ -46,6 +46,11 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """``RANK`` set by torchrun (0 when absent): known before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group torchrun describes in the environment; single process otherwise.
 

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .calibration import T_BOUNDS, calibrated, fit_temperature, nll, save_calibration
+from . import tracking
+from .calibration import T_BOUNDS, calibrated, checkpoint_record, fit_temperature, nll, save_calibration
 from .checkpoint import load_checkpoint, preprocessing_of
 from .config import section, setting
 from .inference import forward_logits, score_frame
@@ -45,7 +46,7 @@ from .metrics import (
     roc_points,
 )
 from .robustness import ROBUSTNESS_COLUMNS, Perturbation, perturbation_grid, robustness_table
-from .utils import atomic_path, resolve_device, write_json
+from .utils import atomic_path, resolve_device
 from .video_level import VIDEO_COLUMNS, video_metrics, video_table, video_unit
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ class EvalResult:
     val_predictions: pd.DataFrame | None = None
     robustness: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROBUSTNESS_COLUMNS))
     videos: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VIDEO_COLUMNS))
+
+
+#: Metrics that measure the machine, not the model: written to ``timings.json``, not to the metrics.
+TIMING_KEYS = ("latency_ms_median", "latency_ms_p90", "latency_images", "torch_threads")
 
 
 @torch.inference_mode()
@@ -369,7 +374,14 @@ def evaluate(
             "image_size": size,
         }
     )
-    calib.update({"arch": ckpt["arch"], "image_size": size, "checkpoint_epoch": int(ckpt.get("epoch", 0))})
+    calib.update(  # calibration.json names the checkpoint it was fitted for, with its SHA-256 (checked on loading)
+        {
+            "arch": ckpt["arch"],
+            "image_size": size,
+            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+            **checkpoint_record(checkpoint),
+        }
+    )
     return EvalResult(preds, metrics, calib, val_preds, robust, videos)
 
 
@@ -378,7 +390,9 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write the evaluation's files under ``out_dir``.
 
-    ``predictions.csv`` (and ``val_predictions.csv``), ``metrics.json``, ``roc.csv``,
+    ``metrics.json`` (the headline numbers, through DVCLive: ``deepfake.tracking.headline_eval``),
+    ``details.json`` (every metric), ``timings.json`` (latency: it differs between runs),
+    ``predictions.csv`` (and ``val_predictions.csv``), ``roc.csv``,
     ``pr.csv``, ``reliability_uncalibrated.csv`` / ``reliability_calibrated.csv`` (the test
     split before and after temperature scaling), ``robustness.csv``, ``videos.csv`` (header
     only without videos) and, when ``write_calibration``, ``calibration.json``.
@@ -404,7 +418,11 @@ def write_outputs(
         written[name] = out / f"{name}.csv"
         with atomic_path(written[name]) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
-    written["metrics"] = write_json(out / "metrics.json", result.metrics)
+    details = {k: v for k, v in result.metrics.items() if k not in TIMING_KEYS}
+    timings = {k: v for k, v in result.metrics.items() if k in TIMING_KEYS}
+    tracking.write_stage_reports(out, details, timings)
+    tracking.log_headline(out, tracking.headline_eval(details))
+    written.update({name: out / f"{name}.json" for name in ("metrics", "details", "timings")})
     if write_calibration:
         c = result.calibration
         extra = {k: v for k, v in c.items() if k not in ("temperature", "threshold", "threshold_rule")}

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed as D
 from .loading import Batch, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader
+from .progress import progress
 from .utils import autocast
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def predict(
     ys: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
     idx: list[torch.Tensor] = []
-    for i, batch in enumerate(tqdm(loader, desc=desc, leave=False, unit="batch", disable=not show or None)):
+    for i, batch in enumerate(progress(loader, desc=desc, unit="batches", disable=not show, leave=False)):
         if max_batches and i >= max_batches:
             break
         b: Batch = finish_batch(batch, device, augment=False, channels_last=channels_last)

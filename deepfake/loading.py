@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
-from tqdm import tqdm
 
 from .augment import IDENTITY_PARAMS, AugmentConfig, apply_batch, apply_image, degrade, sample_augment
 from .blend import BlendConfig, self_blend, training_items
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, load_input, normalize, resize_input, to_float
 from .media import read_image
+from .progress import progress
 
 
 class _DecodeOnly(Dataset):
@@ -99,13 +99,7 @@ class DecodedCache:
             with atomic_path(file) as tmp:
                 mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
                 start = 0
-                for arr in tqdm(
-                    loader,
-                    desc=f"decoding {n} images once",
-                    leave=False,
-                    unit="batch",
-                    **({} if show else {"disable": True}),
-                ):
+                for arr in progress(loader, desc=f"decoding {n} images once", unit="batches", disable=not show):
                     mm[start : start + len(arr)] = arr
                     start += len(arr)
                 mm.flush()

@@ -16,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import paths
+from . import paths, progress
 from .data import index_dataset, read_split
+from .distributed import env_rank
 from .evaluate import EvalConfig, EvalResult
 from .params import Params, load_params
 from .preprocess import PreprocessConfig, PreprocessResult
@@ -62,8 +63,8 @@ def open_stage(
     """
     from . import testing
 
-    if not logging.getLogger().handlers:  # a notebook kernel: show the package's messages in the cell output
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # in a pipeline stage: messages and progress to the stage log; else to the cell output
+    progress.configure_logging()
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; the stages are {', '.join(STAGES)}")
     layers = testing.merge_overrides(testing.QUICK_OVERRIDES if quick else None, overrides)
@@ -102,8 +103,9 @@ def run_split(
 
     A ``split`` column in the dataset's manifest (the preprocess stage's ``keep_splits``) is
     kept; otherwise groups are assigned by ``split_dataset``. Writes ``train.csv``/``val.csv``/
-    ``test.csv`` under ``splits_dir`` and ``leakage.json``, ``balance.csv`` and
-    ``duplicates.csv`` under ``reports_dir``. Raises ``DuplicateLeakageError`` (exact or near
+    ``test.csv`` under ``splits_dir`` and ``metrics.json`` (the headline: sizes, leaks, the
+    strongest shortcut), ``leakage.json`` (details), ``balance.csv`` and ``duplicates.csv``
+    under ``reports_dir``. Raises ``DuplicateLeakageError`` (exact or near
     duplicates across splits, unless ``cfg.dedupe``) after writing ``duplicates.csv`` only, and
     ``LeakageError`` before writing anything when a group would cross splits.
 
@@ -142,6 +144,18 @@ def run_split(
         },
     )
     table.to_csv(out / "balance.csv")
+    headline: dict[str, Any] = {
+        "n_images": report["n_images"],
+        "n_groups": report["n_groups"],
+        **{f"{s}_images": int(table.loc[s, "total"]) for s in table.index if s in ("train", "val", "test")},
+        "groups_across_splits": len(report["groups_across_splits"]),
+        "identical_files_across_splits": len(report["identical_files_across_splits"]),
+        "near_duplicates_across_splits": audit.summary.get("near_duplicate_pairs_across_splits", 0),
+    }
+    if shortcuts is not None and shortcuts.summary().get("auc"):
+        headline["shortcut_max_auc"] = max(shortcuts.summary()["auc"].values())
+    headline["warnings"] = len(warnings)
+    write_json(out / "metrics.json", headline)
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary, shortcuts, warnings)
 
 
@@ -167,6 +181,10 @@ PSEUDO_FAKES_FIGURE = "pseudo_fakes.png"
 FACE_CHECK_FIGURE = "faces.png"
 
 
+#: What a preprocess run did this time (decoded or reused, how fast): ``timings.json``, not the metrics.
+PREPROCESS_RUN_KEYS = ("processed_now", "reused", "workers", "seconds", "images_per_second")
+
+
 def run_preprocess(
     raw_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -176,13 +194,23 @@ def run_preprocess(
 ) -> PreprocessResult:
     """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary, the skip list
     and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``."""
-    from . import plots
+    from . import plots, tracking
     from .preprocess import preprocess
 
     result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
     out = paths.resolve(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", result.summary)
+    details = {k: v for k, v in result.summary.items() if k not in PREPROCESS_RUN_KEYS}
+    timings = {k: v for k, v in result.summary.items() if k in PREPROCESS_RUN_KEYS}
+    headline = {k: result.summary[k] for k in ("images", "videos", "written", "skipped", "faces_found", "no_face")}
+    tracking.write_stage_reports(out, details, timings, headline)
+    if result.up_to_date:
+        log.info("the face cache is up to date: nothing decoded")
+    else:
+        log.info(
+            f"decoded {timings['processed_now']} source(s) in {timings['seconds']:.1f} s "
+            f"({timings['images_per_second']} images/s), reused {timings['reused']}"
+        )
     result.skipped.to_csv(out / "skipped.csv", index=False)
     if len(result.manifest) or len(result.skipped):
         raw = paths.resolve(raw_dir)
@@ -198,16 +226,25 @@ def run_train(
     model_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
 ) -> TrainResult:
-    """Train on ``faces_dir`` (the split manifests' root), then write ``history.csv``, ``metrics.json``
-    and ``pseudo_fakes.png`` (self-blended examples of training crops, with their masks)."""
-    from . import plots
-    from .train import blend_examples, train, write_history
+    """Train on ``faces_dir`` (the split manifests' root), tracked with DVCLive in ``reports_dir``
+    (per-epoch metrics as each epoch ends, headline ``metrics.json``), then write ``details.json``,
+    ``timings.json`` and ``pseudo_fakes.png`` (self-blended examples of training crops, with their masks)."""
+    from . import plots, tracking
+    from .train import blend_examples, train
 
-    result = train(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir), paths.resolve(model_dir))
+    out = paths.resolve(reports_dir)
+    tracker = tracking.TrainTracker(out, resume=cfg.resume) if env_rank() == 0 else None
+    result = train(
+        cfg,
+        paths.resolve(splits_dir),
+        paths.resolve(faces_dir),
+        paths.resolve(model_dir),
+        on_epoch=tracker.epoch if tracker is not None else None,
+    )
     if result.is_main:  # under torchrun, rank 0 writes the reports
-        out = paths.resolve(reports_dir)
-        write_history(result.history, out / "history.csv")
-        write_json(out / "metrics.json", result.summary)
+        if tracker is not None:
+            tracker.finish(tracking.headline_train(result.summary), len(result.history))
+        tracking.write_stage_reports(out, result.summary, result.timings)
         examples = blend_examples(cfg, paths.resolve(splits_dir), paths.resolve(faces_dir))
         off = "" if cfg.blend().on else "self_blend is off: pseudo-fakes it would make from these training crops"
         plots.save(plots.pseudo_fakes(examples, title=off or None), out / PSEUDO_FAKES_FIGURE)
@@ -243,6 +280,12 @@ def run_evaluate(
     result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(faces_dir), cfg, val=val)
     result.metrics = {"split": split, "calibration_split": calibration_split, **result.metrics}
     write_outputs(result, paths.resolve(reports_dir), write_calibration=True, ece_bins=cfg.ece_bins)
+    if "latency_ms_median" in result.metrics:
+        m = result.metrics
+        log.info(
+            f"latency, file to probability, one image at a time on {m.get('device')}: median "
+            f"{m['latency_ms_median']:.1f} ms, p90 {m['latency_ms_p90']:.1f} ms ({m['latency_images']} images)"
+        )
     return result
 
 
@@ -298,7 +341,9 @@ def run_cross_evaluate(
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")
     frame = index_dataset(paths.resolve(faces_dir), hashes=False)
-    result = evaluate(ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path))
+    result = evaluate(
+        ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path, checkpoint=ckpt_path)
+    )
     counts = {k: cache.summary.get(k) for k in ("images", "videos", "faces_found", "no_face", "written", "skipped")}
     result.metrics = {
         "dataset": os.path.normpath(data),
@@ -319,14 +364,14 @@ def run_cross_evaluate(
 def _eval_figures(
     preds: pd.DataFrame, eval_dir: Path, threshold: float, raw_dir: Path, metrics: dict, gallery_size: int = 6
 ) -> dict:
-    """The figures drawn from one evaluation's files."""
+    """The figures drawn from one evaluation's files; ``metrics`` gives their titles the split, n and intervals."""
     from . import plots
 
     figs = {
-        "confusion_matrix": lambda: plots.confusion(preds),
-        "roc_curve": lambda: plots.roc_curve(pd.read_csv(eval_dir / "roc.csv"), preds, threshold),
-        "pr_curve": lambda: plots.pr_curve(pd.read_csv(eval_dir / "pr.csv"), preds, threshold),
-        "score_distributions": lambda: plots.score_distributions(preds, threshold),
+        "confusion_matrix": lambda: plots.confusion(preds, metrics),
+        "roc_curve": lambda: plots.roc_curve(pd.read_csv(eval_dir / "roc.csv"), preds, threshold, metrics),
+        "pr_curve": lambda: plots.pr_curve(pd.read_csv(eval_dir / "pr.csv"), preds, threshold, metrics),
+        "score_distributions": lambda: plots.score_distributions(preds, threshold, metrics),
         "per_kind": lambda: plots.per_kind(metrics),
     }
     tables = {name: eval_dir / f"reliability_{name}.csv" for name in ("uncalibrated", "calibrated")}
@@ -334,17 +379,18 @@ def _eval_figures(
         cal = metrics.get("calibration", {})
         eces = {"uncalibrated": cal.get("ece_before"), "calibrated": cal.get("ece_after")}
         figs["reliability_diagram"] = lambda: plots.reliability_diagram(
-            {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None}
+            {k: pd.read_csv(p) for k, p in tables.items()}, {k: v for k, v in eces.items() if v is not None}, metrics
         )
     robust = eval_dir / "robustness.csv"
     if robust.exists():  # always drawn (says so when no perturbation is configured): a fixed set of outputs
-        figs["robustness_curves"] = lambda: plots.robustness_curves(pd.read_csv(robust, keep_default_na=True))
+        figs["robustness_curves"] = lambda: plots.robustness_curves(pd.read_csv(robust, keep_default_na=True), metrics)
     if gallery_size > 0:
-        figs["confident_mistakes"] = lambda: plots.mistakes_gallery(preds, raw_dir, gallery_size)
+        figs["confident_mistakes"] = lambda: plots.mistakes_gallery(preds, raw_dir, gallery_size, metrics)
     return figs
 
 
 def _draw(figs: dict, out: Path) -> dict[str, Path]:
+    """Draw and save each figure (PNG and SVG) under ``out``; the PNG paths by name."""
     from . import plots
 
     return {name: plots.save(make(), out / f"{name}.png") for name, make in figs.items()}
@@ -359,21 +405,24 @@ def run_plots(
 ) -> dict[str, Path]:
     """Draw the standard figures from the train and evaluate reports into ``figures_dir``.
 
-    The threshold drawn is the one of ``calibration.json`` (chosen on validation); the
-    gallery shows images from ``raw_dir``.
+    The threshold drawn is the one of ``calibration.json`` (chosen on validation); titles take
+    the split, n and intervals from the evaluation's ``details.json``; the training curves
+    (the DVCLive history) mark the training's ``best_epoch``; the gallery shows images from
+    ``raw_dir``. Returns the PNG paths by name (an SVG lies beside each).
     """
     import json
 
-    from . import plots
+    from . import plots, tracking
     from .calibration import load_calibration
 
     train_dir, eval_dir, out = paths.resolve(train_reports), paths.resolve(eval_reports), paths.resolve(figures_dir)
-    history = pd.read_csv(train_dir / "history.csv")
+    history = tracking.read_history(train_dir)
+    best_epoch = json.loads((train_dir / tracking.DETAILS_FILE).read_text()).get("best_epoch")
     preds = pd.read_csv(eval_dir / "predictions.csv", dtype={"group": str, "path": str}, keep_default_na=False)
     threshold = load_calibration(eval_dir / "calibration.json")["threshold"]
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    metrics = json.loads((eval_dir / tracking.DETAILS_FILE).read_text())
     figs = {
-        "training_curves": lambda: plots.training_curves(history),
+        "training_curves": lambda: plots.training_curves(history, best_epoch),
         **_eval_figures(preds, eval_dir, threshold, paths.resolve(raw_dir), metrics, gallery_size),
     }
     return _draw(figs, out)

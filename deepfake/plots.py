@@ -1,6 +1,12 @@
 """Seaborn figures of a run: the face crops with their landmarks, training curves, confusion
 matrix, ROC and PR curves with the operating point, score distributions, reliability diagram,
-robustness curves, and a gallery of the most confident mistakes."""
+robustness curves, and a gallery of the most confident mistakes.
+
+Evaluation figures take the evaluation's metrics dictionary (``reports/eval/details.json``) and
+say in their titles which split they show, its size (images, and groups when the bootstrap
+counted them) and the confidence interval of the headline number when there is one. ``save``
+writes each figure twice, as a PNG and as a byte-for-byte reproducible SVG (or PDF).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from .landmarks import parse_points
 from .media import BadInputError, kind_of, read_image
 from .utils import atomic_path
+
+#: Resolution of the saved PNGs (print quality).
+PNG_DPI = 200
+#: Vector formats ``save`` writes beside the PNG.
+VECTOR_FORMATS = ("svg", "pdf")
+#: Salt of the ids matplotlib gives SVG elements: fixed, so the same figure gives the same bytes.
+SVG_HASH_SALT = "deepfake"
+#: Metadata that would change from run to run, left out of the vector files.
+_VECTOR_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
 
 _LABEL_ORDER = ["real", "fake"]
 _PALETTE = {
@@ -88,28 +104,103 @@ def face_check(
     return fig
 
 
-def training_curves(history: pd.DataFrame) -> plt.Figure:
-    """Loss, accuracy and ROC-AUC per epoch, train versus validation."""
+def _number(value) -> float | None:
+    """``value`` as a float, or None when it is missing or NaN."""
+    if value is None:
+        return None
+    f = float(value)
+    return None if np.isnan(f) else f
+
+
+def _split_name(metrics: dict) -> str:
+    """``Test split`` for ``split: test``; a longer description (cross-dataset) as it is, capitalised."""
+    split = str(metrics.get("split") or "").strip()
+    if not split:
+        return ""
+    return f"{split.capitalize()} split" if " " not in split else split[0].upper() + split[1:]
+
+
+def sample_size(metrics: dict) -> str:
+    """``n = 360 images, 15 groups`` (the groups when the bootstrap counted them), or "" without ``n``."""
+    n = _number(metrics.get("n"))
+    if n is None:
+        return ""
+    groups = _number((metrics.get("ci") or {}).get("n_groups"))
+    return f"n = {int(n)} images" + (f", {int(groups)} groups" if groups else "")
+
+
+def with_interval(metrics: dict, key: str, label: str) -> str:
+    """``ROC-AUC 0.809 (95% CI 0.769–0.850)``: the value of ``key`` with its bootstrap interval when there is one."""
+    value = _number(metrics.get(key))
+    if value is None:
+        return ""
+    ci = metrics.get("ci") or {}
+    low, high = _number(ci.get(f"{key}_low")), _number(ci.get(f"{key}_high"))
+    if low is None or high is None:
+        return f"{label} {value:.3f}"
+    level = _number(ci.get("level")) or 0.95
+    return f"{label} {value:.3f} ({level * 100:g}% CI {low:.3f}–{high:.3f})"
+
+
+def eval_title(metrics: dict | None, what: str) -> str:
+    """``Test split: <what>`` and the sample size on a second line; ``what`` alone without metrics."""
+    if not metrics:
+        return what
+    split = _split_name(metrics)
+    head = f"{split}: {what}" if split else what
+    n = sample_size(metrics)
+    return f"{head}\n{n}" if n else head
+
+
+def chosen_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch whose weights training kept as ``best.pt``: the first with the highest validation
+    ROC-AUC, or with the lowest validation loss when the AUC is undefined (``deepfake.train``)."""
+    from .train import selection_score
+
+    scores = np.array([selection_score(row) for row in history.to_dict("records")], dtype=float)
+    if not len(scores) or np.isnan(scores).all():
+        return None
+    return int(history["epoch"].iloc[int(np.nanargmax(scores))])
+
+
+def training_curves(history: pd.DataFrame, best_epoch: int | None = None) -> plt.Figure:
+    """Loss, accuracy and ROC-AUC per epoch, train versus validation, with the chosen epoch marked.
+
+    Args:
+        history: ``reports/train/history.csv``.
+        best_epoch: the epoch ``best.pt`` holds (``best_epoch`` of the training summary);
+            found with ``chosen_epoch`` when None.
+    """
     long = history.melt(id_vars="epoch", value_vars=[c for c in history.columns if c.startswith(("train_", "val_"))])
     long[["split", "metric"]] = long["variable"].str.split("_", n=1, expand=True)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    best = chosen_epoch(history) if best_epoch is None else int(best_epoch)
+    row = history[history["epoch"] == best]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
     for ax, metric, title in zip(axes, ("loss", "accuracy", "auc"), ("BCE loss", "accuracy", "ROC-AUC")):
         sns.lineplot(
             long[long["metric"] == metric], x="epoch", y="value", hue="split", marker="o", palette=_PALETTE, ax=ax
         )
-        ax.set(title=title, ylabel=None, xticks=history["epoch"])
+        ax.set(title=title, ylabel=None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if metric != "loss":
             ax.set_ylim(0, 1.02)
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    fig.tight_layout()
+        if len(row):
+            value = float(row[f"val_{metric}"].iloc[0])
+            ax.axvline(best, color="black", lw=1, ls="--", label=f"chosen epoch {best} (val {value:.3f})")
+        ax.legend(fontsize=8)
+    fig.suptitle("training curves; dashed: the epoch kept as best.pt (highest validation ROC-AUC)", fontsize=10)
     return fig
 
 
-def confusion(preds: pd.DataFrame) -> plt.Figure:
-    """Confusion matrix of true versus predicted labels: counts (left) and row-normalised shares (right)."""
+def confusion(preds: pd.DataFrame, metrics: dict | None = None) -> plt.Figure:
+    """Confusion matrix of true versus predicted labels: counts (left) and row-normalised shares (right).
+
+    With the evaluation's ``metrics`` the title gives the split, n and the accuracy with its interval.
+    """
     cm = confusion_matrix(preds["label"], preds["predicted"], labels=_LABEL_ORDER)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.9), layout="constrained")
     sns.heatmap(
         cm,
         annot=cm.astype(str),
@@ -134,7 +225,8 @@ def confusion(preds: pd.DataFrame) -> plt.Figure:
         yticklabels=_LABEL_ORDER,
     )
     axes[1].set(xlabel="predicted", ylabel="true", title="normalised by true class")
-    fig.tight_layout()
+    if metrics:
+        fig.suptitle(eval_title(metrics, with_interval(metrics, "accuracy", "accuracy")), fontsize=10)
     return fig
 
 
@@ -147,26 +239,40 @@ def _operating_point(preds: pd.DataFrame, threshold: float) -> tuple[float, floa
     return float(fpr), float(tpr), float(precision)
 
 
-def roc_curve(roc: pd.DataFrame, preds: pd.DataFrame | None = None, threshold: float | None = None) -> plt.Figure:
-    """ROC curve from ``fpr``/``tpr`` points; AUC in the title, the operating point marked when ``preds`` is given."""
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+def roc_curve(
+    roc: pd.DataFrame, preds: pd.DataFrame | None = None, threshold: float | None = None, metrics: dict | None = None
+) -> plt.Figure:
+    """ROC curve from ``fpr``/``tpr`` points, the operating point marked when ``preds`` is given.
+
+    The title gives the AUC: from ``metrics`` (with the split, n and the interval) when they hold
+    it, else computed from ``preds``.
+    """
+    fig, ax = plt.subplots(figsize=(4.6, 4.5), layout="constrained")
     sns.lineplot(roc, x="fpr", y="tpr", drawstyle="steps-post", errorbar=None, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     title = "ROC curve"
-    if preds is not None and preds["target"].nunique() == 2:
+    if metrics and _number(metrics.get("roc_auc")) is not None:
+        title = eval_title(metrics, with_interval(metrics, "roc_auc", "ROC-AUC"))
+    elif preds is not None and preds["target"].nunique() == 2:
         title += f" (AUC {roc_auc_score(preds['target'], preds['score']):.3f})"
+    if preds is not None and preds["target"].nunique() == 2:
         if threshold is not None:
             fpr, tpr, _ = _operating_point(preds, threshold)
             ax.plot([fpr], [tpr], "o", color="black", label=f"threshold {threshold:.3f}\nFPR {fpr:.3f}, TPR {tpr:.3f}")
             ax.legend(loc="lower right", fontsize=8)
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    fig.tight_layout()
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(title, fontsize=10)
     return fig
 
 
-def pr_curve(pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = None) -> plt.Figure:
-    """Precision-recall curve (fake is the positive class) with the operating point and the chance level."""
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+def pr_curve(
+    pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = None, metrics: dict | None = None
+) -> plt.Figure:
+    """Precision-recall curve (fake is the positive class) with the operating point and the chance level.
+
+    With the evaluation's ``metrics`` the title gives the split and n.
+    """
+    fig, ax = plt.subplots(figsize=(4.6, 4.5), layout="constrained")
     sns.lineplot(pr, x="recall", y="precision", drawstyle="steps-post", errorbar=None, ax=ax)
     base = float(preds["target"].mean())
     ax.axhline(base, color="grey", lw=0.8, ls=":", label=f"chance ({base:.2f})")
@@ -183,14 +289,14 @@ def pr_curve(pr: pd.DataFrame, preds: pd.DataFrame, threshold: float | None = No
                 label=f"threshold {threshold:.3f}\nP {precision:.3f}, R {tpr:.3f}",
             )
     ax.legend(loc="lower left", fontsize=8)
-    ax.set(xlabel="recall (fakes found)", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    fig.tight_layout()
+    ax.set(xlabel="recall (fakes found)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(eval_title(metrics, title), fontsize=10)
     return fig
 
 
-def score_distributions(preds: pd.DataFrame, threshold: float = 0.5) -> plt.Figure:
-    """Histogram of fake-probabilities per true class, with the decision threshold."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+def score_distributions(preds: pd.DataFrame, threshold: float = 0.5, metrics: dict | None = None) -> plt.Figure:
+    """Histogram of fake-probabilities per true class, with the decision threshold (split and n from ``metrics``)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.9), layout="constrained")
     sns.histplot(
         preds,
         x="score",
@@ -204,74 +310,109 @@ def score_distributions(preds: pd.DataFrame, threshold: float = 0.5) -> plt.Figu
         ax=ax,
     )
     ax.axvline(threshold, color="black", lw=1, ls="--")
-    ax.set(xlabel="predicted probability of fake", title="score distribution per true class", xlim=(0, 1))
-    fig.tight_layout()
+    ax.set(xlabel="predicted probability of fake", xlim=(0, 1))
+    counts = preds["label"].value_counts()
+    what = (
+        "score distribution per true class "
+        f"({int(counts.get('real', 0))} real, {int(counts.get('fake', 0))} fake; threshold {threshold:.3f})"
+    )
+    ax.set_title(eval_title(metrics, what), fontsize=10)
     return fig
 
 
-def reliability_diagram(tables: dict[str, pd.DataFrame], eces: dict[str, float] | None = None) -> plt.Figure:
+def reliability_diagram(
+    tables: dict[str, pd.DataFrame], eces: dict[str, float] | None = None, metrics: dict | None = None
+) -> plt.Figure:
     """Observed share of fakes against mean predicted probability per bin, one line per table.
+
+    Each bin's marker has an area and an opacity proportional to the images in it, so a bin of
+    two images does not look like one of a hundred; the panel beneath shows the counts.
 
     Args:
         tables: e.g. ``{"uncalibrated": ..., "calibrated": ...}``, each from
             :func:`deepfake.metrics.reliability_table`.
         eces: expected calibration error per table, shown in the legend.
+        metrics: the evaluation's metrics, for the split and n in the title.
     """
-    fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.4), height_ratios=[3, 1], sharex=True)
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.8, 5.8), height_ratios=[3, 1], sharex=True, layout="constrained")
+    (diagonal,) = ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    handles = [diagonal]  # legend entries at one marker size, whatever the bins hold
     width = 1 / max(max((len(t) for t in tables.values()), default=1), 1)
+    most = max((int(t["count"].max()) for t in tables.values() if len(t)), default=1)
     for i, (name, t) in enumerate(tables.items()):
         label = name if not eces or name not in eces else f"{name} (ECE {eces[name]:.3f})"
         color = _PALETTE.get(name)
-        ax.plot(t["mean_score"], t["frac_fake"], "o-", color=color, label=label, ms=4)
+        share = t["count"].to_numpy(float) / max(most, 1)
+        ax.plot(t["mean_score"], t["frac_fake"], "-", color=color, lw=1, alpha=0.5)
+        ax.scatter(
+            t["mean_score"],
+            t["frac_fake"],
+            s=8 + 112 * share,
+            color=color,
+            alpha=0.2 + 0.8 * share,
+            edgecolors="none",
+        )
+        handles.append(Line2D([], [], color=color, lw=1, marker="o", ms=6, label=label))
         centers = (t["bin_lower"] + t["bin_upper"]) / 2
         w = (t["bin_upper"] - t["bin_lower"]).min() if len(t) else width
         axh.bar(centers + (i - 0.5) * w / 2, t["count"], width=w / 2, color=color, alpha=0.8)
-    ax.set(ylabel="observed share of fakes", title="reliability diagram", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set(ylabel="observed share of fakes", xlim=(-0.02, 1.02), ylim=(-0.03, 1.03))
+    ax.set_title(eval_title(metrics, "reliability diagram (marker area and opacity: images in the bin)"), fontsize=9)
+    ax.legend(handles=handles, loc="upper left", fontsize=8)
     axh.set(xlabel="predicted probability of fake", ylabel="images")
     axh.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-    fig.tight_layout()
     return fig
 
 
-def robustness_curves(table: pd.DataFrame) -> plt.Figure:
-    """ROC-AUC per perturbation level, one panel per kind, with the clean AUC as a dashed line."""
+def robustness_curves(table: pd.DataFrame, metrics: dict | None = None) -> plt.Figure:
+    """ROC-AUC per perturbation level, one panel per kind, with the clean AUC as a dashed line.
+
+    The layout is constrained, so the legends and the training-size note stay inside the figure;
+    the title gives the split and n from ``metrics``.
+    """
     clean = table.loc[table["kind"] == "none", "roc_auc"]
     clean_auc = float(clean.iloc[0]) if len(clean) and pd.notna(clean.iloc[0]) else None
     kinds = [k for k in _KIND_TITLES if (table["kind"] == k).any()]
-    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(3.3 * max(len(kinds), 1), 3.4), squeeze=False)
+    scored = table["roc_auc"].dropna()
+    bottom = min(0.4, float(scored.min()) - 0.05) if len(scored) else 0.4
+    fig, axes = plt.subplots(
+        1, max(len(kinds), 1), figsize=(3.3 * max(len(kinds), 1), 3.6), squeeze=False, layout="constrained"
+    )
     for ax, kind in zip(axes[0], kinds):
         t = table[(table["kind"] == kind) & table["roc_auc"].notna()]
         if kind == "resize" and clean_auc is not None and "input_size" in table.columns:
             train_size = int(table.loc[table["kind"] == "none", "input_size"].iloc[0])
             t = pd.concat([t, pd.DataFrame({"level": [train_size], "roc_auc": [clean_auc]})], ignore_index=True)
-            ax.axvline(train_size, color="grey", lw=0.8, ls="--")
-            ax.text(train_size, 0.97, " training size", fontsize=7, color="grey", va="top")
+            ax.axvline(train_size, color="grey", lw=0.8, ls="--", label=f"training size {train_size} px")
         t = t.sort_values("level")
         sns.lineplot(t, x="level", y="roc_auc", marker="o", errorbar=None, ax=ax)
         if clean_auc is not None:
             ax.axhline(clean_auc, color="black", lw=1, ls="--", label=f"clean {clean_auc:.3f}")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        ax.set(title=_KIND_TITLES[kind], xlabel=None, ylabel="ROC-AUC", ylim=(0.4, 1.01))
+        ax.set(xlabel=None, ylabel="ROC-AUC", ylim=(bottom, 1.01))
+        ax.set_title(_KIND_TITLES[kind], fontsize=10)
         if kind in ("jpeg", "downscale"):
             ax.invert_xaxis()  # stronger degradation to the right
         failed = table[(table["kind"] == kind) & table["roc_auc"].isna()]
         if len(failed):
             ax.text(0.02, 0.02, "not scored: " + ", ".join(failed["perturbation"]), transform=ax.transAxes, fontsize=7)
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="best", fontsize=7)
     if not kinds:
         axes[0, 0].text(0.5, 0.5, "no perturbations configured", ha="center", va="center")
         axes[0, 0].set_axis_off()
-    fig.suptitle("robustness of the test ROC-AUC (JPEG, blur, down-scaling: stronger to the right)", fontsize=10)
-    fig.tight_layout()
+    what = "ROC-AUC under perturbations (JPEG, blur, down-scaling: stronger to the right)"
+    fig.suptitle(eval_title(metrics, what).replace("\n", ", "), fontsize=10)
     return fig
 
 
-def per_kind(metrics: dict, split: str = "test") -> plt.Figure:
-    """ROC-AUC of each kind of fake against all reals, and its recall at the operating point, side by side."""
+def per_kind(metrics: dict) -> plt.Figure:
+    """ROC-AUC of each kind of fake against all reals, and its recall at the operating point, side by side.
+
+    Args:
+        metrics: the evaluation's metrics (its ``per_kind`` section; the split and n for the title).
+    """
     info = metrics.get("per_kind")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     if not info or not info.get("kinds"):
         for ax in axes:
             ax.set_axis_off()
@@ -291,10 +432,8 @@ def per_kind(metrics: dict, split: str = "test") -> plt.Figure:
         ax.set(ylim=(0, 1.08), title=title)
         ax.axhline(0.5 if col == "roc_auc" else metrics.get("recall", 0), color="grey", lw=0.8, ls=":")
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle(
-        f"{split} split by kind of fake ({info['column']} column); dotted: chance AUC / overall recall", fontsize=10
-    )
-    fig.tight_layout()
+    what = f"each kind of fake ({info['column']} column) against all reals; dotted: chance AUC, overall recall"
+    fig.suptitle(eval_title(metrics, what), fontsize=10)
     return fig
 
 
@@ -330,11 +469,16 @@ def confident_mistakes(preds: pd.DataFrame, k: int = 6) -> tuple[pd.DataFrame, p
     return fp.head(k), fn.head(k)
 
 
-def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -> plt.Figure:
-    """Images of the most confident false positives (top row) and false negatives (bottom row) with their scores."""
+def mistakes_gallery(
+    preds: pd.DataFrame, root: str | os.PathLike, k: int = 6, metrics: dict | None = None
+) -> plt.Figure:
+    """Images of the most confident false positives (top row) and false negatives (bottom row) with their scores.
+
+    The title gives the split and n from ``metrics`` (``test split`` without them).
+    """
     fp, fn = confident_mistakes(preds, k)
     cols = max(len(fp), len(fn), 1)
-    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 5.6), squeeze=False, layout="constrained")
     for r, (rows, what) in enumerate(
         ((fp, "false positives: real called fake"), (fn, "false negatives: fake called real"))
     ):
@@ -352,14 +496,38 @@ def mistakes_gallery(preds: pd.DataFrame, root: str | os.PathLike, k: int = 6) -
         if not len(rows):
             axes[r, 0].set_axis_on()
             axes[r, 0].set_frame_on(False)
-    fig.suptitle(f"most confident mistakes on the test split ({len(fp)} FP, {len(fn)} FN shown)", fontsize=10)
-    fig.tight_layout()
+    n_fp = int(((preds["target"] == 0) & (preds["predicted"] == "fake")).sum())
+    n_fn = int(((preds["target"] == 1) & (preds["predicted"] == "real")).sum())
+    what = f"most confident mistakes ({len(fp)} FP, {len(fn)} FN shown of {n_fp} FP, {n_fn} FN)"
+    title = eval_title(metrics or {"split": "test", "n": len(preds)}, what)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
-def save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return Path(path)
+def save(fig: plt.Figure, path: str | os.PathLike, dpi: int = PNG_DPI, vector: str | None = "svg") -> Path:
+    """Save ``fig`` as a PNG and a vector copy beside it (same stem), each atomically, and close it.
+
+    The vector file carries no date and fixed element ids, so the same figure gives the same
+    bytes on every run.
+
+    Args:
+        fig: the figure.
+        path: the PNG's path.
+        dpi: resolution of the PNG.
+        vector: ``svg``, ``pdf`` or None (PNG only).
+
+    Returns:
+        The PNG's path.
+    """
+    if vector is not None and vector not in VECTOR_FORMATS:
+        raise ValueError(f"vector must be one of {VECTOR_FORMATS} or None, got {vector!r}")
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.05)
+        if vector is not None:
+            with plt.rc_context({"svg.hashsalt": SVG_HASH_SALT}), atomic_path(path.with_suffix(f".{vector}")) as tmp:
+                fig.savefig(tmp, format=vector, bbox_inches="tight", pad_inches=0.05, metadata=_VECTOR_METADATA[vector])
+    finally:
+        plt.close(fig)
+    return path

@@ -119,7 +119,10 @@ class Predictor:
         self.meta = {
             k: ckpt.get(k) for k in ("arch", "image_size", "epoch", "val_auc", "weights_used", "package_version")
         }
-        self.calibration = Calibration.from_file(paths.resolve(cfg.calibration_file) if cfg.calibration_file else None)
+        # refused when fitted for another checkpoint (its SHA-256 is recorded in the file)
+        self.calibration = Calibration.from_file(
+            paths.resolve(cfg.calibration_file) if cfg.calibration_file else None, checkpoint=self.checkpoint
+        )
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
         example = torch.zeros(1, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
         self._runner: Callable[[torch.Tensor], torch.Tensor] = build_runner(
@@ -457,9 +460,9 @@ class _NoBar:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from .progress import progress
 
-    return tqdm(total=total, unit="img", desc="predict")
+    return progress(total=total, unit="images", desc="predict")
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import __version__
 from .audit import phash_hex
@@ -44,10 +43,14 @@ from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
 from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Crop, Preprocessing, crop_frames, crop_image
 from .landmarks import format_points
 from .media import REASONS, BadInputError, decode_image, read_bytes, sha256_file
+from .progress import progress as progress_bar
 from .utils import atomic_path
 from .video import read_video_frames
 
-STATE_NAME = ".preprocess.json"
+STATE_NAME = ".preprocess.json"  # what each source gave, by content: part of the cache (and of its DVC hash)
+# sizes and modification times of the sources when they were processed, so that unchanged files
+# are not hashed again; they differ between clones, so .dvcignore keeps them out of the cache's hash
+STAT_NAME = ".source-stat.json"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
 _CODE = (
@@ -313,6 +316,14 @@ def _load_state(out: Path) -> dict | None:
         return None
 
 
+def _load_stats(out: Path) -> dict[str, list[int]]:
+    try:
+        stats = json.loads((out / STAT_NAME).read_text())
+        return stats if isinstance(stats, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _check_out_dir(out: Path, inv: Inventory) -> None:
     """Refuse an output folder that is not ours, or that overlaps the dataset.
 
@@ -471,8 +482,7 @@ def resolve_workers(workers: int) -> int:
 def _run_jobs(
     jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool
 ) -> list[dict]:
-    quiet = {} if progress and jobs else {"disable": True}  # else tqdm's own default (TQDM_DISABLE) decides
-    bar = tqdm(total=len(jobs), desc="preprocess", unit="file", **quiet)
+    bar = progress_bar(total=len(jobs), desc="preprocess", unit="files", disable=not (progress and jobs))
     results = []
     try:
         if workers == 1 or len(jobs) < 2:
@@ -524,8 +534,9 @@ def preprocess(
     keys = output_keys(inv.sources)
     state = _load_state(out)
     old = state["sources"] if state and state.get("settings") == key else {}
+    old_stats = _load_stats(out)
 
-    records, todo = {}, []
+    records, stats, todo = {}, {}, []
     for src, k in zip(inv.sources, keys):
         rec, stat = old.get(src.rel), _stat(src.path)
         if (
@@ -533,8 +544,9 @@ def preprocess(
             and all(p["path"] == k or p["path"].startswith(k + "/") for p in rec["products"])
             and all((out / p["path"]).is_file() for p in rec["products"])
         ):
-            if rec["stat"] == stat or (stat[0] >= 0 and sha256_file(src.path) == rec["sha256"]):  # same bytes: reuse
-                records[src.rel] = {**rec, "stat": stat}
+            same = old_stats.get(src.rel) == stat and stat[0] >= 0
+            if same or (stat[0] >= 0 and sha256_file(src.path) == rec["sha256"]):  # same bytes: reuse
+                records[src.rel], stats[src.rel] = {f: v for f, v in rec.items() if f != "stat"}, stat
                 continue
         todo.append((src, k, stat))
     workers = resolve_workers(cfg.workers)
@@ -547,7 +559,8 @@ def preprocess(
         results = _run_jobs([(s, k) for s, k, _ in todo], cfg, out, min(workers, len(todo)), progress)
         seconds = time.perf_counter() - t0
         for (src, _, stat), rec in zip(todo, results):
-            records[src.rel] = {**rec, "stat": stat}
+            records[src.rel], stats[src.rel] = rec, stat
+    records = {s.rel: records[s.rel] for s in inv.sources}  # the dataset's order, however much was reused
     manifest, skipped = _tables(inv, records)
     new_state = {"settings": key, "config": asdict(cfg), "sources": records}
     changed = _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
@@ -555,6 +568,7 @@ def preprocess(
     changed |= _remove_stale(out, set(manifest["path"])) > 0
     changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
     changed |= _write_if_changed(out / STATE_NAME, json.dumps(new_state))
+    _write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
     summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
     return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))

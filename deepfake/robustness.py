@@ -29,6 +29,7 @@ from .augment import jpeg_recompress
 from .calibration import calibrated
 from .inference import score_frame
 from .metrics import binary_metrics
+from .progress import progress
 
 KINDS = ("none", "jpeg", "blur", "downscale", "resize")
 
@@ -140,6 +141,7 @@ def robustness_table(
     """
     y = frame["target"].to_numpy()
     rows, clean_auc = [], None
+    bar = progress(total=len(perturbations) * len(frame), desc="robustness", unit="images")
     for pert in perturbations:
         size = pert.input_size(image_size)
         row = {
@@ -160,11 +162,14 @@ def robustness_table(
             )
         except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
             rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            bar.update(len(frame))
             continue
         m = binary_metrics(y, calibrated(z, temperature), threshold)
         if pert.kind == "none":
             clean_auc = m["roc_auc"]
         rows.append({**row, **{k: m[k] for k in ("roc_auc", "average_precision", "accuracy", "balanced_accuracy")}})
+        bar.update(len(frame))
+    bar.close()
     table = pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
     for col in ("level", "roc_auc", "average_precision", "accuracy", "balanced_accuracy", "delta_auc"):
         table[col] = pd.to_numeric(table[col], errors="coerce")

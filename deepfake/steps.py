@@ -15,18 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed as D
 from .inference import forward_logits
 from .loading import finish_batch
+from .progress import progress
 
 CHECK_EVERY = 20  # batches between checks that the training loss is finite (each check syncs a GPU)
-
-
-def _quiet(show: bool) -> dict:
-    """tqdm arguments: silent on non-main ranks, else tqdm's defaults (``TQDM_DISABLE`` applies)."""
-    return {} if show else {"disable": True}
 
 
 class EpochStats:
@@ -132,7 +127,8 @@ def train_one_epoch(
         The accumulator: loss sum, labels and fake-probabilities of this process's images.
     """
     stats = stats or EpochStats()
-    for i, batch in enumerate(tqdm(loader, desc=opts.desc, leave=False, unit="batch", **_quiet(opts.show))):
+    bar = progress(total=int(sum(global_sizes)), desc=opts.desc, unit="images", disable=not opts.show, leave=False)
+    for i, batch in enumerate(loader):
         b = finish_batch(batch, opts.device, opts.augment, channels_last=opts.channels_last)  # images (B, 3, H, W)
         logits = forward_logits(model, b.images, opts.device, opts.amp)  # (B,)
         loss_sum = opts.loss_fn(logits, b.targets)
@@ -152,6 +148,8 @@ def train_one_epoch(
             raise FloatingPointError(
                 f"training loss became {float(stats.loss_sum)} by batch {i + 1}; lower train.lr or disable amp"
             )
+        bar.update(int(global_sizes[i]))
         if opts.on_step is not None:
             opts.on_step(i + 1, stats)
+    bar.close()
     return stats

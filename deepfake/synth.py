@@ -34,9 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .config import section, setting
+from .progress import progress as progress_bar
 
 MANIPULATIONS = ("swap", "upsample", "partial")
 MANIFEST_NAME = "manifest.csv"
@@ -556,7 +556,7 @@ def generate(
     ]
     workers = cfg.workers or os.cpu_count() or 1
     rows = []
-    bar = tqdm(total=len(jobs), desc="synthesising", unit="img", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="synthesising", unit="images", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             for rel, row in pool.map(_render_job, jobs, chunksize=16):

@@ -61,7 +61,6 @@ HISTORY_COLUMNS = (
     "val_accuracy",
     "val_auc",
     "lr",
-    "seconds",
 )
 SCHEDULES = ("constant", "cosine")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
@@ -207,6 +206,7 @@ class TrainResult:
     last_checkpoint: Path
     summary: dict = field(default_factory=dict)
     is_main: bool = True
+    timings: dict = field(default_factory=dict)  # wall-clock seconds per epoch (they differ between runs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def _epoch_stats(prefix: str, loss: float, y: np.ndarray, p: np.ndarray) -> dict
     }
 
 
-def _selection_score(row: dict) -> float:
+def selection_score(row: dict) -> float:
     """What ``best.pt`` maximises: validation ROC-AUC, or minus the loss when AUC is undefined."""
     return row["val_auc"] if not math.isnan(row["val_auc"]) else -row["val_loss"]
 
@@ -256,6 +256,7 @@ def train(
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     callback: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train on ``train.csv``, select on ``val.csv`` (validation ROC-AUC), write checkpoints.
 
@@ -268,18 +269,22 @@ def train(
         out_dir: where ``best.pt`` and ``last.pt`` go.
         callback: called as ``callback(epoch, step)`` after every optimisation step (progress
             reporting; an exception raised there interrupts the run like a crash would).
+        on_epoch: called on the main process with each epoch's history row as the epoch ends
+            (experiment tracking, ``deepfake.tracking.TrainTracker``).
 
     Returns:
         Per-epoch history and a summary (best epoch, validation metrics, weights used).
     """
     info = D.setup(cfg.device)
     try:
-        return _train(cfg, Path(splits_dir), Path(data_root), Path(out_dir), callback, info)
+        return _train(cfg, Path(splits_dir), Path(data_root), Path(out_dir), callback, on_epoch, info)
     finally:
         D.teardown(info)
 
 
-def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, info: D.DistInfo) -> TrainResult:
+def _train(
+    cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, on_epoch, info: D.DistInfo
+) -> TrainResult:
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -441,6 +446,7 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             )
 
     frozen_state, model = None, net
+    epoch_seconds: dict[int, float] = {}
     for epoch in range(prog.epoch + 1, cfg.epochs + 1):
         if prog.stopped_early:
             break
@@ -497,13 +503,12 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
             **_epoch_stats("train", *tr),
             **_epoch_stats("val", *va),
             "lr": float(optimizer.param_groups[0]["lr"]),
-            "seconds": time.perf_counter() - t0,
         }
         prog.rows.append(row)
         prog.epoch, prog.step, prog.partial = epoch, 0, None
-        improved = _selection_score(row) > prog.best_score
+        improved = selection_score(row) > prog.best_score
         if improved:
-            prog.best_score, prog.best_epoch, prog.bad_epochs = _selection_score(row), epoch, 0
+            prog.best_score, prog.best_epoch, prog.bad_epochs = selection_score(row), epoch, 0
         else:
             prog.bad_epochs += 1
         prog.stopped_early = bool(
@@ -513,11 +518,14 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         if improved and info.is_main:
             with atomic_path(best_path) as tmp:
                 shutil.copyfile(last_path, tmp)
+        epoch_seconds[epoch] = time.perf_counter() - t0
+        if on_epoch is not None and info.is_main:
+            on_epoch(dict(row))
         if show:
             log.info(
                 f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss "
                 f"{row['val_loss']:.4f} "
-                f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {row['seconds']:.1f}s"
+                f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {epoch_seconds[epoch]:.1f}s"
                 + (" (frozen backbone)" if frozen else "")
                 + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else "")
             )
@@ -545,10 +553,18 @@ def _train(cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callb
         "class_balance": balance,
         "pos_weight": pos_weight,
         "frozen_epochs": freeze_epochs,
-        "train_seconds": float(history["seconds"].sum()),
+    }
+    timings = {
+        "epoch_seconds": {str(k): round(v, 2) for k, v in epoch_seconds.items()},
+        "train_seconds": round(sum(epoch_seconds.values()), 2),
     }
     return TrainResult(
-        history=history, best_checkpoint=best_path, last_checkpoint=last_path, summary=summary, is_main=info.is_main
+        history=history,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        summary=summary,
+        is_main=info.is_main,
+        timings=timings,
     )
 
 
@@ -607,10 +623,3 @@ def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.devi
     if cfg.compile_model:
         model = cast(nn.Module, torch.compile(model))  # compiling a Module gives an OptimizedModule
     return model
-
-
-def write_history(history: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Per-epoch history as CSV (the format ``dvc plots`` reads)."""
-    with atomic_path(path) as tmp:
-        history.to_csv(tmp, index=False, float_format="%.6g")
-    return Path(path)

@@ -5,26 +5,34 @@ so tests can drive the widget from Python and read back exactly what a browser s
 failure is shown as a message in the widget; nothing is raised into the kernel. Uploaded
 bytes are dropped from the upload widget as soon as they are read, so they never reach the
 saved widget state of a notebook.
+
+Which model the demo loads is chosen by ``choose_model`` (the notebook's ``model`` parameter):
+the pipeline's ``models/best.pt`` with its ``calibration.json`` when ``make repro`` has made
+them, else the quick one-epoch model of ``build/quick``. The widget shows the choice in a line
+above the upload button: checkpoint, epoch, validation AUC and calibration.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import os
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import ipywidgets as W
 import numpy as np
 from PIL import Image
 
-from .gradcam import GradCam
+from . import paths
+from .calibration import fitted_for, read_calibration, shown_path
+from .gradcam import GradCam, gradcam_figure
 from .media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind_of, looks_like_video
-from .predict import Predictor
+from .predict import Predictor, get_predictor
 from .prediction import (
     InputError,
     InputTooLargeError,
@@ -34,10 +42,21 @@ from .prediction import (
     UnreadableInputError,
     VideoPrediction,
 )
+from .synth import SynthConfig, make_image
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: What the upload button offers: the file types the package reads (``deepfake.media``).
 ACCEPT = ",".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
 COLOURS = {"fake": "#c0392b", "real": "#1e8449"}
+
+
+#: What Jupyter carries in one websocket message unless the server raises
+#: ``ServerApp.tornado_settings["websocket_max_message_size"]`` (tornado's default, 10 MiB).
+WEBSOCKET_LIMIT_BYTES = 10 * 1024 * 1024
+#: What the notebook's ``model`` parameter names besides a checkpoint path.
+MODEL_CHOICES = ("auto", "trained", "quick")
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,11 @@ class DemoConfig:
     """Widget settings.
 
     Attributes:
-        max_upload_mb: larger uploads are refused with a message. A Jupyter server carries at
-            most 10 MiB per websocket message unless its ``tornado_settings`` raise
-            ``websocket_max_message_size``; larger files do not reach the kernel at all.
+        max_upload_mb: larger uploads are refused with a message; the limit is shown beside the
+            upload button. A Jupyter server carries at most 10 MiB per websocket message unless
+            its ``tornado_settings`` raise ``websocket_max_message_size``: a larger file never
+            reaches the kernel, and nothing in the browser reports it (``limit_note`` explains
+            it under the button).
         video_frames: frames sampled from an uploaded video (0: the predictor's setting).
         display_px: side of the displayed images.
         auto_predict: score as soon as a file is uploaded (else on the button).
@@ -59,10 +80,195 @@ class DemoConfig:
     auto_predict: bool = True
 
 
+# --------------------------------------------------------------------------------------------
+# Which model the demo loads
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """The checkpoint and calibration the demo loads, and why.
+
+    Attributes:
+        kind: ``trained`` (the pipeline's ``models/best.pt``), ``quick`` (the one-epoch model of
+            the quick check, built when missing) or ``file`` (a checkpoint named by path).
+        checkpoint: the checkpoint file (a quick one may not exist yet: the notebook builds it).
+        calibration: its calibration file, used when it exists; None when none is to be applied.
+        data_dir: the dataset the model was trained on (the notebook's example image comes from it).
+        reason: why this model, in words.
+    """
+
+    kind: str
+    checkpoint: Path
+    calibration: Path | None
+    data_dir: Path
+    reason: str
+
+    def calibration_file(self) -> Path | None:
+        """The calibration file to apply: ``calibration`` when it exists, else None."""
+        return self.calibration if self.calibration is not None and self.calibration.is_file() else None
+
+    def sample(self) -> tuple[bytes, str]:
+        """An example fake image and its name: the first rendered fake of ``data_dir``, else the
+        default dataset's ``fake/id00000_00.jpg`` rendered afresh."""
+        found = sorted((self.data_dir / "fake").glob("id*.jpg"))  # the rendered fakes, not other files there
+        if found:
+            return found[0].read_bytes(), found[0].name
+        data, _ = make_image(SynthConfig(), identity=0, index=0, fake=True)
+        return data, "id00000_00.jpg"
+
+
+def _beside(checkpoint: Path) -> Path:
+    """The calibration file of the layout holding ``checkpoint`` (``<root>/models`` -> ``<root>/reports/eval``)."""
+    return checkpoint.parent.parent / "reports" / "eval" / "calibration.json"
+
+
+def choose_model(
+    model: str,
+    trained: paths.Layout,
+    quick: paths.Layout | None = None,
+    calibration_file: str = "",
+    testing: bool | None = None,
+) -> DemoModel:
+    """The model the demo loads.
+
+    Args:
+        model: ``auto`` (``trained`` when its checkpoint exists, else ``quick``), ``trained``
+            (the pipeline's checkpoint; an error when absent), ``quick`` (the one-epoch model of
+            the quick check) or the path of a checkpoint.
+        trained: the pipeline's layout (``models/best.pt``, ``reports/eval/calibration.json``).
+        quick: the quick check's layout (default ``paths.layout(..., quick=True)``).
+        calibration_file: ``""``: the chosen layout's ``calibration.json`` (beside a checkpoint
+            given by path: ``../reports/eval/calibration.json``) when it exists; ``none``: no
+            calibration; else a file, which must exist.
+        testing: under a test run ``auto`` means ``quick``, so that a notebook run by nbval gives
+            the same outputs whether or not ``make repro`` has run (default: whether pytest runs
+            this process, i.e. ``PYTEST_CURRENT_TEST`` is set).
+    """
+    quick = quick or paths.layout("", "", quick=True)
+    testing = "PYTEST_CURRENT_TEST" in os.environ if testing is None else testing
+    ckpt = shown_path(trained.checkpoint)
+    quick_model = "the quick one-epoch model on the tiny dataset"
+    if model == "auto":
+        if testing:
+            kind, reason = "quick", f"{quick_model}: under a test run model='auto' always picks it"
+        elif trained.checkpoint.is_file():
+            kind, reason = "trained", "trained by make repro: model='auto' picks it when it exists"
+        else:
+            kind, reason = "quick", f"{quick_model}: {ckpt} does not exist yet (make repro trains it)"
+    elif model == "trained":
+        kind, reason = model, "trained by make repro (model='trained')"
+    elif model == "quick":
+        kind, reason = model, f"{quick_model} (model='quick')"
+    else:
+        kind, reason = "file", f"model={model!r}"
+    if kind == "trained" and not trained.checkpoint.is_file():
+        raise FileNotFoundError(
+            f"{ckpt} does not exist: train it with make repro (or dvc repro), or pass model='auto' to use the "
+            "quick model until then"
+        )
+    if kind == "file":
+        path = paths.resolve(model)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model={model!r} is neither one of {MODEL_CHOICES} nor an existing checkpoint file ({path})"
+            )
+        where = DemoModel(kind, path, _beside(path), trained.raw, reason)
+    else:
+        layout = trained if kind == "trained" else quick
+        where = DemoModel(kind, layout.checkpoint, layout.calibration, layout.raw, reason)
+    if calibration_file == "none":
+        return replace(where, calibration=None)
+    if calibration_file:
+        given = paths.resolve(calibration_file)
+        if not given.is_file():
+            raise FileNotFoundError(f"calibration_file {given} does not exist; pass '' for the model's own, or 'none'")
+        return replace(where, calibration=given)
+    return where
+
+
+def load_predictor(choice: DemoModel, device: str = "cpu", **overrides: Any) -> Predictor:
+    """The predictor of ``choice``, after checking that its calibration was fitted for its checkpoint.
+
+    Raises:
+        CalibrationMismatchError: the calibration file records another checkpoint's hash.
+    """
+    calibration = choice.calibration_file()  # the predictor refuses another checkpoint's file
+    return get_predictor(choice.checkpoint, device, calibration_file=str(calibration or ""), **overrides)
+
+
+def model_lines(predictor: Predictor, choice: DemoModel | None = None) -> tuple[str, str, bool]:
+    """What the widget says about the loaded model: the model line, the calibration line, and
+    whether the calibration needs attention (it cannot be verified against the checkpoint).
+
+    Raises:
+        CalibrationMismatchError: the predictor's calibration file records another checkpoint.
+    """
+    meta = predictor.meta
+    auc = meta.get("val_auc")
+    epoch = meta.get("epoch")
+    model = (
+        f"{shown_path(predictor.checkpoint)}: {meta.get('arch')}, epoch {epoch if epoch is not None else '?'}, "
+        f"validation AUC {f'{auc:.3f}' if isinstance(auc, (int, float)) else 'not recorded'}"
+    )
+    if choice is not None:
+        model += f" ({choice.reason})"
+    cal = predictor.calibration
+    if cal.source is None:
+        if choice is not None and choice.calibration is None:
+            why = "none asked for (calibration_file='none')"
+        elif choice is not None:
+            why = f"{shown_path(cast(Path, choice.calibration))} does not exist"
+        else:
+            why = "no calibration file"
+        return model, f"none applies (temperature 1, threshold 0.5): {why}", False
+    verified = cal.verified
+    if verified is None:  # the predictor did not check it against its checkpoint: check it here
+        verified = fitted_for(read_calibration(Path(cal.source))[0], cal.source, predictor.checkpoint)
+    line = f"{shown_path(cal.source)}: temperature {cal.temperature:.3g}, threshold {cal.threshold:.3f}"
+    if verified:
+        return model, f"{line}, fitted for this checkpoint (its SHA-256 matches)", False
+    return (
+        model,
+        f"{line}; not verified: the file records no checkpoint hash (written by an older version), so it may "
+        "belong to another model; re-run dvc repro evaluate to record it",
+        True,
+    )
+
+
+def limit_note(max_upload_mb: float) -> str:
+    """Why uploads have a size limit, and what to do with larger files.
+
+    The upload widget reads a chosen file in the browser and sends it to the kernel in one
+    message. Jupyter drops a message over ``WEBSOCKET_LIMIT_BYTES`` by closing the connection,
+    and the browser reconnects at once: the kernel receives nothing and nothing on the page
+    changes, so the note under the button is the only place that can say so.
+    """
+    mib = WEBSOCKET_LIMIT_BYTES / 2**20
+    return (
+        f"Files over {max_upload_mb:g} MB are refused with a message. Jupyter carries at most {mib:g} MiB per "
+        "message: a larger file never reaches Python, and nothing on this page changes. Score such files with "
+        "python -m deepfake predict FILE, or start Jupyter with "
+        "--ServerApp.tornado_settings=\"{'websocket_max_message_size': 209715200}\" and raise max_upload_mb."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------
+
+
 def png_bytes(rgb: np.ndarray) -> bytes:
     """PNG encoding of an RGB uint8 array."""
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(fig: Figure) -> bytes:
+    """PNG encoding of a matplotlib figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
@@ -100,37 +306,60 @@ def frame_plot(video: VideoPrediction, threshold: float) -> bytes:
     ax.set(ylim=(-0.02, 1.02), xlabel="frame", ylabel="P(fake)", title="Per-frame fake probability")
     ax.legend(loc="best", fontsize=8, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 class DemoWidget:
-    """FileUpload, a predict button and a result area, wired to a ``Predictor``.
+    """A line naming the loaded model, FileUpload with its size limit, a predict button and a result
+    area, wired to a ``Predictor``.
 
     ``widget`` is the container to display. ``run`` scores the current upload (the button and,
-    with ``auto_predict``, every upload call it).
+    with ``auto_predict``, every upload call it). ``model`` (from ``choose_model``) adds to the
+    model line why that model was loaded.
     """
 
-    def __init__(self, predictor: Predictor, cfg: DemoConfig = DemoConfig()) -> None:
+    def __init__(self, predictor: Predictor, cfg: DemoConfig = DemoConfig(), model: DemoModel | None = None) -> None:
         self.predictor = predictor
         self.cfg = cfg
+        model_line, calibration_line, attention = model_lines(predictor, model)
+        # a calibration that cannot be verified against the checkpoint is shown as a warning
+        css, colour = (
+            ("deepfake-calibration deepfake-warning", "#b9770e") if attention else ("deepfake-calibration", "")
+        )
+        self.model = W.HTML(
+            '<div class="deepfake-model" style="color:#34495e;white-space:normal">'
+            f"<b>Model</b> {html.escape(model_line)}<br>"
+            f'<b>Calibration</b> <span class="{css}" style="color:{colour or "inherit"}">'
+            f"{html.escape(calibration_line)}</span></div>"
+        )
         self.upload = W.FileUpload(
             accept=ACCEPT, multiple=False, description="Upload image or video", layout=W.Layout(width="auto")
         )
         self.upload.add_class("deepfake-upload")
         self.button = W.Button(description="Predict", icon="search", button_style="primary")
         self.button.add_class("deepfake-predict")
+        note = limit_note(cfg.max_upload_mb)
+        self.limit = W.HTML(
+            f'<span class="deepfake-limit" title="{html.escape(note)}" style="color:#555">'
+            f"files up to {cfg.max_upload_mb:g} MB</span>"
+        )
+        self.limit_note = W.HTML(
+            f'<div class="deepfake-limit-note" style="color:#777;font-size:0.85em;white-space:normal">'
+            f"{html.escape(note)}</div>"
+        )
         kinds = ", ".join(
             e.lstrip(".").upper() for e in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS if e not in (".jpeg", ".tiff")
         )
         self.status = W.HTML(self._status_html(f"Upload a face image or a video ({kinds})."))
         self.result = W.VBox([])
         self.result.add_class("deepfake-result")
-        self.widget = W.VBox([W.HBox([self.upload, self.button]), self.status, self.result])
+        self.widget = W.VBox(
+            [self.model, W.HBox([self.upload, self.button, self.limit]), self.limit_note, self.status, self.result]
+        )
         self.widget.add_class("deepfake-demo")
         self._last: tuple[str, bytes] | None = None  # kept in Python only, never in widget state
         self.upload.observe(self._on_upload, names="value")
+        self.upload.observe(self._on_upload_error, names="error")
         self.button.on_click(lambda _b: self.run())
 
     def _ipython_display_(self) -> None:
@@ -144,6 +373,7 @@ class DemoWidget:
         files = change["new"]
         if not files:
             return  # our own reset
+        self.result.children = ()  # the previous verdict goes as soon as a new file arrives
         try:
             f = files[0]
             self._last = (str(f.get("name", "upload")), bytes(f["content"]))
@@ -157,6 +387,12 @@ class DemoWidget:
             self.run()
         else:
             self.status.value = self._status_html(f"{html.escape(self._last[0])} uploaded; press Predict.")
+
+    def _on_upload_error(self, change: dict) -> None:
+        """The browser could not read the chosen file (the upload widget's ``error``)."""
+        if change["new"]:
+            self._last = None
+            self.show_message(f"The browser could not read the chosen file ({change['new']}); choose it again.")
 
     def run(self) -> None:
         """Score the last upload and show the result or a message; never raises."""
@@ -194,7 +430,8 @@ class DemoWidget:
         mb = len(data) / 1e6
         if mb > self.cfg.max_upload_mb:
             raise InputTooLargeError(
-                f"{name} is {mb:.1f} MB; this demo accepts files up to {self.cfg.max_upload_mb:g} MB."
+                f"{name} is {mb:.1f} MB; this demo accepts files up to {self.cfg.max_upload_mb:g} MB "
+                f"(max_upload_mb). Score it with python -m deepfake predict {name}."
             )
         if not data:
             raise UnreadableInputError(f"{name} is empty (0 bytes).")
@@ -235,9 +472,8 @@ class DemoWidget:
         bar.add_class("deepfake-bar")
         return [verdict, bar, about]
 
-    def _figure(self, rgb: np.ndarray, caption: str, css: str) -> W.VBox:
-        px = self.cfg.display_px
-        img = W.Image(value=png_bytes(rgb), format="png", width=px, height=round(px * rgb.shape[0] / rgb.shape[1]))
+    def _figure(self, png: bytes, width: int, height: int, caption: str, css: str) -> W.VBox:
+        img = W.Image(value=png, format="png", width=width, height=height)
         img.add_class(css)
         return W.VBox([W.HTML(f"<small>{html.escape(caption)}</small>"), img])
 
@@ -246,11 +482,25 @@ class DemoWidget:
         assert rgb is not None  # explain() keeps the decoded image (keep_image=True)
         shown = draw_box(rgb, pred.box, prep.scale, COLOURS[pred.label])
         where = "face box" if pred.box else "whole image (taken as a face crop)"
+        px = self.cfg.display_px
+        h, w = cam.map_size
+        fig = gradcam_figure(cam, title=f"{cam.layer}: {h}x{w} map, upsampled")
+        fw, fh = fig.get_size_inches()
         return W.HBox(
             [
-                self._figure(shown, f"Input, {where}", "deepfake-input"),
                 self._figure(
-                    cam.overlay, f"Grad-CAM: evidence for {cam.target.upper()} ({cam.layer})", "deepfake-gradcam"
+                    png_bytes(shown),
+                    px,
+                    round(px * shown.shape[0] / shown.shape[1]),
+                    f"Input, {where}",
+                    "deepfake-input",
+                ),
+                self._figure(
+                    figure_png(fig),
+                    round(px * fw / fh),
+                    px,
+                    f"Grad-CAM: where the evidence for {cam.target.upper()} lies",
+                    "deepfake-gradcam",
                 ),
             ]
         )
@@ -289,8 +539,14 @@ class DemoWidget:
     # -- what is shown (tests and notebooks read these) ------------------------------------
 
     def shown(self) -> dict[str, Any]:
-        """The result area as data: message, verdict text, probability, bar value, image and plot kinds."""
-        out: dict[str, Any] = {"status": _text(self.status.value)}
+        """What the widget shows as data: model line, size limit and its note, message, verdict text,
+        probability, bar value, image and plot kinds."""
+        out: dict[str, Any] = {
+            "model": _text(self.model.value),
+            "limit": _text(self.limit.value),
+            "limit_note": _text(self.limit_note.value),
+            "status": _text(self.status.value),
+        }
         for w in _walk(self.result):
             if isinstance(w, W.HTML) and "deepfake-detail" in w.value:
                 out["detail"] = _text(w.value)

@@ -1,18 +1,26 @@
+import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from deepfake.calibration import (
+    HASH_KEY,
     REQUIRED_KEYS,
     T_BOUNDS,
+    Calibration,
+    CalibrationMismatchError,
     apply_temperature,
+    checkpoint_record,
+    file_sha256,
     fit_temperature,
     load_calibration,
     logits_from_probs,
     nll,
     save_calibration,
+    shown_path,
 )
 
 
@@ -82,3 +90,72 @@ def test_calibration_file_errors(tmp_path):
         load_calibration(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="temperature"):
         save_calibration(tmp_path / "x.json", 0.0, 0.5, "fixed")
+
+
+# -- which checkpoint a calibration belongs to ---------------------------------------------------
+
+
+@pytest.fixture()
+def two_checkpoints(tmp_path):
+    """Two small files standing in for checkpoints (only their bytes matter to the hash)."""
+    a, b = tmp_path / "models" / "best.pt", tmp_path / "other" / "best.pt"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    a.write_bytes(b"weights of model A" * 1000)
+    b.write_bytes(b"weights of model B" * 1000)
+    return a, b
+
+
+def test_file_hash_is_the_sha256_of_its_bytes(two_checkpoints):
+    a, b = two_checkpoints
+    assert file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest() and file_sha256(a) != file_sha256(b)
+    a.write_bytes(b"retrained")  # a new file at the same path: hashed again, not remembered
+    os.utime(a, ns=(os.stat(a).st_atime_ns, os.stat(a).st_mtime_ns + 10**9))
+    assert file_sha256(a) == hashlib.sha256(b"retrained").hexdigest()
+    assert checkpoint_record(a) == {"checkpoint": str(a), HASH_KEY: file_sha256(a)}  # outside the project: absolute
+    assert shown_path("models/best.pt") == "models/best.pt"  # inside it: from the project root
+
+
+def test_a_calibration_fitted_for_the_checkpoint_is_verified(two_checkpoints, tmp_path):
+    a, _ = two_checkpoints
+    path = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "fixed", **checkpoint_record(a))
+    assert json.loads(path.read_text())[HASH_KEY] == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert load_calibration(path, checkpoint=a)["temperature"] == 1.5
+    cal = Calibration.from_file(path, checkpoint=a)
+    assert (cal.temperature, cal.threshold, cal.verified) == (1.5, 0.4, True)
+    assert Calibration.from_file(path).verified is None  # no checkpoint given: nothing checked
+
+
+def test_a_calibration_fitted_for_another_checkpoint_is_refused(two_checkpoints, tmp_path):
+    a, b = two_checkpoints
+    path = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "fixed", **checkpoint_record(a))
+    for read in (lambda: load_calibration(path, checkpoint=b), lambda: Calibration.from_file(path, checkpoint=b)):
+        with pytest.raises(CalibrationMismatchError) as err:
+            read()
+        text = str(err.value)
+        assert str(path) in text and str(b) in text and str(a) in text  # both files, and the one it was fitted for
+        assert file_sha256(a)[:12] in text and file_sha256(b)[:12] in text and "dvc repro evaluate" in text
+
+
+def test_a_calibration_without_a_checkpoint_hash_is_used_with_a_warning(two_checkpoints, tmp_path, caplog):
+    a, _ = two_checkpoints
+    path = save_calibration(tmp_path / "calibration.json", 2.0, 0.6, "fixed", arch="resnet18")  # an older file
+    with caplog.at_level("WARNING", logger="deepfake.calibration"):
+        cal = Calibration.from_file(path, checkpoint=a)
+        data = load_calibration(path, checkpoint=a)
+    assert (cal.temperature, cal.threshold, cal.verified) == (2.0, 0.6, False) and data["threshold"] == 0.6
+    assert len(caplog.records) == 2 and all("cannot be verified" in r.getMessage() for r in caplog.records)
+    assert str(a) in caplog.records[0].getMessage() and "dvc repro evaluate" in caplog.records[0].getMessage()
+
+
+def test_the_evaluate_stage_records_the_checkpoint_it_calibrated(tiny_dataset, tiny_splits, tmp_path):
+    from test_predict import write_checkpoint
+
+    from deepfake.data import read_split
+    from deepfake.evaluate import EvalConfig, evaluate
+
+    ckpt = write_checkpoint(tmp_path / "best.pt", sorted(tiny_dataset.rglob("*.jpg")))
+    cfg = EvalConfig(device="cpu", latency_images=0, bootstrap=0, robust_jpeg="", robust_blur="", robust_downscale="")
+    result = evaluate(ckpt, read_split(tiny_splits, "test"), tiny_dataset, cfg, val=read_split(tiny_splits, "val"))
+    assert result.calibration[HASH_KEY] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert result.calibration["checkpoint"] == str(ckpt)

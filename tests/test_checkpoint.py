@@ -78,3 +78,11 @@ def test_a_pickle_with_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="evil.pt was refused: it holds objects other than tensors") as e:
         read_checkpoint(path)
     assert not os.path.exists(marker) and "weights_only=False" not in str(e.value)
+
+
+def test_the_same_payload_saves_to_the_same_bytes(tmp_path):
+    """The archive inside a checkpoint is not named after the temporary file: runs give identical files."""
+    payload = {"model": torch.nn.Linear(3, 2).state_dict(), "epoch": 1}
+    a = save_checkpoint(tmp_path / "a" / "best.pt", **payload)
+    b = save_checkpoint(tmp_path / "b" / "best.pt", **payload)
+    assert a.read_bytes() == b.read_bytes()

@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from deepfake import distributed as D
 from deepfake.testing import write_params
+from deepfake.tracking import read_history
 from deepfake.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,8 +89,8 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
     assert proc.stdout.count("best epoch") == 1  # rank 0 alone reports
 
     single = train(TrainConfig(**train_cfg, seed=3, device="cpu"), tiny_splits, tiny_dataset, tmp_path / "single")
-    summary = json.loads((ddp / "reports" / "metrics.json").read_text())
-    history = pd.read_csv(ddp / "reports" / "history.csv")
+    summary = json.loads((ddp / "reports" / "details.json").read_text())
+    history = read_history(ddp / "reports")  # DVCLive's per-epoch files, written by rank 0
     assert summary["world_size"] == 2 and single.summary["world_size"] == 1
     assert summary["n_val"] == single.summary["n_val"] and summary["best_epoch"] == single.summary["best_epoch"]
     cols = ["train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr"]

@@ -80,8 +80,13 @@ def test_evaluate_scores_every_test_image(result, tiny_splits, tmp_path):
 
 def test_outputs_and_calibration_file(result, tmp_path):
     paths = write_outputs(result, tmp_path)
-    m = json.loads(paths["metrics"].read_text())
+    m = json.loads(paths["details"].read_text())  # every metric
     assert m["n"] == len(result.predictions)
+    head = json.loads(paths["metrics"].read_text())  # the headline (DVCLive), what dvc metrics show prints
+    assert head["n_images"] == len(result.predictions) and head["roc_auc"] == round(m["roc_auc"], 4)
+    assert "latency_ms_median" not in m and "threshold" not in head
+    if "latency_ms_median" in result.metrics:
+        assert json.loads(paths["timings"].read_text())["latency_ms_median"] == result.metrics["latency_ms_median"]
     cal = json.loads((tmp_path / "calibration.json").read_text())
     assert set(REQUIRED_KEYS) <= set(cal)
     assert (
@@ -261,8 +266,11 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
     )
     assert r.metrics["dataset"] == os.path.normpath(other) and "robustness" not in r.metrics
     assert not (tmp_path / "cross" / "calibration.json").exists()  # nothing is fitted on the second dataset
-    saved = json.loads((tmp_path / "cross" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "cross" / "details.json").read_text())
     assert saved["roc_auc"] == pytest.approx(roc_auc_score(r.predictions["target"], r.predictions["score"]))
+    headline = json.loads((tmp_path / "cross" / "metrics.json").read_text())  # DVCLive: the table's numbers
+    assert headline["roc_auc"] == round(saved["roc_auc"], 4) and headline["n_images"] == 16
+    assert "latency_ms_median" not in saved
     assert {"roc_curve.png", "confusion_matrix.png", "confident_mistakes.png"} <= {
         p.name for p in (tmp_path / "cross" / "figures").iterdir()
     }

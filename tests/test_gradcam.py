@@ -1,11 +1,21 @@
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from test_predict import write_checkpoint
 from torch import nn
 from torchvision.models import resnet18
 
-from deepfake.gradcam import cam_from, find_target_layer, grad_cam, overlay_heatmap
+from deepfake.gradcam import (
+    MIN_MAP_SIDE,
+    cam_from,
+    candidate_layers,
+    find_target_layer,
+    grad_cam,
+    gradcam_figure,
+    overlay_heatmap,
+    pick_layer,
+)
 from deepfake.predict import PredictConfig, Predictor
 
 
@@ -18,6 +28,30 @@ class BrightnessNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1))
         with torch.no_grad():
             self.features[0].weight.fill_(1.0)
+            self.head[2].weight.fill_(1.0)
+            self.head[2].bias.zero_()
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class PooledBrightnessNet(nn.Module):
+    """Local brightness through five blur-and-halve blocks (96 px -> 48, 24, 12, 6, 3): the evidence
+    for 'fake' is where the image is bright, and every block keeps that where it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block() -> nn.Sequential:
+            conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+            nn.init.constant_(conv.weight, 1 / 9)
+            return nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(2))
+
+        grey = nn.Conv2d(3, 1, 1, bias=False)
+        nn.init.constant_(grey.weight, 1 / 3)
+        self.features = nn.Sequential(nn.Sequential(grey, nn.ReLU()), *[block() for _ in range(5)])
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1))
+        with torch.no_grad():
             self.head[2].weight.fill_(1.0)
             self.head[2].bias.zero_()
 
@@ -56,6 +90,59 @@ def test_target_layer_is_the_last_convolutional_block():
     named.gradcam_layer = "features.9"
     with pytest.raises(ValueError, match="features.9"):
         find_target_layer(named)
+
+
+def test_the_deepest_block_with_a_fine_enough_map_is_explained():
+    assert [n for n, _ in candidate_layers(resnet18())][:3] == ["conv1", "layer1.0", "layer1.1"]
+    assert pick_layer([(48, 48), (24, 24), (12, 12), (6, 6), (3, 3)]) == 3  # the 6x6 map, not the 3x3 one
+    assert pick_layer([(4, 4), (2, 2), (1, 1)]) == 0  # none fine enough: the largest
+    assert pick_layer([(7, 9), (7, 7)], min_side=7) == 1
+    torch.manual_seed(0)
+    net = resnet18(num_classes=1).eval()
+    for size, layer, cells in ((96, "layer3.1", 6), (224, "layer4.1", 7), (64, "layer2.1", 8)):
+        cam = grad_cam(net, torch.randn(1, 3, size, size), np.zeros((size, size, 3), np.uint8))
+        assert (cam.layer, cam.map_size, cam.heatmap.shape) == (layer, (cells, cells), (size, size))
+    assert MIN_MAP_SIDE == 6
+    named = resnet18(num_classes=1).eval()
+    named.gradcam_layer = "layer4"  # a model that names its block is explained there, however coarse
+    cam = grad_cam(named, torch.randn(1, 3, 96, 96), np.zeros((96, 96, 3), np.uint8))
+    assert cam.layer == "layer4" and cam.map_size == (3, 3)
+
+
+def test_map_at_input_size_peaks_on_the_planted_evidence():
+    x = torch.zeros(1, 3, 96, 96)
+    x[:, :, 12:28, 60:76] = 1.0  # the only evidence: a bright patch, top right
+    cam = grad_cam(PooledBrightnessNet().eval(), x, np.zeros((96, 96, 3), np.uint8), target="fake")
+    assert cam.layer == "features.4" and cam.map_size == (6, 6)  # 6x6 block chosen over the 3x3 one
+    assert cam.heatmap.shape == (96, 96) and cam.heatmap.max() == pytest.approx(1.0)
+    y, x_ = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+    assert 12 <= y < 28 and 60 <= x_ < 76
+    assert cam.heatmap[12:28, 60:76].mean() > 0.6 and cam.heatmap[48:, :48].max() < 0.05
+    rows = cam.heatmap[:, 68]  # upsampled smoothly: no step larger than a few percent between neighbours
+    assert np.abs(np.diff(rows)).max() < 0.1
+
+
+def test_gradcam_figure_has_a_colour_bar_from_no_evidence_to_most():
+    x = torch.zeros(1, 3, 96, 96)
+    x[:, :, 12:28, 60:76] = 1.0
+    cam = grad_cam(PooledBrightnessNet().eval(), x, np.zeros((96, 96, 3), np.uint8))
+    fig = gradcam_figure(cam, crop=np.zeros((96, 96, 3), np.uint8))
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(fig.axes) == 3 and len(bars) == 1
+    assert bars[0].get_ylim() == (0.0, 1.0) and "evidence for FAKE" in bars[0].get_ylabel()
+    assert [t.get_text() for t in bars[0].get_yticklabels()] == ["0 none", "0.5", "1 most"]
+    canvas = FigureCanvasAgg(fig)  # the bar's colours, read off the rendered figure: red (most) on top, blue below
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(int)
+    box = bars[0].get_window_extent()
+    col = int((box.x0 + box.x1) / 2)
+    top, bottom = pixels.shape[0] - int(box.y1) + 3, pixels.shape[0] - int(box.y0) - 3  # window y runs upwards
+    r, _, b = pixels[top, col]
+    assert r > 100 and r > b + 80
+    r, _, b = pixels[bottom, col]
+    assert b > 100 and b > r + 80
+    assert "features.4 (6x6 map" in fig.axes[1].get_title()
+    assert len(gradcam_figure(cam).axes) == 2  # the overlay alone, with its bar
 
 
 def test_cam_weights_channels_by_their_mean_gradient():

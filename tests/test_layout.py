@@ -11,6 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepfake"
 ORDER = [
     # settings and places
     "paths", "utils", "config",
+    # what a person watching a run sees (progress lines, the stage log)
+    "progress",
     # reading data
     "media", "video", "ingest", "synth",
     # faces and model inputs
@@ -19,6 +21,8 @@ ORDER = [
     "data", "split", "audit", "shortcuts", "preprocess",
     # scores and their measures (training's validation uses them too)
     "calibration", "metrics",
+    # DVCLive tracking and each stage's headline metrics
+    "tracking",
     # training
     "augment", "blend", "loading", "models", "checkpoint", "distributed", "inference", "steps", "resume", "train",
     # evaluation
@@ -27,8 +31,10 @@ ORDER = [
     "params",
     # serving
     "backends", "prediction", "predict", "widgets", "cli_output",
+    # exploring a run by hand (notebooks/06_explore.ipynb)
+    "explore",
     # stages and the command line
-    "pipeline", "testing", "__main__",
+    "pipeline", "runner", "testing", "__main__",
 ]  # fmt: skip
 #: Imports against the order that are part of the design: the stage runner builds quick-check inputs on demand.
 ALLOWED = {("pipeline", "testing")}

@@ -53,16 +53,18 @@ NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s != "check_params")
 
 def test_a_stage_checks_every_section_first():
     stage = DVC["stages"]["check_params"]
-    assert stage["cmd"] == "python -m deepfake check-params"
+    assert stage["cmd"] == "bin/python -m deepfake check-params"
     assert set(stage["params"]) == set(RAW) - {"cross_dataset"}
 
 
 @pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
 def test_each_stage_passes_paths_not_settings(stage):
     words = _words(_stage(stage)["cmd"])
-    assert words[0] == "papermill"
+    assert words[:4] == ["bin/python", "-m", "deepfake", "stage"]  # papermill's arguments, run by deepfake.runner
+    words = words[3:]
     notebook = paths.ROOT / words[1]
     assert notebook.exists() and words[1] in _stage(stage)["deps"]
+    assert words[2].startswith("reports/notebooks/") and words[2].endswith(".ipynb")
     passed = {words[i + 1]: words[i + 2] for i, w in enumerate(words) if w == "-p"}
     assert "-y" not in words, "settings come from params.yaml, not the command line"
     assert passed["params_file"] == "params.yaml" and passed["quick"] == "False"
@@ -151,7 +153,7 @@ def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
         w.faces / "preprocessing.json",
         w.splits / "test.csv",
         w.checkpoint,
-        w.train_reports / "history.csv",
+        w.train_reports / "plots" / "metrics" / "val" / "auc.tsv",
         w.eval_reports / "predictions.csv",
         w.calibration,
     ):
@@ -189,20 +191,8 @@ def test_a_stage_stops_within_seconds_naming_a_faulty_key(tmp_path):
     out = tmp_path / "out.ipynb"
     t0 = time.perf_counter()
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(paths.NOTEBOOKS_DIR / "01_split.ipynb"),
-            str(out),
-            "-p",
-            "params_file",
-            str(params),
-            "-p",
-            "quick",
-            "False",
-            "--no-progress-bar",
-        ],
+        [sys.executable, "-m", "deepfake", "stage", str(paths.NOTEBOOKS_DIR / "01_split.ipynb"), str(out)]
+        + ["-p", "params_file", str(params), "-p", "quick", "False"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -210,6 +200,7 @@ def test_a_stage_stops_within_seconds_naming_a_faulty_key(tmp_path):
     )
     seconds = time.perf_counter() - t0
     assert run.returncode != 0
+    assert run.returncode == 1 and "error: stage split failed: ConfigError" in run.stderr
     assert "train.learning_rate (did you mean train.lr?)" in run.stderr + run.stdout
     assert seconds < 60
 

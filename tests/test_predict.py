@@ -370,3 +370,24 @@ def test_cli_info_reports_whether_the_model_loads(ckpt, tmp_path, capsys):
     broken.write_bytes(b"not a checkpoint")
     assert main(["info", "--checkpoint", str(broken)]) == 1
     assert "does not load" in capsys.readouterr().out
+
+
+def test_cli_info_checks_the_calibration_against_the_checkpoint(ckpt, images, tmp_path, capsys):
+    from deepfake.calibration import checkpoint_record, save_calibration
+
+    mine = save_calibration(tmp_path / "mine.json", 1.5, 0.4, "fixed", **checkpoint_record(ckpt))
+    assert main(["info", "--checkpoint", str(ckpt), "--calibration", str(mine), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (
+        info["calibration"] == f"{mine}: temperature 1.5, threshold 0.4, fitted for this checkpoint (SHA-256 matches)"
+    )
+    other = write_checkpoint(tmp_path / "other.pt", list(images), seed=1)
+    assert main(["info", "--checkpoint", str(other), "--calibration", str(mine), "--json"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"].startswith("loads: resnet18")  # the model is fine; its calibration is not
+    assert info["calibration"].startswith(f"refused: {mine} was fitted for another checkpoint")
+    assert str(other) in info["calibration"] and "dvc repro evaluate" in info["calibration"]
+    old = save_calibration(tmp_path / "old.json", 1.5, 0.4, "fixed")  # written before hashes were recorded
+    assert main(["info", "--checkpoint", str(ckpt), "--calibration", str(old), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "not verified: it records no checkpoint hash" in info["calibration"]

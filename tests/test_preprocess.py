@@ -302,8 +302,12 @@ def test_run_preprocess_writes_reports(messy, tmp_path):
         PreprocessConfig(detect=True, size=32, frames_per_video=2, workers=1),
         progress=False,
     )
-    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "rep" / "details.json").read_text())
     assert summary["written"] == res.summary["written"] and summary["skipped"] == 7
+    headline = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert headline == {k: res.summary[k] for k in ("images", "videos", "written", "skipped", "faces_found", "no_face")}
+    timings = json.loads((tmp_path / "rep" / "timings.json").read_text())  # run facts, kept out of the metrics
+    assert timings["processed_now"] == res.summary["processed_now"] and "seconds" not in summary
     assert len(pd.read_csv(tmp_path / "rep" / "skipped.csv")) == 7
     figure = cv2.imread(str(tmp_path / "rep" / pipeline.FACE_CHECK_FIGURE))
     assert figure is not None and figure.shape[0] > 150  # crops above, the photo without a face below

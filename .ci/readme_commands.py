@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Run the README's shell commands as written, in a fresh clone, as a new user would.
+
+Every line of every ```bash block of README.md is run in order, in a `git clone` of this
+checkout, with no environment activated (the PATH of a new shell), then the everyday DVC
+commands once more from an activated environment. The slow ones run on a tiny configuration:
+the clone's params.yaml is shrunk first (a 96-image dataset, one epoch, few bootstrap
+replicates). Placeholders (a dataset path, photo.jpg, clips/) are replaced by small real
+inputs. `make test` is the command CI itself runs, so it is not run again here.
+
+The clone's environment reuses the installed packages of ENV (default: ./.venv) through a .pth
+file, so `make repro`'s install step runs for real but downloads nothing.
+
+    .venv/bin/python .ci/readme_commands.py [--env .venv] [--keep] [--uncommitted]
+
+Exits non-zero when any command fails, printing its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Lines not run, with the reason (printed).
+SKIP = {
+    "make test": "the command CI runs itself (.ci/run)",
+    "torchrun": "several processes: tests/test_distributed.py runs the same under torchrun",
+}
+
+#: The tiny configuration: the same stages and settings, a smaller dataset and run.
+TINY = {
+    "synth": {"n_identities": 48, "images_per_identity": 1, "image_size": 48, "family_size": 2},
+    "preprocess": {"size": 48},
+    "train": {"epochs": 1, "image_size": 48, "batch_size": 8},
+    "evaluate": {
+        "bootstrap": 50,
+        "latency_images": 3,
+        "robust_jpeg": "50",
+        "robust_blur": "1",
+        "robust_downscale": "0.5",
+        "robust_resize": "64",
+    },
+}
+
+
+def bash_commands(readme: Path) -> list[str]:
+    """The command lines of the README's ```bash blocks, comments stripped, in order."""
+    lines, inside = [], False
+    for raw in readme.read_text().splitlines():
+        text = raw.strip()
+        if text.startswith("```"):
+            inside = text == "```bash"
+            continue
+        if inside and text and not text.startswith("#"):
+            lines.append(re.sub(r"\s+#\s.*$", "", text).strip())
+    return lines
+
+
+def shrink_params(params: Path) -> None:
+    import yaml
+
+    values = yaml.safe_load(params.read_text())
+    for section, changes in TINY.items():
+        values[section].update(changes)
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def _purelib(python: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return Path(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout.strip())
+
+
+def clone_env(env: Path, clone: Path) -> None:
+    """A virtual environment in the clone that sees ``env``'s packages (nothing downloaded)."""
+    subprocess.run([sys.executable, "-m", "venv", str(clone / ".venv")], check=True)
+    site, own = _purelib(env / "bin" / "python"), _purelib(clone / ".venv" / "bin" / "python")
+    (own / "_shared_env.pth").write_text(f"{site}\n")
+    # console scripts (dvc, papermill, jupyter, ...) of the shared environment, run by this one's python
+    py = clone / ".venv" / "bin" / "python"
+    for script in (env / "bin").iterdir():
+        target = clone / ".venv" / "bin" / script.name
+        if target.exists() or not script.is_file():
+            continue
+        head = script.read_bytes()[:200]
+        if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
+            body = script.read_text().split("\n", 1)[1]
+            target.write_text(f"#!{py}\n{body}")
+            target.chmod(0o755)
+
+
+def run(cmd: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--env", default=str(ROOT / ".venv"), help="an installed environment to reuse")
+    ap.add_argument("--keep", action="store_true", help="keep the clone (printed)")
+    ap.add_argument(
+        "--uncommitted", action="store_true", help="also copy the checkout's uncommitted changes into the clone"
+    )
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="readme-check-"))
+    clone = work / "deepfake"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    if args.uncommitted:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        for rel in filter(None, listed.split("\0")):
+            src, dst = ROOT / rel, clone / rel
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+            elif not src.exists():
+                dst.unlink(missing_ok=True)
+    shrink_params(clone / "params.yaml")
+    clone_env(Path(args.env).resolve(), clone)
+
+    # inputs for the placeholders
+    inputs = work / "inputs"
+    subprocess.run(
+        [str(clone / ".venv" / "bin" / "python"), "-m", "deepfake", "synth", "--out", str(inputs / "dataset"),
+         "--n-identities", "40", "--images-per-identity", "1", "--image-size", "48"],
+        cwd=clone, check=True, capture_output=True,
+    )  # fmt: skip
+    (inputs / "clips").mkdir()
+    shutil.copy(next((inputs / "dataset" / "fake").glob("*.jpg")), clone / "photo.jpg")
+    shutil.copy(next((inputs / "dataset" / "real").glob("*.jpg")), inputs / "clips" / "a.jpg")
+    placeholders = {"/path/to/dataset": str(inputs / "dataset"), "clips/": str(inputs / "clips") + "/"}
+
+    plain = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "DEEPFAKE_PYTHON")}
+    plain["PATH"] = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(str(Path(args.env).resolve()))
+    )
+    plain["PYTHONPATH"] = ""
+    failures = 0
+    commands = bash_commands(clone / "README.md")
+    activated = [c for c in commands if c.startswith(".venv/bin/dvc ") and " exp run" not in c]
+    plan = [(c, False) for c in commands] + [
+        ("source .venv/bin/activate && " + c.removeprefix(".venv/bin/"), True) for c in activated
+    ]
+    for cmd, _ in plan:
+        skip = next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
+        if skip:
+            print(f"skip  {cmd}\n      ({skip})", flush=True)
+            continue
+        for key, value in placeholders.items():
+            cmd = cmd.replace(key, value)
+        code, out, seconds = run(cmd, clone, plain)
+        print(f"{'ok   ' if code == 0 else 'FAIL '} {cmd}  [{seconds:.0f} s]", flush=True)
+        if code != 0:
+            failures += 1
+            print("\n".join("      " + line for line in out.strip().splitlines()[-40:]), flush=True)
+    print(f"{len(plan)} commands, {failures} failed; clone: {clone}" if args.keep else f"{failures} failed")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
 from . import paths
-from .gradcam import GradCam
+from .gradcam import GradCam, add_colorbar
 from .plots import confident_mistakes
 from .predict import get_predictor
 from .prediction import InputError, PredictConfig, Prediction
@@ -379,6 +379,8 @@ def mistakes_figure(items: list[ExplainedMistake]) -> Figure:
         axes[1, c].set_title(f"evidence for {item.cam.target}", fontsize=7)
     axes[0, 0].set_ylabel("network input", fontsize=8)
     axes[1, 0].set_ylabel("Grad-CAM", fontsize=8)
+    if items:  # one scale for the row: each map shows the evidence for its (wrong) verdict
+        add_colorbar(fig, list(axes[1, :]), target="the verdict")
     layer = items[0].cam.layer if items else "none"
     fig.suptitle(f"most confident mistakes and the evidence for the wrong verdict (Grad-CAM of {layer})", fontsize=9)
     return fig

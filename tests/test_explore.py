@@ -188,4 +188,5 @@ def test_confident_mistakes_are_explained_through_the_predictor(tiny_dataset, tm
         assert item.prediction.probability == pytest.approx(item.row["score"], abs=1e-5)
         assert item.cam.target == item.row["predicted"] and item.cam.heatmap.shape == item.crop.shape[:2]
     fig = explore.mistakes_figure(cams.items)
-    assert len(fig.axes) == 6 and fig.axes[3].images[0].get_array().shape == cams.items[0].cam.overlay.shape
+    assert len(fig.axes) == 7 and fig.axes[3].images[0].get_array().shape == cams.items[0].cam.overlay.shape
+    assert fig.axes[6].get_ylabel() == "evidence for THE VERDICT"  # the colour bar of the Grad-CAM row

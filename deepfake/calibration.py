@@ -17,7 +17,6 @@ and one written before hashes were recorded is used with a warning that it canno
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .media import sha256_file
 from .utils import write_json
 
 log = logging.getLogger(__name__)
@@ -180,26 +180,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(p)
     return _HASHES[key]
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the project root when inside it, else absolute."""
-    p = paths.resolve(path)
-    try:
-        return p.relative_to(paths.ROOT).as_posix()
-    except ValueError:
-        return str(p)
 
 
 def checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, str]:
     """What a calibration file records about the checkpoint it is fitted for: its path and SHA-256."""
-    return {"checkpoint": shown_path(checkpoint), HASH_KEY: file_sha256(paths.resolve(checkpoint))}
+    return {"checkpoint": paths.shown(checkpoint), HASH_KEY: file_sha256(paths.resolve(checkpoint))}
 
 
 def fitted_for(data: dict, calibration: str | os.PathLike, checkpoint: str | os.PathLike) -> bool:
@@ -217,8 +204,8 @@ def fitted_for(data: dict, calibration: str | os.PathLike, checkpoint: str | os.
     actual = file_sha256(paths.resolve(checkpoint))
     if recorded != actual:
         raise CalibrationMismatchError(
-            f"{shown_path(calibration)} was fitted for another checkpoint "
-            f"({data.get('checkpoint', 'unnamed')}, sha256 {str(recorded)[:12]}), not for {shown_path(checkpoint)} "
+            f"{paths.shown(calibration)} was fitted for another checkpoint "
+            f"({data.get('checkpoint', 'unnamed')}, sha256 {str(recorded)[:12]}), not for {paths.shown(checkpoint)} "
             f"(sha256 {actual[:12]}): its temperature and threshold do not apply to this model. Re-run the "
             "evaluate stage for it (dvc repro evaluate), or pass the calibration file written for this checkpoint "
             "(or none, to score uncalibrated with temperature 1 and threshold 0.5)"
@@ -233,8 +220,8 @@ def check_fitted_for(data: dict, calibration: str | os.PathLike, checkpoint: str
         log.warning(
             "%s records no checkpoint hash (written before calibrations recorded one), so it cannot be verified "
             "against %s; re-run the evaluate stage (dvc repro evaluate) to record it",
-            shown_path(calibration),
-            shown_path(checkpoint),
+            paths.shown(calibration),
+            paths.shown(checkpoint),
         )
     return verified
 

@@ -418,8 +418,7 @@ def write_outputs(
         written[name] = out / f"{name}.csv"
         with atomic_path(written[name]) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
-    details = {k: v for k, v in result.metrics.items() if k not in TIMING_KEYS}
-    timings = {k: v for k, v in result.metrics.items() if k in TIMING_KEYS}
+    details, timings = tracking.split_timings(result.metrics, TIMING_KEYS)
     tracking.write_stage_reports(out, details, timings)
     tracking.log_headline(out, tracking.headline_eval(details))
     written.update({name: out / f"{name}.json" for name in ("metrics", "details", "timings")})

@@ -70,14 +70,6 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the project root when it lies inside it (messages stay short and portable)."""
-    try:
-        return path.relative_to(paths.ROOT).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _empty(message: str) -> pd.DataFrame:
     """An empty table whose ``attrs["message"]`` says why it is empty."""
     frame = pd.DataFrame()
@@ -270,7 +262,9 @@ def with_image_size(
     out = preds.assign(pixels=sources.map(pixels).astype(float))
     missing = int(out["pixels"].isna().sum())
     if missing:
-        log.warning(f"{missing} of {len(out)} originals unreadable under {_shown(root)}: their size is {UNKNOWN!r}")
+        log.warning(
+            f"{missing} of {len(out)} originals unreadable under {paths.shown(root)}: their size is {UNKNOWN!r}"
+        )
     return out.assign(size=size_bins(out["pixels"], edges))
 
 
@@ -332,8 +326,8 @@ def explain_mistakes(
     if not ckpt.is_file():
         return MistakeCams(
             [],
-            f"No model at {_shown(ckpt)}, so no Grad-CAM: fetch it with `dvc pull` or train it with `dvc repro train`; "
-            "the tables above need only predictions.csv.",
+            f"No model at {paths.shown(ckpt)}, so no Grad-CAM: fetch it with `dvc pull` or train it with "
+            "`dvc repro train`; the tables above need only predictions.csv.",
         )
     cfg = PredictConfig(calibration_file=str(paths.resolve(calibration_file))) if calibration_file else None
     predictor = get_predictor(ckpt, device, cfg)
@@ -352,7 +346,9 @@ def explain_mistakes(
                 skipped.append(f"{source} ({type(e).__name__}: {e})")
                 continue
             items.append(ExplainedMistake(row, mistake, pred, cam, prep.crop))
-    message = f"Grad-CAM of {len(items)} confident mistakes with {_shown(ckpt)} (originals from {_shown(root)})"
+    message = (
+        f"Grad-CAM of {len(items)} confident mistakes with {paths.shown(ckpt)} (originals from {paths.shown(root)})"
+    )
     if skipped:
         message += f"; not explained: {'; '.join(skipped)}"
     return MistakeCams(items, message)

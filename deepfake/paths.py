@@ -28,6 +28,14 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as messages and records name it: relative to the project root when inside it (short and
+    the same in every clone), else absolute. Symbolic links are kept, not resolved."""
+    p = Path(os.path.abspath(resolve(path)))
+    root = Path(os.path.abspath(ROOT))
+    return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's."""

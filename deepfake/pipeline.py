@@ -152,8 +152,9 @@ def run_split(
         "identical_files_across_splits": len(report["identical_files_across_splits"]),
         "near_duplicates_across_splits": audit.summary.get("near_duplicate_pairs_across_splits", 0),
     }
-    if shortcuts is not None and shortcuts.summary().get("auc"):
-        headline["shortcut_max_auc"] = max(shortcuts.summary()["auc"].values())
+    shortcut_aucs = shortcuts.summary().get("auc") if shortcuts is not None else None
+    if shortcut_aucs:
+        headline["shortcut_max_auc"] = max(shortcut_aucs.values())
     headline["warnings"] = len(warnings)
     write_json(out / "metrics.json", headline)
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary, shortcuts, warnings)
@@ -200,10 +201,8 @@ def run_preprocess(
     result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
     out = paths.resolve(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
-    details = {k: v for k, v in result.summary.items() if k not in PREPROCESS_RUN_KEYS}
-    timings = {k: v for k, v in result.summary.items() if k in PREPROCESS_RUN_KEYS}
-    headline = {k: result.summary[k] for k in ("images", "videos", "written", "skipped", "faces_found", "no_face")}
-    tracking.write_stage_reports(out, details, timings, headline)
+    details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
+    tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
         log.info("the face cache is up to date: nothing decoded")
     else:

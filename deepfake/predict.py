@@ -59,6 +59,7 @@ from .prediction import (
     ms_since,
     source_name,
 )
+from .progress import progress as progress_bar
 from .utils import resolve_device
 from .video import read_video
 
@@ -275,7 +276,7 @@ class Predictor:
                     raise
                 return PredictionError(source_name(items[i], names[i]), str(e), type(e).__name__)
 
-        bar = _progress(len(items), progress)
+        bar = progress_bar(total=len(items), unit="images", desc="predict", disable=not progress)
         pending: list[tuple[int, Prepared]] = []
 
         def flush() -> None:
@@ -447,22 +448,6 @@ def _ordered_map(fn: Callable[[int], Any], indices: Iterable[int], workers: int)
                 futures.append(pool.submit(fn, indices[nxt]))
                 nxt += 1
             yield res
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from .progress import progress
-
-    return progress(total=total, unit="images", desc="predict")
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,8 +96,7 @@ class LineProgress:
         self.stream = stream
         self.n = 0
         self.start = self.last = time.monotonic()
-        self.printed = 0
-        self.printed_n = -1  # the count the last line showed
+        self.printed_n: int | None = None  # the count the last printed line showed (None: nothing printed)
         self.closed = False
 
     def line(self, now: float | None = None) -> str:
@@ -122,7 +121,6 @@ class LineProgress:
         stage = stage_name()
         prefix = f"{stamp} [{stage}] " if stage else f"{stamp} "
         print(prefix + self.line(now), file=self.stream or terminal(), flush=True)
-        self.printed += 1
         self.printed_n = self.n
         self.last = now
 
@@ -135,7 +133,7 @@ class LineProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if self.printed and self.printed_n != self.n:  # a last line, unless the last one said it all
+            if self.printed_n is not None and self.printed_n != self.n:  # a last line, unless the last said it all
                 self._emit(time.monotonic())
 
     def __iter__(self) -> Iterator:
@@ -153,9 +151,6 @@ class LineProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def set_postfix_str(self, text: str) -> None:  # tqdm's interface, for callers that use it
-        pass
 
 
 def progress(

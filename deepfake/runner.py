@@ -50,12 +50,6 @@ def stage_of(notebook: str | os.PathLike) -> str:
     return next((name for name, nb in NOTEBOOKS.items() if nb == stem), stem)
 
 
-def _rel(path: str | os.PathLike) -> str:
-    p = Path(os.path.abspath(path))  # symbolic links kept: the path as the project names it
-    root = Path(os.path.abspath(paths.ROOT))
-    return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
-
-
 def scrub_times(nb: dict, input_path: str | None = None, output_path: str | None = None) -> dict:
     """Drop run times from an executed notebook (papermill's per-cell and total times, nbclient's
     timestamps) and record the notebook paths as given (relative to the project), not where it ran."""
@@ -105,7 +99,7 @@ def run_stage(
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # a debugger notice of frozen modules
     configure_logging(name)
     logging.getLogger("papermill").setLevel(logging.WARNING)  # no "Executing Cell n" banners
-    log.info(f"running {_rel(notebook)} -> {_rel(out)}")
+    log.info(f"running {paths.shown(notebook)} -> {paths.shown(out)}")
     t0 = time.perf_counter()
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.ipynb")  # papermill wants the .ipynb suffix
     try:
@@ -125,7 +119,7 @@ def run_stage(
             if tmp.exists():  # keep the notebook with the failing cell for reading
                 os.replace(tmp, out)
             raise
-        nb = scrub_times(nbformat.read(tmp, as_version=4), _rel(notebook), _rel(out))
+        nb = scrub_times(nbformat.read(tmp, as_version=4), paths.shown(notebook), paths.shown(out))
         with atomic_path(out) as final:
             final.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
     finally:

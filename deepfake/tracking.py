@@ -84,6 +84,16 @@ def read_history(folder: str | os.PathLike) -> pd.DataFrame:
     return history
 
 
+def split_timings(values: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` without ``keys`` (the details, the same in every run) and with only them (this run's timings)."""
+    return {k: v for k, v in values.items() if k not in keys}, {k: v for k, v in values.items() if k in keys}
+
+
+def headline_preprocess(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocess numbers of a paper's table: inputs found, crops written, inputs left out, faces."""
+    return {k: summary[k] for k in ("images", "videos", "written", "skipped", "faces_found", "no_face")}
+
+
 def headline_train(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The training numbers of a paper's table: the chosen epoch and its validation scores."""
     keys = ("best_epoch", "epochs_run", "best_val_auc", "best_val_accuracy", "best_val_loss")

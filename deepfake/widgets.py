@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 from . import paths
-from .calibration import fitted_for, read_calibration, shown_path
 from .gradcam import GradCam, gradcam_figure
 from .media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind_of, looks_like_video
 from .predict import Predictor, get_predictor
@@ -147,7 +146,7 @@ def choose_model(
     """
     quick = quick or paths.layout("", "", quick=True)
     testing = "PYTEST_CURRENT_TEST" in os.environ if testing is None else testing
-    ckpt = shown_path(trained.checkpoint)
+    ckpt = paths.shown(trained.checkpoint)
     quick_model = "the quick one-epoch model on the tiny dataset"
     if model == "auto":
         if testing:
@@ -201,14 +200,14 @@ def model_lines(predictor: Predictor, choice: DemoModel | None = None) -> tuple[
     """What the widget says about the loaded model: the model line, the calibration line, and
     whether the calibration needs attention (it cannot be verified against the checkpoint).
 
-    Raises:
-        CalibrationMismatchError: the predictor's calibration file records another checkpoint.
+    The predictor checked its calibration file against its checkpoint when it loaded it
+    (``Calibration.from_file``): one fitted for another checkpoint never gets here.
     """
     meta = predictor.meta
     auc = meta.get("val_auc")
     epoch = meta.get("epoch")
     model = (
-        f"{shown_path(predictor.checkpoint)}: {meta.get('arch')}, epoch {epoch if epoch is not None else '?'}, "
+        f"{paths.shown(predictor.checkpoint)}: {meta.get('arch')}, epoch {epoch if epoch is not None else '?'}, "
         f"validation AUC {f'{auc:.3f}' if isinstance(auc, (int, float)) else 'not recorded'}"
     )
     if choice is not None:
@@ -218,15 +217,12 @@ def model_lines(predictor: Predictor, choice: DemoModel | None = None) -> tuple[
         if choice is not None and choice.calibration is None:
             why = "none asked for (calibration_file='none')"
         elif choice is not None:
-            why = f"{shown_path(cast(Path, choice.calibration))} does not exist"
+            why = f"{paths.shown(cast(Path, choice.calibration))} does not exist"
         else:
             why = "no calibration file"
         return model, f"none applies (temperature 1, threshold 0.5): {why}", False
-    verified = cal.verified
-    if verified is None:  # the predictor did not check it against its checkpoint: check it here
-        verified = fitted_for(read_calibration(Path(cal.source))[0], cal.source, predictor.checkpoint)
-    line = f"{shown_path(cal.source)}: temperature {cal.temperature:.3g}, threshold {cal.threshold:.3f}"
-    if verified:
+    line = f"{paths.shown(cal.source)}: temperature {cal.temperature:.3g}, threshold {cal.threshold:.3f}"
+    if cal.verified:
         return model, f"{line}, fitted for this checkpoint (its SHA-256 matches)", False
     return (
         model,

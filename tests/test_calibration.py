@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from deepfake import paths
 from deepfake.calibration import (
     HASH_KEY,
     REQUIRED_KEYS,
@@ -20,7 +21,6 @@ from deepfake.calibration import (
     logits_from_probs,
     nll,
     save_calibration,
-    shown_path,
 )
 
 
@@ -113,7 +113,7 @@ def test_file_hash_is_the_sha256_of_its_bytes(two_checkpoints):
     os.utime(a, ns=(os.stat(a).st_atime_ns, os.stat(a).st_mtime_ns + 10**9))
     assert file_sha256(a) == hashlib.sha256(b"retrained").hexdigest()
     assert checkpoint_record(a) == {"checkpoint": str(a), HASH_KEY: file_sha256(a)}  # outside the project: absolute
-    assert shown_path("models/best.pt") == "models/best.pt"  # inside it: from the project root
+    assert paths.shown("models/best.pt") == "models/best.pt"  # inside it: from the project root
 
 
 def test_a_calibration_fitted_for_the_checkpoint_is_verified(two_checkpoints, tmp_path):

@@ -13,10 +13,12 @@ Videos are read by ``deepfake.video``, which raises the same ``BadInputError``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -25,6 +27,8 @@ from struct import error as struct_error  # raised by some damaged TIFF/BMP head
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .utils import MACHINE_ERRNOS, EnvironmentFault
+
 log = logging.getLogger(__name__)
 
 #: Every file type the package reads, in one place (ingestion, the predictor, the widget).
@@ -32,8 +36,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 #: Default pixel limit of one image (``preprocess.max_megapixels`` sets the pipeline's).
 MAX_PIXELS = 64_000_000
-#: Files larger than this are not read into memory (far above any photo).
-MAX_FILE_BYTES = 1 << 30
+#: Default byte cap of one input file, checked before it is read (``preprocess.max_file_mb`` sets
+#: the pipeline's): far above any photo or clip, low enough that a link to ``/dev/zero`` or a
+#: mislabelled disk image is refused instead of filling memory.
+MAX_FILE_BYTES = 4 << 30
 
 
 class UnreadableImageError(OSError):
@@ -58,11 +64,17 @@ REASONS = {
     "not_an_image": "the content is not an image format (wrong extension, text, HTML...)",
     "corrupt": "an image header was found but the data cannot be decoded",
     "truncated": "the image data ends early (interrupted download or copy)",
-    "too_large": "more pixels than max_megapixels allows (decompression-bomb guard)",
+    "too_large": "a possible decompression bomb: more pixels than max_megapixels, or data that inflates too far",
     "unsupported_mode": "a pixel format that cannot be converted to RGB",
-    "unreadable": "the file cannot be opened (permissions, I/O error)",
-    "not_regular_file": "not a regular file (a folder, FIFO, device or socket)",
-    "file_too_large": "larger than the package reads into memory",
+    "too_small": "smaller than min_side pixels on its shorter side: too small to hold a usable face",
+    "out_of_memory": "the machine ran out of memory decoding it (tried again on the next run)",
+    "unreadable": "the file cannot be opened (permissions, I/O error; tried again on the next run)",
+    "not_regular_file": "not a regular file (a FIFO, device or socket): never read, it could block or never end",
+    "file_too_large": "larger than max_file_mb (checked before reading)",
+    "unreadable_folder": "a folder that cannot be listed (permissions, I/O error): the files in it are not seen",
+    "broken_link": "a symbolic link whose target does not exist",
+    "link_loop": "a symbolic link that leads back into itself or into a folder above it",
+    "hidden": "a hidden file or folder (its name starts with '.'): not read, not descended into",
     "video_unreadable": "OpenCV cannot open the video (corrupt, wrong extension or missing codec)",
     "video_no_frames": "the video opened but no frame could be decoded",
     "frame_unreadable": "a sampled frame could not be decoded (the video ends early or the seek failed)",
@@ -134,6 +146,10 @@ def _to_rgb(im: Image.Image, path: str | os.PathLike) -> np.ndarray:
         raise BadInputError(path, "unsupported_mode", f"mode {mode}") from e
 
 
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:,.0f} MP" if n >= 10**6 else f"{n:,} pixels"
+
+
 def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to upright (H, W, 3) uint8 RGB.
 
@@ -148,16 +164,16 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise BadInputError(
-                        path, "too_large", f"{w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP"
-                    )
+                    raise BadInputError(path, "too_large", f"{w}x{h} = {_pixels(w * h)} > max {_pixels(max_pixels)}")
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im, path)
     except BadInputError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS)
-        raise BadInputError(path, "too_large", str(e).split(" could be")[0]) from e
+        sizes = re.findall(r"\d+", str(e))
+        detail = f"{_pixels(int(sizes[0]))} > Pillow's limit of {_pixels(int(sizes[1]))}" if len(sizes) >= 2 else str(e)
+        raise BadInputError(path, "too_large", detail) from e
     except UnidentifiedImageError as e:
         raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
     except OSError as e:
@@ -166,26 +182,54 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
         )  # 'image file is truncated', 'Truncated File Read'
         raise BadInputError(path, reason, str(e)) from e
     except (SyntaxError, ValueError, TypeError, EOFError, IndexError, struct_error) as e:
+        if "decompressed data too large" in str(e).lower():  # a text or ICC chunk that inflates without bound
+            raise BadInputError(path, "too_large", f"a metadata chunk decompresses too large ({e})") from e
         raise BadInputError(path, "corrupt", f"{type(e).__name__}: {e}") from e
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise BadInputError(path, "unsupported_mode", f"decoded shape {rgb.shape}")
     return np.ascontiguousarray(rgb)
 
 
+def _read_error(path: str | os.PathLike, e: OSError) -> Exception:
+    """The error for an ``OSError`` met reading ``path``: the machine's (``EnvironmentFault``) or the file's."""
+    if e.errno in MACHINE_ERRNOS:
+        return EnvironmentFault(f"cannot read {path}: {e.strerror or e}; the machine is out of file handles or memory")
+    if e.errno == errno.ELOOP:
+        return BadInputError(path, "link_loop", e.strerror or str(e))
+    return BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}")
+
+
+def file_type(mode: int) -> str:
+    """What a ``stat`` mode is, in words (for reports of files that are not regular)."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def check_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES) -> int:
     """The size of ``path`` after checking that it is a regular file of at most ``max_bytes``.
 
-    Raises ``BadInputError``: ``missing_file``, ``not_regular_file`` (FIFO, device, socket,
-    folder), ``file_too_large`` or ``unreadable``. Symbolic links are followed.
+    Raises ``BadInputError``: ``missing_file`` (or ``broken_link``), ``link_loop``,
+    ``not_regular_file`` (FIFO, device, socket, folder), ``file_too_large`` or ``unreadable``;
+    ``EnvironmentFault`` when the machine is out of file handles or memory. Links are followed.
     """
     try:
         st = os.stat(path)
     except FileNotFoundError as e:
+        if os.path.islink(path):
+            raise BadInputError(path, "broken_link", f"-> {os.readlink(os.fspath(path))}") from e
         raise BadInputError(path, "missing_file") from e
     except OSError as e:
-        raise BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+        raise _read_error(path, e) from e
     if not stat.S_ISREG(st.st_mode):
-        raise BadInputError(path, "not_regular_file", "a folder, FIFO, device or socket")
+        raise BadInputError(path, "not_regular_file", file_type(st.st_mode))
     if max_bytes is not None and st.st_size > max_bytes:
         raise BadInputError(path, "file_too_large", f"{st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB")
     return st.st_size
@@ -198,7 +242,7 @@ def read_bytes(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES) 
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
     except OSError as e:
-        raise BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+        raise _read_error(path, e) from e
     if max_bytes is not None and len(data) > max_bytes:
         raise BadInputError(path, "file_too_large", f"more than {max_bytes / 2**20:.0f} MiB")
     return data

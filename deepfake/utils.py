@@ -1,12 +1,23 @@
-"""Seeding, device selection, mixed precision and atomic file writes."""
+"""Seeding, device selection, mixed precision, and writing outputs safely.
+
+Outputs are written atomically (``atomic_path``): a temporary file beside the target, renamed
+over it only when complete, so an interrupted run never leaves a partial file under the final
+name. A write that fails because of the machine (read-only folder, full disk, no permission)
+raises ``OutputError`` naming the path: an environment fault that stops a stage, never a
+property of an input. ``prepare_output_dir`` checks a folder is writable before long work
+starts and removes the temporary files interrupted runs left behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
+import logging
 import os
 import random
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
@@ -84,20 +97,121 @@ def _current_umask() -> int:
     return 0o022
 
 
+class EnvironmentFault(RuntimeError):
+    """A fault of the machine, not of an input (full disk, read-only folder, no file handles or
+    memory left): it stops the stage, and no input is recorded as bad because of it. Not an
+    ``OSError``, so no handler of bad inputs takes it."""
+
+
+class OutputError(EnvironmentFault):
+    """An output could not be written (read-only folder, full disk, permissions)."""
+
+
+#: ``errno`` codes that say the machine, not the file being read, is at fault.
+MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def output_error(path: str | os.PathLike, e: OSError, doing: str = "write") -> OutputError:
+    """The ``OutputError`` for an ``OSError`` met writing ``path``, with what to do about it."""
+    code = errno.errorcode.get(e.errno or 0, "")
+    hint = {
+        "ENOSPC": "free disk space",
+        "EDQUOT": "free space in your quota",
+        "EROFS": "the file system is read-only: choose a writable folder",
+        "EACCES": "fix the folder's permissions or choose another folder",
+        "EPERM": "fix the folder's permissions or choose another folder",
+    }.get(code, "check the folder and the disk")
+    what = f"{e.strerror or e}{f' [{code}]' if code else ''}"
+    return OutputError(f"cannot {doing} {path}: {what}; {hint}, then run again")
+
+
+#: Temporary files of ``atomic_path``, ``.<name>.<pid>.<random>.tmp``, and of the stage runner
+#: (``.<name>.<pid>.notebook.tmp.ipynb``: papermill needs the suffix).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp(\.ipynb)?$")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    Raises:
+        OutputError: the folder cannot be created or written, or the disk is full.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file normal permissions
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file normal permissions
+    except OSError as e:
+        raise output_error(path, e) from e
+    try:
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise output_error(path, e) from e
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files ``atomic_path`` left in ``folder`` when its process was killed.
+
+    Only files of the ``.<name>.<pid>.<random>.tmp`` form whose process no longer runs are
+    removed (a concurrent writer's are kept). Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    found = folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")
+    for p in sorted(found):
+        m = _TEMPORARY.match(p.name)
+        if m and p.is_file() and not _alive(int(m["pid"])):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise output_error(p, e, "remove the leftover") from e
+            removed.append(p)
+    return removed
+
+
+def prepare_output_dir(folder: str | os.PathLike, recursive: bool = False) -> Path:
+    """Create ``folder`` if needed, check that a file can be written in it, and remove the
+    temporary files interrupted runs left there (``clean_temporaries``), before long work starts.
+
+    Raises:
+        OutputError: the folder cannot be created or written (permissions, read-only, full disk).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, b"0")  # a full disk may accept the empty file and refuse its first byte
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise output_error(folder, e, "write to the output folder") from e
+    removed = clean_temporaries(folder, recursive)
+    if removed:
+        log.info(f"removed {len(removed)} temporary file(s) an interrupted run left in {folder}")
+    return folder
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

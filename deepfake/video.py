@@ -29,7 +29,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from .media import REASONS, BadInputError, check_regular_file
+from .media import MAX_FILE_BYTES, REASONS, BadInputError, check_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,9 @@ def _listed(indices: tuple[int, ...], most: int = 8) -> str:
     return ", ".join(map(str, indices[:most])) + (f" and {len(indices) - most} more" if len(indices) > most else "")
 
 
-def sample_video(path: str | os.PathLike, k: int, *, strict: bool = False) -> VideoSample:
+def sample_video(
+    path: str | os.PathLike, k: int, *, strict: bool = False, max_bytes: int | None = MAX_FILE_BYTES
+) -> VideoSample:
     """``k`` evenly spaced frames of a video (``sample_frame_indices``) and how they were read.
 
     Frames far apart (``SEEK_MIN_GAP``) are reached by seeking, near ones by decoding through, so
@@ -308,6 +310,7 @@ def sample_video(path: str | os.PathLike, k: int, *, strict: bool = False) -> Vi
         path: the video file.
         k: how many frames to sample (all of them when the video has fewer).
         strict: raise ``frame_unreadable`` when a sampled frame is missing instead of listing it.
+        max_bytes: larger files are refused before anything is read (``file_too_large``).
 
     Raises:
         BadInputError: ``empty_file``, ``video_unreadable``, ``video_no_frames`` (no sampled frame
@@ -317,7 +320,7 @@ def sample_video(path: str | os.PathLike, k: int, *, strict: bool = False) -> Vi
     if k < 1:
         raise ValueError(f"k = {k}: sample at least one frame")
     path = str(path)
-    if check_regular_file(path, max_bytes=None) == 0:
+    if check_regular_file(path, max_bytes) == 0:
         raise BadInputError(path, "empty_file")
     how: VideoReadMode = "sequential"
     reader: VideoReader = "pyav"
@@ -378,16 +381,20 @@ def _sampled(
     return VideoSample(frames, n, tuple(wanted), missing, how, decoded, tuple(seeks), reader)
 
 
-def read_video_frames(path: str | os.PathLike, k: int) -> list[tuple[int, np.ndarray]]:
+def read_video_frames(
+    path: str | os.PathLike, k: int, max_bytes: int | None = MAX_FILE_BYTES
+) -> list[tuple[int, np.ndarray]]:
     """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)`` (see ``read_video``)."""
-    return read_video(path, k)[0]
+    return read_video(path, k, max_bytes)[0]
 
 
-def read_video(path: str | os.PathLike, k: int) -> tuple[list[tuple[int, np.ndarray]], int]:
+def read_video(
+    path: str | os.PathLike, k: int, max_bytes: int | None = MAX_FILE_BYTES
+) -> tuple[list[tuple[int, np.ndarray]], int]:
     """``k`` evenly spaced frames of a video as ``(frame index, (H, W, 3) uint8 RGB)``, and its frame count.
 
     ``sample_video`` without the details: a sampled frame that cannot be decoded is left out (and
     logged as a warning). Raises ``BadInputError`` (``video_unreadable``, ``video_no_frames``...).
     """
-    sample = sample_video(path, k)
+    sample = sample_video(path, k, max_bytes=max_bytes)
     return sample.frames, sample.n_frames

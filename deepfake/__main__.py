@@ -112,13 +112,16 @@ def _user_path(arg: str) -> Path:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .cli_output import predictions_csv, predictions_table
-    from .predict import PredictConfig, get_predictor, list_inputs
+    from .predict import PredictConfig, find_inputs, get_predictor
 
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
         print(f"error: {p} does not exist", file=sys.stderr)
-    files = list_inputs([p for p in args.paths if Path(p).exists()])
-    if not files and not missing:
+    found = find_inputs([p for p in args.paths if Path(p).exists()])
+    files = found.files
+    if found.ignored:
+        print(f"note: {found.ignored_note()}", file=sys.stderr)
+    if not files and not missing and not found.problems:
         print(f"error: no images or videos found in {' '.join(args.paths)}", file=sys.stderr)
         return 1
     try:
@@ -136,6 +139,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 2
     show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
     results = predictor.predict_many(files, on_error="collect", progress=show_bar)
+    results = found.merge(results)  # a row for every path found, in order
     errors = [r for r in results if getattr(r, "error", None)]
     for r in errors:
         print(f"error: {r.error}", file=sys.stderr)

@@ -14,18 +14,24 @@ Three layouts are understood (``scan``):
   its group.
 
 Nothing is decoded here (``deepfake.media`` does that); files that cannot belong to the
-dataset are returned with their reason (``deepfake.media.REASONS``).
+dataset are returned with their reason (``deepfake.media.REASONS``). Every path the folder walk
+(``walk``) passes is either used or listed: folders that cannot be read, broken and looping
+links, FIFOs, devices and sockets, hidden entries, files outside a label folder and files of
+other types.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .media import kind_of
+from .media import BadInputError, check_regular_file, file_type, kind_of
 
 LABELS = ("real", "fake")  # target 0 = real, 1 = fake
 MANIFEST_NAME = "manifest.csv"
@@ -137,36 +143,107 @@ def _skip(rel: str, reason: str, detail: str = "", label: str = "") -> dict:
     return {"source": rel, "frame": "", "label": label, "reason": reason, "detail": detail}
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One path met by ``walk``: a regular file (``problem`` empty) or why it cannot be used."""
+
+    path: Path
+    problem: str = ""  # a key of deepfake.media.REASONS
+    detail: str = ""
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return f"-> {os.readlink(path)}"
+    except OSError:
+        return ""
+
+
+def walk(root: str | os.PathLike) -> Iterator[Entry]:
+    """Every path below ``root`` in sorted order: regular files, and each path that cannot be
+    used with its reason (``deepfake.media.REASONS``), so that nothing is passed over in silence.
+
+    Links to files and folders are followed, each folder once: a link back into a folder above
+    it is a ``link_loop``, a second link to a folder already walked is ``link_loop`` too (its
+    files are listed once). Folders that cannot be listed are ``unreadable_folder``; hidden
+    entries (``.name``) are ``hidden`` and not descended into; FIFOs, devices and sockets are
+    ``not_regular_file`` and never opened.
+    """
+    root = Path(root)
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+        seen.add((st.st_dev, st.st_ino))
+    except OSError as e:
+        yield Entry(root, "unreadable_folder", e.strerror or str(e))
+        return
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(e.name for e in it)
+        except OSError as e:
+            yield Entry(folder, "unreadable_folder", f"{type(e).__name__}: {e.strerror or e}")
+            continue
+        subfolders = []
+        for name in names:
+            p = folder / name
+            if name.startswith("."):
+                yield Entry(p, "hidden")
+                continue
+            try:
+                st = os.stat(p)  # follows links
+            except FileNotFoundError:
+                yield Entry(p, "broken_link", _link_target(p)) if os.path.islink(p) else Entry(p, "missing_file")
+                continue
+            except OSError as e:
+                problem = "link_loop" if e.errno == errno.ELOOP else "unreadable"
+                yield Entry(p, problem, _link_target(p) if problem == "link_loop" else (e.strerror or str(e)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    yield Entry(p, "link_loop", _link_target(p) + " (a folder already walked)")
+                    continue
+                seen.add(key)
+                subfolders.append(p)
+            elif stat.S_ISREG(st.st_mode):
+                yield Entry(p)
+            else:
+                yield Entry(p, "not_regular_file", file_type(st.st_mode))
+        stack.extend(reversed(subfolders))  # depth first, in sorted order
+
+
 def _scan_folders(root: Path, cfg: IngestConfig) -> Inventory:
     names = {n: lab for lab in LABELS for n in cfg.label_names(lab)}
     sources, skipped = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
+    for entry in walk(root):
+        p = entry.path
+        rel = p.relative_to(root)
+        parts = [s.lower() for s in rel.parts[:-1]]
+        idx = next((i for i, s in enumerate(parts) if s in names), None)
+        label = names[parts[idx]] if idx is not None else ""
+        if entry.problem:
+            skipped.append(_skip(rel.as_posix(), entry.problem, entry.detail, label))
+            continue
+        kind = kind_of(p)
+        if idx is None:
+            ext = "" if kind else (p.suffix.lower() or "no extension")
+            skipped.append(_skip(rel.as_posix(), "no_label_folder", ext))
+            continue
+        if kind is None:
+            skipped.append(_skip(rel.as_posix(), "unsupported_extension", p.suffix.lower() or "no extension", label))
+            continue
+        split = ""
+        if cfg.keep_splits:
+            split = next((SPLIT_FOLDERS[s] for s in parts[:idx] if s in SPLIT_FOLDERS), "")
+            if not split:
+                skipped.append(_skip(rel.as_posix(), "no_split_folder", label=label))
                 continue
-            p = Path(dirpath) / name
-            rel = p.relative_to(root)
-            parts = [s.lower() for s in rel.parts[:-1]]
-            kind = kind_of(p)
-            idx = next((i for i, s in enumerate(parts) if s in names), None)
-            if idx is None:
-                if kind is not None:
-                    skipped.append(_skip(rel.as_posix(), "no_label_folder"))
-                continue
-            label = names[parts[idx]]
-            if kind is None:
-                skipped.append(_skip(rel.as_posix(), "unsupported_extension", p.suffix or "no extension", label))
-                continue
-            split = ""
-            if cfg.keep_splits:
-                split = next((SPLIT_FOLDERS[s] for s in parts[:idx] if s in SPLIT_FOLDERS), "")
-                if not split:
-                    skipped.append(_skip(rel.as_posix(), "no_split_folder", label=label))
-                    continue
-            below = rel.parts[idx + 1 : -1]
-            group = "/".join(below) if cfg.group_by == "folder" and below else rel.as_posix()
-            sources.append(Source(p, rel.as_posix(), label, group, kind, split))
+        below = rel.parts[idx + 1 : -1]
+        group = "/".join(below) if cfg.group_by == "folder" and below else rel.as_posix()
+        sources.append(Source(p, rel.as_posix(), label, group, kind, split))
     if not sources:
         raise DatasetLayoutError(
             f"no images or videos found below a folder named {sorted(names)} in {root}; "
@@ -210,26 +287,46 @@ def read_manifest(csv: str | os.PathLike) -> pd.DataFrame:
                 f"{bad[0] + 2})"
             )
         df["split"] = norm
-    dup = df["path"][df["path"].duplicated()]
-    if len(dup):
-        raise DatasetLayoutError(f"{csv} lists {len(dup)} path(s) twice, e.g. {dup.iloc[0]}; one row per file")
+    _check_duplicates(csv, df, df["path"].str.strip())
     return df
+
+
+def _check_duplicates(csv: Path, df: pd.DataFrame, keys: pd.Series, how: str = "") -> None:
+    """Raise ``DatasetLayoutError`` when ``keys`` repeat, naming the lines and any conflicting labels."""
+    dup = keys[keys.duplicated(keep=False)]
+    if not len(dup):
+        return
+    conflicts: list[str] = []
+    repeats: list[str] = []
+    for key, idx in dup.groupby(dup, sort=False).groups.items():
+        lines = ", ".join(f"line {i + 2} ({df.at[i, 'label']})" for i in idx)
+        (conflicts if df.loc[idx, "label"].nunique() > 1 else repeats).append(f"{key}: {lines}")
+    parts = []
+    if conflicts:
+        parts.append(f"{len(conflicts)} file(s) listed with conflicting labels{how}: " + "; ".join(conflicts[:5]))
+    if repeats:
+        parts.append(f"{len(repeats)} file(s) listed more than once{how}: " + "; ".join(repeats[:5]))
+    raise DatasetLayoutError(f"{csv}: " + ". ".join(parts) + ". Keep one row per file, with its right label")
 
 
 def _scan_manifest(csv: Path, cfg: IngestConfig) -> Inventory:
     df = read_manifest(csv)
     root = csv.parent
+    paths = [Path(rel) if Path(rel).is_absolute() else root / rel for rel in df["path"]]
+    # the same file under two spellings (./a.jpg and a.jpg, or through a link) is still one file
+    _check_duplicates(csv, df, pd.Series([os.path.realpath(p) for p in paths], index=df.index), " (by its real path)")
     extra_cols = [c for c in df.columns if c not in RESERVED_COLUMNS]
     sources, skipped = [], []
-    for row in df.to_dict("records"):
+    for row, p in zip(df.to_dict("records"), paths):
         rel = row["path"]
-        p = Path(rel) if Path(rel).is_absolute() else root / rel
         kind = kind_of(p)
-        if not p.is_file():
-            skipped.append(_skip(rel, "missing_file", label=row["label"]))
+        try:
+            check_regular_file(p, max_bytes=None)  # the byte cap is checked when the file is read
+        except BadInputError as e:
+            skipped.append(_skip(rel, e.reason, e.detail, row["label"]))
             continue
         if kind is None:
-            skipped.append(_skip(rel, "unsupported_extension", p.suffix or "no extension", row["label"]))
+            skipped.append(_skip(rel, "unsupported_extension", p.suffix.lower() or "no extension", row["label"]))
             continue
         split = row.get("split", "") if cfg.keep_splits else ""
         if cfg.keep_splits and not split:
@@ -239,7 +336,10 @@ def _scan_manifest(csv: Path, cfg: IngestConfig) -> Inventory:
         extra = {c: row[c] for c in extra_cols}
         sources.append(Source(p.resolve(), rel, row["label"], group, kind, split, extra))
     if not sources:
-        raise DatasetLayoutError(f"none of the {len(df)} file(s) listed in {csv} exists; paths are relative to {root}")
+        reasons = pd.Series([s["reason"] for s in skipped]).value_counts().to_dict()
+        raise DatasetLayoutError(
+            f"none of the {len(df)} file(s) listed in {csv} can be used ({reasons}); paths are relative to {root}"
+        )
     return Inventory(root, "manifest", sources, skipped)
 
 

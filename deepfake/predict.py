@@ -45,6 +45,7 @@ from .prediction import (
     ImageInput,
     InputError,
     InputTooLargeError,
+    InputTooSmallError,
     NoFaceError,
     PredictConfig,
     Prediction,
@@ -53,6 +54,7 @@ from .prediction import (
     UnreadableInputError,
     VideoPrediction,
     decode_input,
+    find_inputs,
     input_error,
     is_video_path,
     list_inputs,
@@ -69,6 +71,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "InputError",
     "InputTooLargeError",
+    "InputTooSmallError",
     "NoFaceError",
     "PredictConfig",
     "Prediction",
@@ -77,6 +80,7 @@ __all__ = [
     "UnreadableInputError",
     "VideoPrediction",
     "clear_cache",
+    "find_inputs",
     "get_predictor",
     "list_inputs",
 ]
@@ -191,6 +195,11 @@ class Predictor:
 
     def _prepared(self, crop: Crop, rgb: np.ndarray, source: str, timing: dict, keep_image: bool) -> Prepared:
         """A ``Crop`` of ``rgb`` as the network's input, or ``NoFaceError`` saying why it was left out."""
+        if crop.image is None and crop.reason == "too_small":
+            raise InputTooSmallError(
+                f"{source} is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the {self.preprocessing.min_side} px "
+                "the checkpoint's preprocessing needs on the shorter side (min_side): nothing can be told from it"
+            )
         if crop.image is None:
             why = {
                 "several_faces": f"{crop.n_faces} faces found in {source}, and the checkpoint skips such images",
@@ -335,11 +344,17 @@ class Predictor:
         for (idx, rgb), crop in zip(sampled, crops):
             try:
                 p = self._prepared(crop, rgb, f"{source}#{idx}", {"decode": 0.0, "face": per_frame}, False)
-            except NoFaceError:
+            except (NoFaceError, InputTooSmallError):
                 skipped[idx] = crop.reason.replace("_", " ") if crop.reason != "no_face" else "no face found"
                 continue
             p.frame = idx
             prepared.append(p)
+        if not prepared and sampled and set(skipped.values()) == {"too small"}:
+            h, w = sampled[0][1].shape[:2]
+            raise InputTooSmallError(
+                f"the frames of {source} are {w}x{h} px, smaller than the {self.preprocessing.min_side} px the "
+                "checkpoint's preprocessing needs on the shorter side (min_side)"
+            )
         if not prepared:
             raise NoFaceError(
                 f"no face found in any of the {len(sampled)} frames sampled from {source}; "
@@ -365,12 +380,21 @@ class Predictor:
         if isinstance(item, (str, os.PathLike)):
             p = Path(item)
             if p.is_dir():
-                return self.predict_many(list_inputs([p]), on_error=on_error, progress=progress)
+                return self.predict_folder(p, on_error=on_error, progress=progress)
             if is_video_path(p):
                 return self.predict_video(p, name)
         elif isinstance(item, (bytes, bytearray, memoryview)) and looks_like_video(item):
             return self.predict_video(item, name)
         return self.predict_image(item, name)
+
+    def predict_folder(self, folder: str | os.PathLike, on_error: str = "raise", progress: bool = False) -> list:
+        """Every image and video below ``folder``, in sorted order; paths that cannot be scored
+        (broken links, FIFOs, unreadable folders: ``find_inputs``) are ``PredictionError`` rows
+        with ``on_error="collect"``, and raise ``UnreadableInputError`` otherwise."""
+        found = find_inputs([folder])
+        if found.problems and on_error == "raise":
+            raise UnreadableInputError(found.problems[0].error)
+        return found.merge(self.predict_many(found.files, on_error=on_error, progress=progress))
 
     def predict_many(self, items: Sequence[Any], on_error: str = "raise", progress: bool = False) -> list:
         """Images (batched) and videos, in the order given."""

@@ -39,7 +39,11 @@ class NoFaceError(InputError):
 
 
 class InputTooLargeError(InputError):
-    """An image has more pixels than ``PredictConfig.max_pixels``."""
+    """An image has more pixels than ``PredictConfig.max_pixels``, or a file more bytes than the package reads."""
+
+
+class InputTooSmallError(InputError):
+    """An image is smaller than the checkpoint's ``min_side``: nothing can be told from it."""
 
 
 @dataclass(frozen=True)
@@ -173,16 +177,73 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return kind_of(path) == "video"
 
 
-def list_inputs(sources: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named directly, plus every image or video under the folders named (sorted)."""
-    out: list[Path] = []
+@dataclass
+class Inputs:
+    """What ``find_inputs`` found: the files to score, the paths that cannot be scored, and the
+    files passed over because they are not images or videos (counted by extension, or reason)."""
+
+    items: list[Path | PredictionError]  # in the order found
+    ignored: dict[str, int]
+
+    @property
+    def files(self) -> list[Path]:
+        return [i for i in self.items if isinstance(i, Path)]
+
+    @property
+    def problems(self) -> list[PredictionError]:
+        return [i for i in self.items if isinstance(i, PredictionError)]
+
+    def merge(self, results: list[Any]) -> list[Any]:
+        """``results`` of ``files`` (in their order) with the problems in their places: a row per path found."""
+        scored = iter(results)
+        return [next(scored) if isinstance(i, Path) else i for i in self.items]
+
+    def ignored_note(self) -> str:
+        """One line on the files passed over, e.g. ``3 files not scored: .txt 2, hidden 1``; empty when none."""
+        if not self.ignored:
+            return ""
+        n = sum(self.ignored.values())
+        return f"{n} file(s) not scored (not images or videos): " + ", ".join(
+            f"{k} {v}" for k, v in sorted(self.ignored.items())
+        )
+
+
+#: Problems of a path found in a folder that matter even without an image or video extension.
+_FOLDER_PROBLEMS = ("unreadable_folder", "link_loop")
+
+
+def find_inputs(sources: Iterable[str | os.PathLike]) -> Inputs:
+    """Files named directly, plus every image or video under the folders named (sorted by path).
+
+    Nothing found in a folder is dropped in silence: broken or looping links, FIFOs, devices and
+    unreadable files with an image or video extension, and folders that cannot be listed, are
+    returned as ``problems`` (each a ``PredictionError`` row); other files are counted in ``ignored``.
+    """
+    from .ingest import walk
+
+    items: list[Path | PredictionError] = []
+    ignored: dict[str, int] = {}
     for src in sources:
         p = Path(src)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and kind_of(f) and not f.name.startswith("."))
-        else:
-            out.append(p)
-    return out
+        if not p.is_dir():
+            items.append(p)
+            continue
+        for entry in walk(p):
+            media = kind_of(entry.path) is not None
+            if not entry.problem and media:
+                items.append(entry.path)
+            elif entry.problem and (media or entry.problem in _FOLDER_PROBLEMS):
+                e = input_error(BadInputError(entry.path, entry.problem, entry.detail), str(entry.path))
+                items.append(PredictionError(str(entry.path), str(e), type(e).__name__))
+            else:
+                what = entry.problem.replace("_", " ") if entry.problem else entry.path.suffix.lower() or "no extension"
+                ignored[what] = ignored.get(what, 0) + 1
+    return Inputs(items, ignored)
+
+
+def list_inputs(sources: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files ``find_inputs`` finds to score (its problems and ignored files left out)."""
+    return find_inputs(sources).files
 
 
 def source_name(item: Any, name: str | None) -> str:
@@ -198,19 +259,29 @@ def source_name(item: Any, name: str | None) -> str:
 
 
 def input_error(e: BadInputError, source: str) -> InputError:
-    """The predictor's error for a decoder's refusal, naming the input."""
+    """The predictor's error for a decoder's refusal, naming the input and what to do."""
+    detail = f" ({e.detail})" if e.detail else ""
     if e.reason == "too_large":
-        return InputTooLargeError(f"{source} has too many pixels ({e.detail}); downscale it first")
+        return InputTooLargeError(
+            f"{source} has too many pixels{detail}: refused unread as a possible decompression bomb; downscale it "
+            "first (or raise PredictConfig.max_pixels if you trust it)"
+        )
+    if e.reason == "file_too_large":
+        return InputTooLargeError(f"{source} is too large to read{detail}; pass a smaller file")
     if e.reason == "empty_file":
         return UnreadableInputError(f"{source} is empty (0 bytes); pass an image or video file")
-    if e.reason in ("missing_file", "not_regular_file"):
-        return UnreadableInputError(f"{source} does not exist or is not a regular file")
     what = {
+        "missing_file": "does not exist",
+        "broken_link": f"is a broken symbolic link{detail}: its target does not exist",
+        "link_loop": f"is a symbolic link that loops{detail}",
+        "not_regular_file": f"is not a regular file{detail}: not read (it could block or never end)",
+        "unreadable": f"cannot be opened{detail}; check its permissions",
+        "unreadable_folder": f"is a folder that cannot be listed{detail}; its files were not scored",
         "video_unreadable": "could not be opened as a video (OpenCV); check the file and its codec",
         "video_no_frames": "contains no decodable frame; check the file and its codec",
     }.get(e.reason)
     if what:
-        return UnreadableInputError(f"{source}: {what}")
+        return UnreadableInputError(f"{source} {what}")
     return UnreadableInputError(
         f"{source} is not a decodable image ({e.reason}{': ' + e.detail if e.detail else ''}); "
         "check the file (truncated? corrupt?) or remove it"

@@ -288,8 +288,9 @@ def test_folder_layout_at_any_depth(tmp_path):
     assert {(s["source"], s["reason"]) for s in inv.skipped} == {
         ("misc/e.jpg", "no_label_folder"),
         ("real/readme.txt", "unsupported_extension"),
+        ("real/.hidden.jpg", "hidden"),  # listed, not read
     }
-    assert inv.layout == "folders" and inv.counts() == {"images": 4, "videos": 1, "skipped": 2}
+    assert inv.layout == "folders" and inv.counts() == {"images": 4, "videos": 1, "skipped": 3}
 
 
 def test_group_by_identity_folder(tmp_path):
@@ -378,7 +379,8 @@ def test_manifest_named_file_in_the_dataset_folder(tmp_path):
     [
         ("path,label\na.jpg,maybe\n", "line 2"),
         ("path,kind\na.jpg,real\n", "lacks the column"),
-        ("path,label\na.jpg,real\na.jpg,fake\n", "twice"),
+        ("path,label\na.jpg,real\na.jpg,fake\n", r"conflicting labels: a.jpg: line 2 \(real\), line 3 \(fake\)"),
+        ("path,label\na.jpg,real\nb.jpg,fake\na.jpg,real\n", r"more than once: a.jpg: line 2 \(real\), line 4"),
         ("path,label,split\na.jpg,real,holdout\n", "not train/valid/test"),
     ],
 )

@@ -13,19 +13,27 @@
 
 A failing cell stops the stage with its error; the executed notebook (with the error shown at
 the top, as papermill writes it) is kept for reading.
+
+Killing ``dvc repro`` ends the whole stage (``deepfake.lifetime``): the runner receives ``SIGTERM``
+when DVC dies and, on ``SIGTERM``, shuts its kernel down before exiting; the kernel ends with the
+runner even when the runner is killed outright, and preprocessing workers with the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import lifetime, paths
 from .progress import STAGE_ENV, configure_logging
-from .utils import atomic_path
+from .utils import atomic_path, clean_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,9 @@ NOTEBOOKS = {
 # nbformat metadata that records when and how long, not what
 _VOLATILE_CELL_KEYS = ("execution", "papermill")
 _VOLATILE_NOTEBOOK_KEYS = ("start_time", "end_time", "duration", "exception")
+
+# run by the kernel at start-up: it ends with the runner, even a runner killed by SIGKILL
+_KERNEL_ENDS_WITH_RUNNER = "--IPKernelApp.exec_lines=__import__('deepfake.lifetime').lifetime.end_with_parent()"
 
 
 def stage_of(notebook: str | os.PathLike) -> str:
@@ -69,6 +80,26 @@ def scrub_times(nb: dict, input_path: str | None = None, output_path: str | None
     return nb
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the runner at once (the kernel still ends with it)
+    log.warning("stopped by SIGTERM: shutting the kernel down")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned cell's task: expected, not news
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Turn ``SIGTERM`` into ``SystemExit`` (main thread only), so that papermill shuts the kernel down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_stage(
     notebook: str | os.PathLike,
     output: str | os.PathLike,
@@ -76,6 +107,10 @@ def run_stage(
     timeout: float | None = None,
 ) -> Path:
     """Execute ``notebook`` into ``output`` with ``parameters``, as papermill does, quietly and without run times.
+
+    The calling process ends with its parent (DVC): it receives ``SIGTERM`` when the parent
+    dies. While the notebook runs, ``SIGTERM`` raises ``SystemExit(143)`` (in the main thread),
+    which shuts the kernel down first; the kernel itself ends with this process.
 
     Args:
         notebook: the stage's notebook, e.g. ``notebooks/02_train.ipynb``.
@@ -86,6 +121,7 @@ def run_stage(
     Raises:
         FileNotFoundError: no such notebook.
         papermill.PapermillExecutionError: a cell failed (the executed notebook shows where).
+        SystemExit: ``SIGTERM`` arrived while the notebook ran.
     """
     import nbformat
     import papermill as pm
@@ -101,20 +137,23 @@ def run_stage(
     logging.getLogger("papermill").setLevel(logging.WARNING)  # no "Executing Cell n" banners
     log.info(f"running {paths.shown(notebook)} -> {paths.shown(out)}")
     t0 = time.perf_counter()
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.ipynb")  # papermill wants the .ipynb suffix
+    clean_temporaries(out.parent)  # notebooks of a killed run
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.notebook.tmp.ipynb")  # papermill wants the .ipynb suffix
     try:
         try:
-            pm.execute_notebook(
-                str(notebook),
-                str(tmp),
-                parameters=dict(parameters or {}),
-                progress_bar=False,
-                log_output=False,
-                cwd=str(paths.ROOT),
-                execution_timeout=timeout,
-                # the kernel's own warning about TCP without encryption (it listens on localhost only)
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            with _sigterm_exits():
+                lifetime.end_with_parent()  # after the handler: a parent already gone is a clean exit too
+                pm.execute_notebook(
+                    str(notebook),
+                    str(tmp),
+                    parameters=dict(parameters or {}),
+                    progress_bar=False,
+                    log_output=False,
+                    cwd=str(paths.ROOT),
+                    execution_timeout=timeout,
+                    # the kernel's own warning about TCP without encryption (it listens on localhost only)
+                    extra_arguments=["--IPKernelApp.log_level=ERROR", _KERNEL_ENDS_WITH_RUNNER],
+                )
         except BaseException:
             if tmp.exists():  # keep the notebook with the failing cell for reading
                 os.replace(tmp, out)

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import lifetime
 from .config import section, setting
 from .progress import progress as progress_bar
 
@@ -558,7 +559,7 @@ def generate(
     rows = []
     bar = progress_bar(total=len(jobs), desc="synthesising", unit="images", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=lifetime.end_with_parent) as pool:  # no orphans if killed
             for rel, row in pool.map(_render_job, jobs, chunksize=16):
                 rows.append({"file": rel, **row})
                 bar.update()

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepfake"
 #: The modules in the order data flows through them (the README's Layout section).
 ORDER = [
     # settings and places
-    "paths", "utils", "config",
+    "paths", "utils", "lifetime", "config",
     # what a person watching a run sees (progress lines, the stage log)
     "progress",
     # reading data

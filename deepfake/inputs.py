@@ -65,6 +65,8 @@ class Preprocessing:
         align: rotate and scale each face so its eyes and mouth (nose with 5 landmarks) sit at
             canonical positions before the margin crop (needs landmarks).
         several_faces: ``SEVERAL_FACES``; face_at_border: ``FACE_AT_BORDER``.
+        min_side: an image (or frame) whose shorter side has fewer pixels is left out as
+            ``too_small``: nothing can be told from it.
     """
 
     crop: str
@@ -82,6 +84,7 @@ class Preprocessing:
     align: bool = False
     several_faces: str = "largest"
     face_at_border: str = "keep"
+    min_side: int = 32
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -104,6 +107,8 @@ class Preprocessing:
             raise ValueError(f"preprocessing crop_size must be positive with crop={self.crop!r}, got {self.crop_size}")
         if self.input_size < 1:
             raise ValueError(f"preprocessing input_size must be positive, got {self.input_size}")
+        if self.min_side < 1:
+            raise ValueError(f"preprocessing min_side must be at least 1 pixel, got {self.min_side}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
@@ -178,6 +183,8 @@ def find_faces(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> lis
 def crop_image(rgb: np.ndarray, prep: Preprocessing) -> Crop:
     """The preprocess stage's crop of a decoded (H, W, 3) uint8 image: around its largest face,
     or the centre square, or the whole image, as ``prep`` says (video frames: ``crop_frames``)."""
+    if _too_small(rgb, prep):
+        return Crop(None, "none", reason="too_small")
     if not prep.detect:
         return _whole(rgb, prep)
     boxes = find_faces(rgb, prep)
@@ -188,9 +195,14 @@ def crop_frames(frames: list[np.ndarray], prep: Preprocessing) -> list[Crop]:
     """Crops of a video's sampled frames, following one face: the largest in the first frame
     with a face, then in each frame the box nearest the previous one (the track is each crop's ``box``)."""
     if not prep.detect:
-        return [_whole(rgb, prep) for rgb in frames]
+        return [
+            Crop(None, "none", reason="too_small") if _too_small(rgb, prep) else _whole(rgb, prep) for rgb in frames
+        ]
     crops, previous = [], None
     for rgb in frames:
+        if _too_small(rgb, prep):
+            crops.append(Crop(None, "none", reason="too_small"))
+            continue
         boxes = find_faces(rgb, prep, video=True)
         box = None
         if boxes:
@@ -198,6 +210,10 @@ def crop_frames(frames: list[np.ndarray], prep: Preprocessing) -> list[Crop]:
             previous = box
         crops.append(crop_around(rgb, box, len(boxes), prep))
     return crops
+
+
+def _too_small(rgb: np.ndarray, prep: Preprocessing) -> bool:
+    return min(rgb.shape[:2]) < prep.min_side
 
 
 def crop_around(rgb: np.ndarray, box: FaceBox | None, n_faces: int, prep: Preprocessing) -> Crop:

@@ -26,6 +26,7 @@ from .shortcuts import ShortcutAudit, audit_shortcuts, sources_of
 from .split import (
     SplitConfig,
     balance_table,
+    check_labels,
     check_leakage,
     has_given_split,
     keep_given_split,
@@ -33,7 +34,7 @@ from .split import (
     write_splits,
 )
 from .train import TrainConfig, TrainResult
-from .utils import write_json
+from .utils import prepare_output_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def run_split(
 
     root = paths.resolve(raw_dir)
     index = index_dataset(root)
+    check_labels(index, paths.shown(root))
     frame = keep_given_split(index, cfg) if has_given_split(index) else split_dataset(index, cfg)
     out = paths.resolve(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,9 +200,8 @@ def run_preprocess(
     from . import plots, tracking
     from .preprocess import preprocess
 
+    out = prepare_output_dir(paths.resolve(reports_dir))  # before the long work, not after it
     result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
-    out = paths.resolve(reports_dir)
-    out.mkdir(parents=True, exist_ok=True)
     details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
     tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
@@ -210,6 +211,12 @@ def run_preprocess(
             f"decoded {timings['processed_now']} source(s) in {timings['seconds']:.1f} s "
             f"({timings['images_per_second']} images/s), reused {timings['reused']}"
         )
+    if len(result.skipped):
+        reasons = ", ".join(f"{k} {v}" for k, v in result.summary["skipped_by_reason"].items())
+        log.info(f"{len(result.skipped)} input(s) skipped, listed in {paths.shown(out / 'skipped.csv')}: {reasons}")
+    if result.summary["unsupported_by_extension"]:
+        exts = ", ".join(f"{k} {v}" for k, v in result.summary["unsupported_by_extension"].items())
+        log.info(f"files that are neither images nor videos, by extension: {exts}")
     result.skipped.to_csv(out / "skipped.csv", index=False)
     if len(result.manifest) or len(result.skipped):
         raw = paths.resolve(raw_dir)
@@ -232,6 +239,8 @@ def run_train(
     from .train import blend_examples, train
 
     out = paths.resolve(reports_dir)
+    if env_rank() == 0:
+        prepare_output_dir(out)  # before the first epoch, not after the last
     tracker = tracking.TrainTracker(out, resume=cfg.resume) if env_rank() == 0 else None
     result = train(
         cfg,
@@ -276,6 +285,7 @@ def run_evaluate(
         )
     splits = paths.resolve(splits_dir)
     frame, val = read_split(splits, split), read_split(splits, calibration_split)
+    prepare_output_dir(paths.resolve(reports_dir))
     result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(faces_dir), cfg, val=val)
     result.metrics = {"split": split, "calibration_split": calibration_split, **result.metrics}
     write_outputs(result, paths.resolve(reports_dir), write_calibration=True, ece_bins=cfg.ece_bins)
@@ -329,13 +339,13 @@ def run_cross_evaluate(
         margin=prep.margin,
         size=prep.crop_size or prep.input_size,
         frames_per_video=prep.frames_per_video,
+        min_side=prep.min_side,
         keep_splits=False,
     )
-    out = paths.resolve(reports_dir)
+    out = prepare_output_dir(paths.resolve(reports_dir))
     from .preprocess import preprocess
 
     cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
     cache.skipped.to_csv(out / "skipped.csv", index=False)  # its counts go into metrics.json
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")

@@ -12,17 +12,28 @@ The output folder is itself a dataset root: ``manifest.csv`` (``path,label,targe
 The split and training stages read it like any dataset. ``skipped.csv`` lists every input not
 used and why (``deepfake.media.REASONS``).
 
-Re-running is cheap: a run records each source's size, modification time and SHA-256 with
-what it produced. When the settings and every source are unchanged it returns at once without
-writing; otherwise only new or changed sources are decoded again (a source whose bytes hash the
-same is reused even if its time stamp moved), and outputs of sources that disappeared are
-removed.
+Re-running is cheap: a run records each source's size, modification time, permissions and
+SHA-256 with what it produced. When the settings and every source are unchanged it returns at
+once without writing; otherwise only new or changed sources are decoded again (a source whose
+bytes hash the same is reused even if its time stamp moved), and outputs of sources that
+disappeared are removed.
+
+Faults of an input and faults of the machine are told apart. A bad input (corrupt, truncated,
+too small, a FIFO, no face...) is listed in ``skipped.csv`` and remembered: it is tried again
+when its content, its permissions or the settings change, or with ``retry_skipped``; files that
+could not be opened (``unreadable``) or ran the machine out of memory are tried again on every
+run. A write that fails (read-only folder, full disk: ``deepfake.utils.OutputError``) or a
+machine out of file handles stops the stage with an error naming the path, marks no input bad,
+and keeps what was done for the next run. The output folder is checked writable, and temporary
+files of an interrupted run are removed, before any work starts; ``manifest.csv`` is written
+last, and removed while the cache is being changed, so a stopped run never looks complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -35,17 +46,20 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, lifetime
 from .audit import phash_hex
 from .config import section, setting
 from .faces import DETECTORS, MAX_UPSAMPLE, FaceModelError
 from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
 from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Crop, Preprocessing, crop_frames, crop_image
 from .landmarks import format_points
-from .media import REASONS, BadInputError, decode_image, read_bytes, sha256_file
+from .media import REASONS, BadInputError, check_regular_file, decode_image, read_bytes, sha256_file
 from .progress import progress as progress_bar
-from .utils import atomic_path
-from .video import read_video_frames
+from .split import conflicting_labels
+from .utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir
+from .video import sample_video
+
+log = logging.getLogger(__name__)
 
 STATE_NAME = ".preprocess.json"  # what each source gave, by content: part of the cache (and of its DVC hash)
 # sizes and modification times of the sources when they were processed, so that unchanged files
@@ -91,6 +105,12 @@ class PreprocessConfig:
         real_dirs: comma-separated folder names that mean real.
         fake_dirs: comma-separated folder names that mean fake.
         max_megapixels: larger images are refused unread (decompression-bomb guard).
+        max_file_mb: larger files are refused unread (checked before reading: a link to
+            ``/dev/zero`` or a stray disk image never fills memory).
+        min_side: images (and video frames) whose shorter side has fewer pixels are skipped as
+            ``too_small``; recorded in the contract, so the predictor refuses them too.
+        retry_skipped: decode again every input an earlier run skipped, even unchanged ones
+            (not part of the settings' fingerprint: the cache's other crops are reused).
     """
 
     detect: bool = setting()
@@ -111,6 +131,9 @@ class PreprocessConfig:
     real_dirs: str = setting()
     fake_dirs: str = setting()
     max_megapixels: float = setting(gt=0)
+    max_file_mb: float = setting(gt=0)
+    min_side: int = setting(min=1)
+    retry_skipped: bool = setting()
 
     def __post_init__(self) -> None:
         _ = self.ingest  # validates real_dirs, fake_dirs, group_by
@@ -142,11 +165,16 @@ class PreprocessConfig:
             align=self.align,
             several_faces=self.several_faces,
             face_at_border=self.face_at_border,
+            min_side=self.min_side,
         )
 
     @property
     def max_pixels(self) -> int:
         return int(self.max_megapixels * 1e6)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
 
 
 @dataclass
@@ -169,6 +197,7 @@ _WORKER: dict = {}
 
 def _init_worker(cfg: PreprocessConfig, out_dir: str, single_thread: bool) -> None:
     if single_thread:
+        lifetime.end_with_parent()  # a pool worker ends with the process that started it (and the forkserver)
         cv2.setNumThreads(1)  # one process per core already
     _WORKER.update(cfg=cfg, prep=cfg.contract(), out=Path(out_dir))
 
@@ -194,7 +223,7 @@ def _product(
     rec["decoded"] += 1
     if crop.how == "face" or crop.box is not None:
         rec["faces"] += 1
-    elif detect:
+    elif detect and crop.reason != "too_small":
         rec["no_face"] += 1
     if crop.image is None:
         detail = f"{shape[1]}x{shape[0]} px"
@@ -229,13 +258,17 @@ def process_source(job: tuple[Source, str]) -> dict:
     rec: dict[str, Any] = {"sha256": "", "products": [], "skips": [], "decoded": 0, "faces": 0, "no_face": 0}
     try:
         if src.kind == "image":
-            data = read_bytes(src.path)
+            data = read_bytes(src.path, cfg.max_bytes)
             rec["sha256"] = hashlib.sha256(data).hexdigest()
             rgb = decode_image(data, src.path, cfg.max_pixels)
             _product(crop_image(rgb, prep), rgb.shape, out, key, None, rec, cfg.detect)
         else:
-            rec["sha256"] = sha256_file(src.path) if src.path.is_file() else ""
-            frames = read_video_frames(src.path, cfg.frames_per_video)
+            check_regular_file(src.path, cfg.max_bytes)
+            rec["sha256"] = sha256_file(src.path)
+            sample = sample_video(src.path, cfg.frames_per_video, max_bytes=cfg.max_bytes)
+            frames = sample.frames
+            for index in sample.missing:  # listed, not dropped in silence
+                rec["skips"].append({"frame": index, "reason": "frame_unreadable", "detail": ""})
             crops = crop_frames([rgb for _, rgb in frames], prep)
             for (index, rgb), crop in zip(frames, crops):
                 _product(crop, rgb.shape, out, f"{key}/{index:06d}.png", index, rec, cfg.detect)
@@ -246,15 +279,15 @@ def process_source(job: tuple[Source, str]) -> dict:
                     {
                         "frame": "all",
                         "reason": reason,
-                        "detail": f"{reason.replace('_', ' ')} in all {len(frames)} sampled frames",
+                        "detail": f"{reason.replace('_', ' ')} in all {len(rec['skips'])} sampled frames",
                     }
                 ]
     except BadInputError as e:
         rec["skips"].append({"frame": "", "reason": e.reason, "detail": e.detail})
     except MemoryError as e:
-        rec["skips"].append({"frame": "", "reason": "too_large", "detail": f"out of memory while decoding: {e}"[:300]})
-    except FaceModelError:
-        raise  # the environment, not this input: stop the stage
+        rec["skips"].append({"frame": "", "reason": "out_of_memory", "detail": f"{e}"[:300]})
+    except (FaceModelError, EnvironmentFault):
+        raise  # the machine, not this input (a failed write, no file handles): stop the stage
     except (OSError, ValueError, cv2.error) as e:  # anything else about this one file: record, go on
         rec["skips"].append({"frame": "", "reason": "corrupt", "detail": f"{type(e).__name__}: {e}"[:300]})
     return rec
@@ -290,9 +323,20 @@ def output_keys(sources: list[Source]) -> list[str]:
     return keys
 
 
+#: Settings that change how a run goes, not what it writes: not in the fingerprint nor the state.
+_RUN_ONLY = ("workers", "retry_skipped")
+#: Skip reasons that say nothing lasting about the file: tried again on every run.
+RETRIED = ("unreadable", "out_of_memory", "missing_file")
+
+
+def recorded_settings(cfg: PreprocessConfig) -> dict[str, Any]:
+    """The settings a cache records (those that decide its content)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+
+
 def settings_key(cfg: PreprocessConfig) -> str:
     """Fingerprint of everything besides the inputs that decides the output: settings and code."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(recorded_settings(cfg), sort_keys=True).encode())
     h.update(__version__.encode())
     here = Path(__file__).parent
     for name in _CODE:
@@ -302,11 +346,38 @@ def settings_key(cfg: PreprocessConfig) -> str:
 
 
 def _stat(p: Path) -> list[int]:
+    """What tells a changed file without reading it: size, modification time, permissions and owner."""
     try:
         st = p.stat()
-        return [st.st_size, st.st_mtime_ns]
+        return [st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid]
     except OSError:
-        return [-1, -1]
+        return [-1, -1, -1, -1, -1]
+
+
+def _reusable(
+    rec: dict | None, key: str, stat: list[int], old_stat: list[int] | None, src: Source, out: Path, retry_skipped: bool
+) -> bool:
+    """Whether an earlier run's record of ``src`` still holds: same key, its crops present, and the
+    same file (by stat, or by content for a used file whose time stamp moved). A skipped input is
+    tried again when its stat changed (content, permissions, owner), when its reason is one of
+    ``RETRIED``, or with ``retry_skipped``."""
+    if rec is None or stat[0] < 0:
+        return False
+    if rec["skips"] and (retry_skipped or any(s["reason"] in RETRIED for s in rec["skips"])):
+        return False
+    if not all(p["path"] == key or p["path"].startswith(key + "/") for p in rec["products"]):
+        return False
+    if not all((out / p["path"]).is_file() for p in rec["products"]):
+        return False
+    if old_stat == stat:
+        return True
+    if rec["skips"]:
+        return False
+    try:
+        check_regular_file(src.path, max_bytes=None)
+        return sha256_file(src.path) == rec["sha256"]
+    except (BadInputError, OSError):
+        return False
 
 
 def _load_state(out: Path) -> dict | None:
@@ -431,6 +502,9 @@ def _summary(
         "written": int(len(manifest)),
         "skipped": int(len(skipped)),
         "skipped_by_reason": {k: int(v) for k, v in skipped["reason"].value_counts().sort_index().items()},
+        "unsupported_by_extension": _by_extension(skipped),
+        "labels": {lab: int((manifest["label"] == lab).sum()) if len(manifest) else 0 for lab in LABELS},
+        "conflicting_labels": len(conflicting_labels(manifest)),
         "videos_with_frames": int(sum(bool(records[s.rel]["products"]) for s in videos)),
         "processed_now": processed,
         "reused": len(inv.sources) - processed,
@@ -440,6 +514,12 @@ def _summary(
         "seconds": round(seconds, 3),
         "images_per_second": round(decoded_now / seconds, 2) if seconds > 0 and decoded_now else None,
     }
+
+
+def _by_extension(skipped: pd.DataFrame) -> dict[str, int]:
+    """Files of types that are neither images nor videos, counted by extension."""
+    rows = skipped[skipped["reason"].isin(["unsupported_extension", "no_label_folder"]) & (skipped["detail"] != "")]
+    return {str(k): int(v) for k, v in rows["detail"].value_counts().sort_index().items()}
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -461,11 +541,17 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
         return 0
     for p in sorted(out.rglob("*.png")):
         if p.relative_to(out).as_posix() not in keep:
-            p.unlink()
+            try:
+                p.unlink()
+            except OSError as e:
+                raise output_error(p, e, "remove the stale crop") from e
             n += 1
     for d in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
         if not any(d.iterdir()):
-            d.rmdir()
+            try:
+                d.rmdir()
+            except OSError as e:
+                raise output_error(d, e, "remove the empty folder") from e
     return n
 
 
@@ -479,99 +565,164 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # forkserver: children never inherit the caller's threads (torch, OpenCV pools), whose locks a
+    # plain fork can copy in a held state and deadlock on
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _run_jobs(
-    jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool
-) -> list[dict]:
+    jobs: list[tuple[Source, str]], cfg: PreprocessConfig, out: Path, workers: int, progress: bool, done: list[dict]
+) -> None:
+    """Process ``jobs`` in order, appending each record to ``done`` as it arrives (so that what was
+    done survives an error or an interruption); on an error, jobs not started are cancelled."""
     bar = progress_bar(total=len(jobs), desc="preprocess", unit="files", disable=not (progress and jobs))
-    results = []
     try:
         if workers == 1 or len(jobs) < 2:
             _init_worker(cfg, str(out), single_thread=False)
             for job in jobs:
-                results.append(process_source(job))
+                done.append(process_source(job))
                 bar.update()
         else:
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
-            # forkserver: children never inherit the caller's threads (torch, OpenCV pools), whose
-            # locks a plain fork can copy in a held state and deadlock on
-            ctx: multiprocessing.context.BaseContext
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload([__name__])  # imported once by the server, not once per worker
-            else:
-                ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), True)
-            ) as ex:
+            ex = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=_pool_context(),
+                initializer=_init_worker,
+                initargs=(cfg, str(out), True),
+            )
+            try:
                 for rec in ex.map(process_source, jobs, chunksize=chunk):
-                    results.append(rec)
+                    done.append(rec)
                     bar.update()
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)  # running jobs end; the rest never start
     finally:
         bar.close()
-    return results
+
+
+def _check_labels(manifest: pd.DataFrame) -> list[str]:
+    """Warnings about the labels of the crops written: one class only, or one file under both labels."""
+    warnings = []
+    counts = manifest["label"].value_counts() if len(manifest) else pd.Series(dtype=int)
+    if len(manifest) and len(counts) < 2:
+        only = counts.index[0]
+        warnings.append(
+            f"every crop is {only} ({len(manifest)}): a detector needs real and fake images, and the split stage "
+            "will refuse this dataset; check real_dirs/fake_dirs or the manifest's label column"
+        )
+    conflicts = conflicting_labels(manifest)
+    if conflicts:
+        warnings.append(
+            f"{len(conflicts)} file(s) appear under both labels (same bytes), e.g. {conflicts[0]}; the split stage "
+            "will refuse this dataset: keep each file under its right label"
+        )
+    return warnings
+
+
+def _save_partial(out: Path, key: str, cfg: PreprocessConfig, records: dict, stats: dict) -> None:
+    """Record what an interrupted or failed run finished, so the next run does not do it again
+    (best effort: the disk may be what failed). No manifest is written: the cache is incomplete."""
+    try:
+        with atomic_path(out / STATE_NAME) as tmp:
+            tmp.write_text(json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records}))
+        with atomic_path(out / STAT_NAME) as tmp:
+            tmp.write_text(json.dumps(stats))
+    except (EnvironmentFault, OSError) as e:
+        log.warning(f"could not record the finished part of the run in {out}: {e}")
 
 
 def preprocess(
-    dataset: str | os.PathLike, out_dir: str | os.PathLike, cfg: PreprocessConfig | None = None, progress: bool = True
+    dataset: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: PreprocessConfig | None = None,
+    progress: bool = True,
 ) -> PreprocessResult:
     """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
 
     Args:
         dataset: a folder (``real/``/``fake/`` or ``manifest.csv``) or a CSV manifest.
         out_dir: the cache folder; created, or one this function wrote before.
-        cfg: detection, cropping and parallelism settings.
+        cfg: detection, cropping and parallelism settings (``retry_skipped`` decodes every
+            skipped input again).
         progress: show a progress bar.
 
     Returns:
         The manifest and skip list (also written to ``out_dir``) and a summary with counts
         (faces found, skipped by reason) and throughput.
+
+    Raises:
+        deepfake.utils.OutputError: ``out_dir`` or a crop cannot be written (permissions,
+            read-only or full disk); the work finished so far is kept for the next run.
+        deepfake.utils.EnvironmentFault: the machine ran out of file handles or memory.
+        deepfake.ingest.DatasetLayoutError: the dataset has no usable layout.
     """
     cfg = cfg or PreprocessConfig()
     inv = scan(dataset, cfg.ingest)
     out = Path(out_dir)
     _check_out_dir(out, inv)
+    prepare_output_dir(out, recursive=True)  # writable? leftovers of a killed run removed
     key = settings_key(cfg)
     keys = output_keys(inv.sources)
     state = _load_state(out)
     old = state["sources"] if state and state.get("settings") == key else {}
     old_stats = _load_stats(out)
 
-    records, stats, todo = {}, {}, []
+    records: dict[str, dict] = {}
+    stats: dict[str, list[int]] = {}
+    todo: list[tuple[Source, str, list[int]]] = []
     for src, k in zip(inv.sources, keys):
         rec, stat = old.get(src.rel), _stat(src.path)
-        if (
-            rec is not None
-            and all(p["path"] == k or p["path"].startswith(k + "/") for p in rec["products"])
-            and all((out / p["path"]).is_file() for p in rec["products"])
-        ):
-            same = old_stats.get(src.rel) == stat and stat[0] >= 0
-            if same or (stat[0] >= 0 and sha256_file(src.path) == rec["sha256"]):  # same bytes: reuse
-                records[src.rel], stats[src.rel] = {f: v for f, v in rec.items() if f != "stat"}, stat
-                continue
-        todo.append((src, k, stat))
+        if rec is not None and _reusable(rec, k, stat, old_stats.get(src.rel), src, out, cfg.retry_skipped):
+            records[src.rel], stats[src.rel] = rec, stat
+        else:
+            todo.append((src, k, stat))
     workers = resolve_workers(cfg.workers)
     seconds = 0.0
     if todo:
-        out.mkdir(parents=True, exist_ok=True)
         if not (out / STATE_NAME).is_file():  # claim the folder before writing into it
-            (out / STATE_NAME).write_text(json.dumps({"settings": None, "sources": {}}))
+            with atomic_path(out / STATE_NAME) as tmp:
+                tmp.write_text(json.dumps({"settings": None, "sources": {}}))
+        _remove_manifest(out)  # the cache is about to change: it must not look complete until done
         t0 = time.perf_counter()
-        results = _run_jobs([(s, k) for s, k, _ in todo], cfg, out, min(workers, len(todo)), progress)
+        done: list[dict] = []
+        try:
+            _run_jobs([(s, k) for s, k, _ in todo], cfg, out, min(workers, len(todo)), progress, done)
+        except BaseException:
+            for (src, _, stat), rec in zip(todo, done):
+                records[src.rel], stats[src.rel] = rec, stat
+            _save_partial(out, key, cfg, records, stats)
+            raise
         seconds = time.perf_counter() - t0
-        for (src, _, stat), rec in zip(todo, results):
+        for (src, _, stat), rec in zip(todo, done):
             records[src.rel], stats[src.rel] = rec, stat
     records = {s.rel: records[s.rel] for s in inv.sources}  # the dataset's order, however much was reused
     manifest, skipped = _tables(inv, records)
-    new_state = {"settings": key, "config": asdict(cfg), "sources": records}
-    changed = _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
+    for warning in _check_labels(manifest):
+        log.warning(warning)
+    # the manifest last: a run stopped before it leaves no manifest.csv, never a stale one
+    changed = _remove_stale(out, set(manifest["path"])) > 0
     changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
-    changed |= _remove_stale(out, set(manifest["path"])) > 0
     changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
-    changed |= _write_if_changed(out / STATE_NAME, json.dumps(new_state))
+    changed |= _write_if_changed(
+        out / STATE_NAME, json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records})
+    )
     _write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
+    changed |= _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
     summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
     return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))
+
+
+def _remove_manifest(out: Path) -> None:
+    try:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+    except OSError as e:
+        raise output_error(out / MANIFEST_NAME, e, "remove") from e
 
 
 def explain_reasons(skipped: pd.DataFrame) -> pd.DataFrame:

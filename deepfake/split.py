@@ -19,6 +19,10 @@ class LeakageError(RuntimeError):
     """A group or an identical file appears in more than one split."""
 
 
+class LabelError(ValueError):
+    """The labels cannot train a detector: one class only, or one file under both labels."""
+
+
 @dataclass(frozen=True)
 @section("split", base_keys=("seed",))
 class SplitConfig:
@@ -43,6 +47,43 @@ class SplitConfig:
     near_dup_bits: int = setting(min=-1, max=127)
     min_val_images: int = setting(min=0)
     min_val_groups: int = setting(min=0)
+
+
+def conflicting_labels(frame: pd.DataFrame) -> list[str]:
+    """Files with identical bytes found under both labels, each as ``"a (real) = b (fake)"``.
+
+    Identical means the same source bytes (``source_sha256``, a preprocess cache) or, for a
+    dataset used as it is, the same file bytes (``sha256``).
+    """
+    key = "source_sha256" if "source_sha256" in frame.columns else "sha256"
+    name = "source" if "source" in frame.columns else "path"
+    if key not in frame.columns or "label" not in frame.columns or not len(frame):
+        return []
+    rows = frame[frame[key].astype(str) != ""].drop_duplicates([key, name, "label"])
+    labels = rows.groupby(key)["label"].nunique()
+    out = []
+    for h in labels[labels > 1].index:
+        same = rows[rows[key] == h]
+        out.append(" = ".join(f"{r[name]} ({r['label']})" for _, r in same.iterrows()))
+    return sorted(out)
+
+
+def check_labels(frame: pd.DataFrame, where: str = "the dataset") -> None:
+    """Raise ``LabelError`` when ``frame`` holds one class only, or one file under both labels (naming the rows)."""
+    counts = frame["label"].value_counts()
+    if len(counts) < 2:
+        only = counts.index[0] if len(counts) else "nothing"
+        raise LabelError(
+            f"{where} holds only {only} images ({len(frame)}): a detector needs both real and fake ones; check "
+            "preprocess.real_dirs / fake_dirs (the folder names) or the manifest's label column"
+        )
+    conflicts = conflicting_labels(frame)
+    if conflicts:
+        shown = "; ".join(conflicts[:5]) + (f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+        raise LabelError(
+            f"{where} holds {len(conflicts)} file(s) under both labels (identical bytes): {shown}; keep each file "
+            "under its right label only"
+        )
 
 
 def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:

@@ -48,7 +48,7 @@ from .metrics import binary_metrics
 from .models import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
 from .resume import Progress, load_resume, restore, rng_state
 from .steps import EpochStats, StepOptions, make_scheduler, train_one_epoch
-from .utils import amp_dtype, atomic_path, cpu_bf16_supported, resolve_device, seed_everything
+from .utils import amp_dtype, atomic_path, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,8 @@ def train(
 def _train(
     cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, on_epoch, info: D.DistInfo
 ) -> TrainResult:
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:  # writable before an epoch of work; leftovers of a killed checkpoint write removed
+        prepare_output_dir(out)
     seed_everything(cfg.seed, cfg.deterministic)
     device = _device_for(cfg, info)
     cuda = device.type == "cuda"

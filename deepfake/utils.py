@@ -19,6 +19,7 @@ import os
 import random
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,10 @@ def output_error(path: str | os.PathLike, e: OSError, doing: str = "write") -> O
 #: Temporary files of ``atomic_path``, ``.<name>.<pid>.<random>.tmp``, and of the stage runner
 #: (``.<name>.<pid>.notebook.tmp.ipynb``: papermill needs the suffix).
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp(\.ipynb)?$")
+#: Temporary files of versions before the pid was in the name, ``.<name>.<random>.tmp``: removed
+#: once this old (no write takes that long), as their writer cannot be checked.
+_OLD_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+_OLD_TEMPORARY_SECONDS = 3600
 
 
 @contextlib.contextmanager
@@ -166,11 +171,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _left_over(p: Path) -> bool:
+    m = _TEMPORARY.match(p.name)
+    if m:
+        return not _alive(int(m["pid"]))
+    if _OLD_TEMPORARY.match(p.name):
+        try:
+            return time.time() - p.stat().st_mtime > _OLD_TEMPORARY_SECONDS
+        except OSError:
+            return False
+    return False
+
+
 def clean_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Remove the temporary files ``atomic_path`` left in ``folder`` when its process was killed.
 
     Only files of the ``.<name>.<pid>.<random>.tmp`` form whose process no longer runs are
-    removed (a concurrent writer's are kept). Returns the removed paths.
+    removed (a concurrent writer's are kept), and those of the older ``.<name>.<random>.tmp``
+    form untouched for an hour. Returns the removed paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -178,8 +196,7 @@ def clean_temporaries(folder: str | os.PathLike, recursive: bool = False) -> lis
     removed = []
     found = folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")
     for p in sorted(found):
-        m = _TEMPORARY.match(p.name)
-        if m and p.is_file() and not _alive(int(m["pid"])):
+        if p.is_file() and _left_over(p):
             try:
                 p.unlink()
             except FileNotFoundError:

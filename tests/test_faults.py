@@ -499,11 +499,15 @@ def test_only_leftovers_of_dead_processes_are_removed(tmp_path):
     names = [
         f".last.pt.{pid}.k3j4h5g6.tmp",  # a checkpoint write killed midway
         f".02_train.ipynb.{pid}.notebook.tmp.ipynb",  # a stage notebook of a killed runner
+        ".last.pt.x1y2z3w4.tmp",  # an hour-old leftover of a version without the pid in the name
         f".best.pt.{os.getpid()}.abcdefgh.tmp",  # a write of this (running) process: kept
+        ".best.pt.q9r8s7t6.tmp",  # old form, just written: kept (its writer cannot be checked)
         ".notes.tmp",  # not ours: kept
     ]
     for name in names:
         (tmp_path / name).write_bytes(b"")
+    hour_ago = time.time() - 3700
+    os.utime(tmp_path / names[2], (hour_ago, hour_ago))
     removed = {p.name for p in clean_temporaries(tmp_path)}
-    assert removed == set(names[:2])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+    assert removed == set(names[:3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[3:])

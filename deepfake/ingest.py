@@ -22,7 +22,6 @@ other types.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .media import BadInputError, check_regular_file, file_type, kind_of
+from .media import BadInputError, check_regular_file, file_type, kind_of, link_target, read_error
+from .utils import EnvironmentFault
 
 LABELS = ("real", "fake")  # target 0 = real, 1 = fake
 MANIFEST_NAME = "manifest.csv"
@@ -152,13 +152,6 @@ class Entry:
     detail: str = ""
 
 
-def _link_target(path: Path) -> str:
-    try:
-        return f"-> {os.readlink(path)}"
-    except OSError:
-        return ""
-
-
 def walk(root: str | os.PathLike) -> Iterator[Entry]:
     """Every path below ``root`` in sorted order: regular files, and each path that cannot be
     used with its reason (``deepfake.media.REASONS``), so that nothing is passed over in silence.
@@ -167,7 +160,8 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
     it is a ``link_loop``, a second link to a folder already walked is ``link_loop`` too (its
     files are listed once). Folders that cannot be listed are ``unreadable_folder``; hidden
     entries (``.name``) are ``hidden`` and not descended into; FIFOs, devices and sockets are
-    ``not_regular_file`` and never opened.
+    ``not_regular_file`` and never opened. Errors are told apart by ``deepfake.media.read_error``:
+    a machine out of file handles or memory raises ``EnvironmentFault`` instead of listing paths.
     """
     root = Path(root)
     seen: set[tuple[int, int]] = set()
@@ -175,7 +169,7 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
         st = os.stat(root)
         seen.add((st.st_dev, st.st_ino))
     except OSError as e:
-        yield Entry(root, "unreadable_folder", e.strerror or str(e))
+        yield _unreadable_folder(root, e)
         return
     stack = [root]
     while stack:
@@ -184,7 +178,7 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
             with os.scandir(folder) as it:
                 names = sorted(e.name for e in it)
         except OSError as e:
-            yield Entry(folder, "unreadable_folder", f"{type(e).__name__}: {e.strerror or e}")
+            yield _unreadable_folder(folder, e)
             continue
         subfolders = []
         for name in names:
@@ -194,17 +188,13 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
                 continue
             try:
                 st = os.stat(p)  # follows links
-            except FileNotFoundError:
-                yield Entry(p, "broken_link", _link_target(p)) if os.path.islink(p) else Entry(p, "missing_file")
-                continue
             except OSError as e:
-                problem = "link_loop" if e.errno == errno.ELOOP else "unreadable"
-                yield Entry(p, problem, _link_target(p) if problem == "link_loop" else (e.strerror or str(e)))
+                yield _problem(p, e)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in seen:
-                    yield Entry(p, "link_loop", _link_target(p) + " (a folder already walked)")
+                    yield Entry(p, "link_loop", link_target(p) + " (a folder already walked)")
                     continue
                 seen.add(key)
                 subfolders.append(p)
@@ -213,6 +203,19 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
             else:
                 yield Entry(p, "not_regular_file", file_type(st.st_mode))
         stack.extend(reversed(subfolders))  # depth first, in sorted order
+
+
+def _problem(path: Path, e: OSError) -> Entry:
+    """The entry of a path ``os.stat`` failed on (``deepfake.media.read_error``), or raise a machine fault."""
+    err = read_error(path, e)
+    if isinstance(err, EnvironmentFault):
+        raise err from e
+    return Entry(path, err.reason, err.detail)
+
+
+def _unreadable_folder(folder: Path, e: OSError) -> Entry:
+    entry = _problem(folder, e)
+    return Entry(folder, "unreadable_folder", entry.detail) if entry.problem == "unreadable" else entry
 
 
 def _scan_folders(root: Path, cfg: IngestConfig) -> Inventory:

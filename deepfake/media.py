@@ -190,12 +190,28 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
     return np.ascontiguousarray(rgb)
 
 
-def _read_error(path: str | os.PathLike, e: OSError) -> Exception:
-    """The error for an ``OSError`` met reading ``path``: the machine's (``EnvironmentFault``) or the file's."""
+def link_target(path: str | os.PathLike) -> str:
+    """``-> target`` of a symbolic link, for reports (empty when ``path`` is not a readable link)."""
+    try:
+        return f"-> {os.readlink(os.fspath(path))}"
+    except OSError:
+        return ""
+
+
+def read_error(path: str | os.PathLike, e: OSError) -> BadInputError | EnvironmentFault:
+    """What an ``OSError`` met opening, listing or reading ``path`` says: the machine is at fault
+    (``EnvironmentFault``: out of file handles or memory), or the path (``BadInputError``:
+    ``missing_file``, ``broken_link``, ``link_loop`` or ``unreadable``)."""
+    if isinstance(e, FileNotFoundError):
+        return (
+            BadInputError(path, "broken_link", link_target(path))
+            if os.path.islink(path)
+            else BadInputError(path, "missing_file")
+        )
     if e.errno in MACHINE_ERRNOS:
         return EnvironmentFault(f"cannot read {path}: {e.strerror or e}; the machine is out of file handles or memory")
     if e.errno == errno.ELOOP:
-        return BadInputError(path, "link_loop", e.strerror or str(e))
+        return BadInputError(path, "link_loop", link_target(path))
     return BadInputError(path, "unreadable", f"{type(e).__name__}: {e.strerror or e}")
 
 
@@ -222,12 +238,8 @@ def check_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_FILE
     """
     try:
         st = os.stat(path)
-    except FileNotFoundError as e:
-        if os.path.islink(path):
-            raise BadInputError(path, "broken_link", f"-> {os.readlink(os.fspath(path))}") from e
-        raise BadInputError(path, "missing_file") from e
     except OSError as e:
-        raise _read_error(path, e) from e
+        raise read_error(path, e) from e
     if not stat.S_ISREG(st.st_mode):
         raise BadInputError(path, "not_regular_file", file_type(st.st_mode))
     if max_bytes is not None and st.st_size > max_bytes:
@@ -242,7 +254,7 @@ def read_bytes(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES) 
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1) if max_bytes is not None else f.read()
     except OSError as e:
-        raise _read_error(path, e) from e
+        raise read_error(path, e) from e
     if max_bytes is not None and len(data) > max_bytes:
         raise BadInputError(path, "file_too_large", f"more than {max_bytes / 2**20:.0f} MiB")
     return data

@@ -285,10 +285,10 @@ def run_evaluate(
         )
     splits = paths.resolve(splits_dir)
     frame, val = read_split(splits, split), read_split(splits, calibration_split)
-    prepare_output_dir(paths.resolve(reports_dir))
+    out = prepare_output_dir(paths.resolve(reports_dir))
     result = evaluate(paths.resolve(checkpoint), frame, paths.resolve(faces_dir), cfg, val=val)
     result.metrics = {"split": split, "calibration_split": calibration_split, **result.metrics}
-    write_outputs(result, paths.resolve(reports_dir), write_calibration=True, ece_bins=cfg.ece_bins)
+    write_outputs(result, out, write_calibration=True, ece_bins=cfg.ece_bins)
     if "latency_ms_median" in result.metrics:
         m = result.metrics
         log.info(

@@ -196,10 +196,7 @@ class Predictor:
     def _prepared(self, crop: Crop, rgb: np.ndarray, source: str, timing: dict, keep_image: bool) -> Prepared:
         """A ``Crop`` of ``rgb`` as the network's input, or ``NoFaceError`` saying why it was left out."""
         if crop.image is None and crop.reason == "too_small":
-            raise InputTooSmallError(
-                f"{source} is {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the {self.preprocessing.min_side} px "
-                "the checkpoint's preprocessing needs on the shorter side (min_side): nothing can be told from it"
-            )
+            raise self._too_small(f"{source} is", rgb)
         if crop.image is None:
             why = {
                 "several_faces": f"{crop.n_faces} faces found in {source}, and the checkpoint skips such images",
@@ -210,6 +207,13 @@ class Predictor:
         size = (rgb.shape[1], rgb.shape[0])
         return Prepared(
             source, resize_input(crop.image, self.image_size), box, size, rgb if keep_image else None, 1.0, timing
+        )
+
+    def _too_small(self, what: str, rgb: np.ndarray) -> InputTooSmallError:
+        """``what`` (``"x.png is"``) is too small for the checkpoint's ``min_side``."""
+        return InputTooSmallError(
+            f"{what} {rgb.shape[1]}x{rgb.shape[0]} px, smaller than the {self.preprocessing.min_side} px the "
+            "checkpoint's preprocessing needs on the shorter side (min_side): nothing can be told from it"
         )
 
     def to_tensor(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
@@ -350,11 +354,7 @@ class Predictor:
             p.frame = idx
             prepared.append(p)
         if not prepared and sampled and set(skipped.values()) == {"too small"}:
-            h, w = sampled[0][1].shape[:2]
-            raise InputTooSmallError(
-                f"the frames of {source} are {w}x{h} px, smaller than the {self.preprocessing.min_side} px the "
-                "checkpoint's preprocessing needs on the shorter side (min_side)"
-            )
+            raise self._too_small(f"the frames of {source} are", sampled[0][1])
         if not prepared:
             raise NoFaceError(
                 f"no face found in any of the {len(sampled)} frames sampled from {source}; "

@@ -55,7 +55,7 @@ from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Crop, Preproce
 from .landmarks import format_points
 from .media import REASONS, BadInputError, check_regular_file, decode_image, read_bytes, sha256_file
 from .progress import progress as progress_bar
-from .split import conflicting_labels
+from .split import conflicting_labels, label_problem
 from .utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir
 from .video import sample_video
 
@@ -355,13 +355,13 @@ def _stat(p: Path) -> list[int]:
 
 
 def _reusable(
-    rec: dict | None, key: str, stat: list[int], old_stat: list[int] | None, src: Source, out: Path, retry_skipped: bool
+    rec: dict, key: str, stat: list[int], old_stat: list[int] | None, src: Source, out: Path, retry_skipped: bool
 ) -> bool:
     """Whether an earlier run's record of ``src`` still holds: same key, its crops present, and the
     same file (by stat, or by content for a used file whose time stamp moved). A skipped input is
     tried again when its stat changed (content, permissions, owner), when its reason is one of
     ``RETRIED``, or with ``retry_skipped``."""
-    if rec is None or stat[0] < 0:
+    if stat[0] < 0:
         return False
     if rec["skips"] and (retry_skipped or any(s["reason"] in RETRIED for s in rec["skips"])):
         return False
@@ -605,23 +605,9 @@ def _run_jobs(
         bar.close()
 
 
-def _check_labels(manifest: pd.DataFrame) -> list[str]:
-    """Warnings about the labels of the crops written: one class only, or one file under both labels."""
-    warnings = []
-    counts = manifest["label"].value_counts() if len(manifest) else pd.Series(dtype=int)
-    if len(manifest) and len(counts) < 2:
-        only = counts.index[0]
-        warnings.append(
-            f"every crop is {only} ({len(manifest)}): a detector needs real and fake images, and the split stage "
-            "will refuse this dataset; check real_dirs/fake_dirs or the manifest's label column"
-        )
-    conflicts = conflicting_labels(manifest)
-    if conflicts:
-        warnings.append(
-            f"{len(conflicts)} file(s) appear under both labels (same bytes), e.g. {conflicts[0]}; the split stage "
-            "will refuse this dataset: keep each file under its right label"
-        )
-    return warnings
+def _state_json(key: str, cfg: PreprocessConfig, records: dict) -> str:
+    """The cache's record (``STATE_NAME``): its settings' fingerprint and settings, and what each source gave."""
+    return json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records})
 
 
 def _save_partial(out: Path, key: str, cfg: PreprocessConfig, records: dict, stats: dict) -> None:
@@ -629,7 +615,7 @@ def _save_partial(out: Path, key: str, cfg: PreprocessConfig, records: dict, sta
     (best effort: the disk may be what failed). No manifest is written: the cache is incomplete."""
     try:
         with atomic_path(out / STATE_NAME) as tmp:
-            tmp.write_text(json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records}))
+            tmp.write_text(_state_json(key, cfg, records))
         with atomic_path(out / STAT_NAME) as tmp:
             tmp.write_text(json.dumps(stats))
     except (EnvironmentFault, OSError) as e:
@@ -702,15 +688,14 @@ def preprocess(
             records[src.rel], stats[src.rel] = rec, stat
     records = {s.rel: records[s.rel] for s in inv.sources}  # the dataset's order, however much was reused
     manifest, skipped = _tables(inv, records)
-    for warning in _check_labels(manifest):
-        log.warning(warning)
+    problem = label_problem(manifest, "the cache") if len(manifest) else ""
+    if problem:
+        log.warning(f"{problem} (the split stage will refuse it)")
     # the manifest last: a run stopped before it leaves no manifest.csv, never a stale one
     changed = _remove_stale(out, set(manifest["path"])) > 0
     changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
     changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
-    changed |= _write_if_changed(
-        out / STATE_NAME, json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records})
-    )
+    changed |= _write_if_changed(out / STATE_NAME, _state_json(key, cfg, records))
     _write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
     changed |= _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)

@@ -68,22 +68,31 @@ def conflicting_labels(frame: pd.DataFrame) -> list[str]:
     return sorted(out)
 
 
-def check_labels(frame: pd.DataFrame, where: str = "the dataset") -> None:
-    """Raise ``LabelError`` when ``frame`` holds one class only, or one file under both labels (naming the rows)."""
+def label_problem(frame: pd.DataFrame, where: str = "the dataset") -> str:
+    """Why the labels of ``frame`` cannot train a detector (one class only, or one file under both
+    labels, naming the files), or ``""`` when they can."""
     counts = frame["label"].value_counts()
     if len(counts) < 2:
         only = counts.index[0] if len(counts) else "nothing"
-        raise LabelError(
+        return (
             f"{where} holds only {only} images ({len(frame)}): a detector needs both real and fake ones; check "
             "preprocess.real_dirs / fake_dirs (the folder names) or the manifest's label column"
         )
     conflicts = conflicting_labels(frame)
     if conflicts:
         shown = "; ".join(conflicts[:5]) + (f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
-        raise LabelError(
+        return (
             f"{where} holds {len(conflicts)} file(s) under both labels (identical bytes): {shown}; keep each file "
             "under its right label only"
         )
+    return ""
+
+
+def check_labels(frame: pd.DataFrame, where: str = "the dataset") -> None:
+    """Raise ``LabelError`` with ``label_problem`` when the labels of ``frame`` cannot train a detector."""
+    problem = label_problem(frame, where)
+    if problem:
+        raise LabelError(problem)
 
 
 def _holdout(frame: pd.DataFrame, frac: float, seed: int) -> np.ndarray:

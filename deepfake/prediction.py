@@ -217,7 +217,8 @@ def find_inputs(sources: Iterable[str | os.PathLike]) -> Inputs:
 
     Nothing found in a folder is dropped in silence: broken or looping links, FIFOs, devices and
     unreadable files with an image or video extension, and folders that cannot be listed, are
-    returned as ``problems`` (each a ``PredictionError`` row); other files are counted in ``ignored``.
+    returned as ``problems`` (each a ``PredictionError`` row); other files, and hidden ones (``._x.jpg``
+    metadata beside photos copied from a Mac), are counted in ``ignored``.
     """
     from .ingest import walk
 
@@ -232,7 +233,7 @@ def find_inputs(sources: Iterable[str | os.PathLike]) -> Inputs:
             media = kind_of(entry.path) is not None
             if not entry.problem and media:
                 items.append(entry.path)
-            elif entry.problem and (media or entry.problem in _FOLDER_PROBLEMS):
+            elif entry.problem and entry.problem != "hidden" and (media or entry.problem in _FOLDER_PROBLEMS):
                 e = input_error(BadInputError(entry.path, entry.problem, entry.detail), str(entry.path))
                 items.append(PredictionError(str(entry.path), str(e), type(e).__name__))
             else:

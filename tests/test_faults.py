@@ -446,6 +446,7 @@ def test_predict_folder_gives_a_row_for_every_image_path(predictor, tmp_path, ca
     (folder / "loop2.jpg").symlink_to(folder / "loop1.jpg")
     os.mkfifo(folder / "pipe.jpg")
     (folder / "readme.txt").write_text("not an image")
+    (folder / "._img00.jpg").write_bytes(b"\0\5\26\7")  # AppleDouble metadata: hidden, not an error
     rows = predictor.predict(folder, on_error="collect")
     assert len(rows) == 30  # 30 image paths in, 30 rows out
     errors = {Path(r.source).name: r.error for r in rows if isinstance(r, P.PredictionError)}
@@ -457,7 +458,7 @@ def test_predict_folder_gives_a_row_for_every_image_path(predictor, tmp_path, ca
     out, err = capsys.readouterr()
     frame = pd.read_csv(io.StringIO(out))
     assert len(frame) == 30
-    assert "1 file(s) not scored (not images or videos): .txt 1" in err
+    assert "2 file(s) not scored (not images or videos): .txt 1, hidden 1" in err
 
 
 def test_nothing_escapes_to_a_crash_when_a_file_vanishes_mid_run(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-# The two commands of the README:
+# The two commands of the README (make repro, make test):
 #   make repro   install, create the default dataset when absent, rebuild every result (dvc repro)
 #   make test    install, run the unit tests and the notebooks (nbval)
 # VENV=... points at an existing environment instead of ./.venv (e.g. VENV=$CONDA_PREFIX).
@@ -12,6 +12,11 @@ export DEEPFAKE_PYTHON := $(abspath $(BIN))/python
 export MPLBACKEND := Agg
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
+# A CPU-only machine can take PyTorch's CPU wheels (under 1 GB) instead of PyPI's CUDA builds (the
+# environment is 6.8 GB with their CUDA libraries; both run on a CPU):
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Empty (the default, and what CI uses: CI reaches PyPI only): torch and torchvision come from PyPI.
+TORCH_INDEX ?=
 
 .PHONY: install data repro test lint cross screenshot clean-quick
 
@@ -21,6 +26,7 @@ $(VENV)/.deepfake-installed: pyproject.toml
 	@echo "==> [1/3] Python environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --progress-bar on --index-url $(TORCH_INDEX) torch torchvision)
 	@echo "==> [2/3] the package and its dependencies (PyTorch is large: a few minutes; pip lists each package)"
 	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
 	@echo "==> [3/3] check: the package and its main dependencies import"

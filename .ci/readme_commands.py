@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Run the README's shell commands as written, in a fresh clone, as a new user would.
+"""Run the shell commands of the README and of docs/ as written, in a fresh clone, as a new user would.
 
-Every line of every ```bash block of README.md is run in order, in a `git clone` of this
-checkout, with no environment activated (the PATH of a new shell), then the everyday DVC
-commands once more from an activated environment. The slow ones run on a tiny configuration:
-the clone's params.yaml is shrunk first (a 96-image dataset, one epoch, few bootstrap
-replicates). Placeholders (a dataset path, photo.jpg, clips/) are replaced by small real
-inputs. `make test` is the command CI itself runs, so it is not run again here.
+Every line of every ```bash block is run in order, in a `git clone` of this checkout, with no
+environment activated (the PATH of a new shell): README.md first, then docs/*.md sorted by
+name, one clone for all of them (a page's commands see what the earlier pages did). Then the
+DVC commands among them once more, each once, from an activated environment. The slow ones run
+on a tiny configuration: the clone's params.yaml is shrunk first (a 96-image dataset, one
+epoch, few bootstrap replicates). Placeholders (a dataset path, photo.jpg, clips/) are replaced
+by small real inputs. Lines in SKIP are not run, and the reason is printed: `make test` is the
+command CI itself runs, so it is not run again here.
 
 The clone's environment reuses the installed packages of ENV (default: ./.venv) through a .pth
 file, so `make repro`'s install step runs for real but downloads nothing.
@@ -33,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Lines not run, with the reason (printed).
 SKIP = {
     "make test": "the command CI runs itself (.ci/run)",
+    "make lint": "part of make test, which CI runs itself (.ci/run)",
+    "make install TORCH_INDEX=": "CI cannot reach PyTorch's wheel index; it installs PyPI's wheels (plain make)",
     "torchrun": "several processes: tests/test_distributed.py runs the same under torchrun",
 }
 
@@ -52,16 +56,33 @@ TINY = {
 }
 
 
-def bash_commands(readme: Path) -> list[str]:
-    """The command lines of the README's ```bash blocks, comments stripped, in order."""
-    lines, inside = [], False
-    for raw in readme.read_text().splitlines():
-        text = raw.strip()
-        if text.startswith("```"):
-            inside = text == "```bash"
-            continue
-        if inside and text and not text.startswith("#"):
-            lines.append(re.sub(r"\s+#\s.*$", "", text).strip())
+def pages(root: Path) -> list[Path]:
+    """The pages whose commands run, in the order they run: README.md, then docs/*.md by name."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def bash_commands(*files: Path) -> list[str]:
+    """The command lines of the ```bash blocks of ``files``, in order, comments stripped.
+
+    A line ending in a backslash continues on the next one; ``bash_commands(*pages(root))``
+    gives every command this script runs (before SKIP and placeholders).
+    """
+    lines: list[str] = []
+    for file in files:
+        inside, pending = False, ""
+        for raw in file.read_text().splitlines():
+            text = raw.strip()
+            if text.startswith("```"):
+                inside, pending = text == "```bash", ""
+                continue
+            if not inside or (not pending and (not text or text.startswith("#"))):
+                continue
+            text = pending + re.sub(r"\s+#\s.*$", "", text).strip()
+            if text.endswith("\\"):
+                pending = text[:-1].rstrip() + " "
+                continue
+            pending = ""
+            lines.append(text)
     return lines
 
 
@@ -148,12 +169,20 @@ def main() -> int:
     )
     plain["PYTHONPATH"] = ""
     failures = 0
-    commands = bash_commands(clone / "README.md")
+    plan: list[tuple[str, str]] = []  # (page, command)
+    for file in pages(clone):
+        plan += [(file.relative_to(clone).as_posix(), c) for c in bash_commands(file)]
+    commands = [c for _, c in plan]
     activated = [c for c in commands if c.startswith(".venv/bin/dvc ") and " exp run" not in c]
-    plan = [(c, False) for c in commands] + [
-        ("source .venv/bin/activate && " + c.removeprefix(".venv/bin/"), True) for c in activated
+    plan += [
+        ("activated environment", "source .venv/bin/activate && " + c.removeprefix(".venv/bin/"))
+        for c in dict.fromkeys(activated)  # each once, in order
     ]
-    for cmd, _ in plan:
+    shown = None
+    for page, cmd in plan:
+        if page != shown:
+            print(f"== {page}", flush=True)
+            shown = page
         skip = next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
         if skip:
             print(f"skip  {cmd}\n      ({skip})", flush=True)

@@ -4,7 +4,7 @@ One command prints the machine and the table (markdown):
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_blend.py --faces cache/faces --splits reports/split
 
-For each mode, one training epoch of ``deepfake.train`` (ResNet18 from random initialisation,
+For each mode, one training epoch of ``deepfake.training.train`` (ResNet18 from random initialisation,
 the settings of ``params.yaml`` otherwise, ``--batches`` training batches, then its validation
 pass) on the preprocess cache and its training split, on the CPU; rounds interleave the modes,
 best of ``--repeats``. Also the data path alone (loading, blending where the mode makes a
@@ -28,10 +28,10 @@ from _machine import cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake.data import read_split  # noqa: E402
-from deepfake.inputs import read_contract  # noqa: E402
-from deepfake.loading import ImageDataset  # noqa: E402
-from deepfake.train import TrainConfig, crop_landmarks, train  # noqa: E402
+from deepfake.data.inputs import read_contract  # noqa: E402
+from deepfake.data.split import read_split  # noqa: E402
+from deepfake.training.loading import ImageDataset  # noqa: E402
+from deepfake.training.train import TrainConfig, crop_landmarks, train  # noqa: E402
 
 MODES = ("off", "add", "only")
 

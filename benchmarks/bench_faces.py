@@ -5,9 +5,9 @@ One command prints the machine and the table (markdown):
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_faces.py --data ../shared/real-faces/yonsei-rffd
 
 Every photo below ``real/`` and ``fake/`` is decoded once (not timed); then each detector
-(``haar``, ``dlib_hog``, ``dlib_cnn``: ``deepfake.faces.get_detector``, as the preprocess stage
+(``haar``, ``dlib_hog``, ``dlib_cnn``: ``deepfake.data.detect.get_detector``, as the preprocess stage
 calls it, on one thread) searches every photo in turn, timed per image. The landmark rows time
-``deepfake.landmarks`` (5 and 68 points) in the faces dlib_hog found, and the ``align`` row the
+``deepfake.data.landmarks`` (5 and 68 points) in the faces dlib_hog found, and the ``align`` row the
 aligned crop (landmarks, similarity transform, warp) against the plain square crop.
 """
 
@@ -26,10 +26,11 @@ from _machine import cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake.faces import DETECT_MAX_SIDE, DETECTORS, crop_face, get_detector  # noqa: E402
-from deepfake.inputs import Preprocessing, crop_around  # noqa: E402
-from deepfake.landmarks import get_landmarker  # noqa: E402
-from deepfake.media import kind_of, read_image  # noqa: E402
+from deepfake.data.detect import DETECT_MAX_SIDE, DETECTORS, get_detector  # noqa: E402
+from deepfake.data.faces import crop_face
+from deepfake.data.inputs import Preprocessing, crop_around  # noqa: E402
+from deepfake.data.landmarks import get_landmarker  # noqa: E402
+from deepfake.data.media import kind_of, read_image  # noqa: E402
 
 
 def photos(root: Path) -> list[tuple[str, np.ndarray]]:

@@ -48,13 +48,13 @@ from torchvision import transforms as T
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepfake.checkpoint import load_checkpoint, preprocessing_of, read_checkpoint  # noqa: E402
-from deepfake.faces import DEFAULT_MARGIN  # noqa: E402
-from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD, whole_image  # noqa: E402
-from deepfake.media import IMAGE_EXTENSIONS  # noqa: E402
-from deepfake.metrics import binary_metrics  # noqa: E402
-from deepfake.models import build_model  # noqa: E402
-from deepfake.predict import NoFaceError, PredictConfig, Predictor  # noqa: E402
+from deepfake.data.detect import DEFAULT_MARGIN  # noqa: E402
+from deepfake.data.inputs import IMAGENET_MEAN, IMAGENET_STD, whole_image  # noqa: E402
+from deepfake.data.media import IMAGE_EXTENSIONS  # noqa: E402
+from deepfake.inference.predict import NoFaceError, PredictConfig, Predictor  # noqa: E402
+from deepfake.metrics.classification import binary_metrics  # noqa: E402
+from deepfake.models.architectures import build_model  # noqa: E402
+from deepfake.models.checkpoint import load_checkpoint, preprocessing_of, read_checkpoint  # noqa: E402
 
 SECTION = "## Inference"
 

@@ -6,10 +6,10 @@ One command prints the whole table (markdown) and the machine it ran on:
 
 1. ``preprocess`` into fresh temporary caches: face detection on with 1 worker and with
    every core, and detection off (decode and resize only), in images per second.
-2. One training epoch as ``deepfake.train`` runs it on the CPU (``deepfake.loading``'s
+2. One training epoch as ``deepfake.training.train`` runs it on the CPU (``deepfake.training.loading``'s
    batched sampler and uint8 path, ResNet18 from random init, same images, augmentation and seed)
    reading (a) the cache's PNG crops, (b) the original files decoded and resized every epoch
-   (the training loader's own path, ``deepfake.inputs.load_input``), (c) the originals decoded,
+   (the training loader's own path, ``deepfake.data.inputs.load_input``), (c) the originals decoded,
    face-detected and cropped every epoch (what the cache saves); plus the data loading alone for
    each, without the model. (b) used to decode JPEGs at a reduced scale (PIL draft); the package
    now always decodes in full, so every scoring path sees the same pixels.
@@ -37,16 +37,17 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake.augment import IDENTITY_PARAMS, degrade, sample_augment  # noqa: E402
-from deepfake.faces import crop_face, get_detector  # noqa: E402
-from deepfake.ingest import read_manifest  # noqa: E402
-from deepfake.loading import EpochBatchSampler, ImageDataset, make_batch_loader  # noqa: E402
-from deepfake.media import read_image  # noqa: E402
-from deepfake.models import build_model  # noqa: E402
-from deepfake.preprocess import PreprocessConfig, preprocess, resolve_workers  # noqa: E402
-from deepfake.steps import StepOptions, train_one_epoch  # noqa: E402
-from deepfake.train import TrainConfig  # noqa: E402
-from deepfake.utils import seed_everything  # noqa: E402
+from deepfake.core.utils import seed_everything  # noqa: E402
+from deepfake.data.detect import get_detector  # noqa: E402
+from deepfake.data.faces import crop_face
+from deepfake.data.ingest import read_manifest  # noqa: E402
+from deepfake.data.media import read_image  # noqa: E402
+from deepfake.data.preprocess import PreprocessConfig, preprocess, resolve_workers  # noqa: E402
+from deepfake.models.architectures import build_model  # noqa: E402
+from deepfake.training.augment import IDENTITY_PARAMS, degrade, sample_augment  # noqa: E402
+from deepfake.training.loading import EpochBatchSampler, ImageDataset, make_batch_loader  # noqa: E402
+from deepfake.training.steps import StepOptions, train_one_epoch  # noqa: E402
+from deepfake.training.train import TrainConfig  # noqa: E402
 
 
 class OnTheFlyFaces(ImageDataset):
@@ -130,7 +131,7 @@ def bench_preprocess(source: Path, workdir: Path, size: int, cores: int) -> tupl
 
 
 def _time_epoch(dataset: ImageDataset, batch: int, workers: int, train: bool, arch: str, seed: int) -> float:
-    """One epoch as ``deepfake.train`` runs it on the CPU (batched sampler, augmentation in the
+    """One epoch as ``deepfake.training.train`` runs it on the CPU (batched sampler, augmentation in the
     collate, summed BCE), or only the data loading when ``train`` is false."""
     seed_everything(seed)
     sampler = EpochBatchSampler(len(dataset), batch, seed, shuffle=True, drop_last=True)

@@ -5,8 +5,8 @@ worker count, device settings) inside one run, interleaved, best of ``--repeats`
 
 * ``naive``: ``torchvision.datasets.ImageFolder`` with PIL transforms (Resize,
   RandomHorizontalFlip, RandomRotation, ColorJitter, ToTensor, Normalize), float batches.
-* ``package``: ``deepfake.loading`` as ``deepfake.train`` uses it: full decoding and resizing to
-  uint8 by ``deepfake.inputs.load_input``, the same flip / rotation / colour-jitter ranges; on
+* ``package``: ``deepfake.training.loading`` as ``deepfake.training.train`` uses it: full decoding and resizing to
+  uint8 by ``deepfake.data.inputs.load_input``, the same flip / rotation / colour-jitter ranges; on
   CUDA augmented and normalised batched on the GPU, channels-last; on a CPU augmented in the
   workers with OpenCV uint8 kernels and normalised in their collate. (It used to decode JPEGs at
   a reduced scale, PIL draft; the package now always decodes in full, so every scoring path sees
@@ -52,12 +52,12 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake import paths  # noqa: E402
-from deepfake.augment import AugmentConfig  # noqa: E402
-from deepfake.data import index_dataset  # noqa: E402
-from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from deepfake.loading import DecodedCache, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader  # noqa: E402
-from deepfake.models import build_model  # noqa: E402
-from deepfake.utils import autocast, cpu_bf16_supported, resolve_device  # noqa: E402
+from deepfake.core.utils import autocast, cpu_bf16_supported, resolve_device  # noqa: E402
+from deepfake.data.inputs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from deepfake.data.split import index_dataset  # noqa: E402
+from deepfake.models.architectures import build_model  # noqa: E402
+from deepfake.training.augment import AugmentConfig  # noqa: E402
+from deepfake.training.loading import DecodedCache, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader  # noqa: E402
 
 SHARED_PHOTOS = paths.ROOT.parent / "shared" / "real-faces" / "yonsei-rffd"
 AUG = dict(hflip=0.5, rotation=10.0, color_jitter=0.2)
@@ -65,7 +65,7 @@ AUG = dict(hflip=0.5, rotation=10.0, color_jitter=0.2)
 
 def synthetic_photos(out: Path, n: int, unique: int = 32) -> Path:
     """``n`` 600x600 JPEG faces under ``out`` (``unique`` rendered, the rest copies: decoding cost is what matters)."""
-    from deepfake.synth import SynthConfig, generate
+    from deepfake.data.synth import SynthConfig, generate
 
     if out.exists() and sum(1 for _ in out.rglob("*.jpg")) >= n:
         return out
@@ -114,7 +114,8 @@ def naive_batches(root: Path, size: int, batch: int, workers: int, pin: bool):
 def package_batches(
     root: Path, size: int, batch: int, workers: int, pin: bool, on_cpu: bool, robust: bool = False, cache: bool = False
 ):
-    """The training loader of ``deepfake.train``; with ``cache``, the decoded cache is built first (timed, printed)."""
+    """The training loader of ``deepfake.training.train``; with ``cache``, the decoded cache is built first
+    (timed, printed)."""
     frame = index_dataset(root, hashes=False)
     aug = AugmentConfig(**AUG, jpeg_prob=0.5 if robust else 0.0, blur_prob=0.5 if robust else 0.0)
     decoded = None
@@ -179,12 +180,14 @@ def measure(batches, step, warmup: int, steps: int, batch: int, device: torch.de
 
 
 class Trainer:
-    """The training step of ``deepfake.train`` for one architecture (fresh weights per path)."""
+    """The training step of ``deepfake.training.train`` for one architecture (fresh weights per path)."""
 
     def __init__(self, arch: str, device: torch.device, compile_model: bool, cpu_bf16: bool = False) -> None:
         torch.manual_seed(0)
         self.device = device
-        self.amp = device.type == "cuda" or cpu_bf16  # as deepfake.train: AMP on CUDA, bf16 on a CPU when asked
+        self.amp = (
+            device.type == "cuda" or cpu_bf16
+        )  # as deepfake.training.train: AMP on CUDA, bf16 on a CPU when asked
         fmt = torch.channels_last if self.amp else torch.contiguous_format
         self.net = build_model(arch, "none")[0].to(device, memory_format=fmt).train()
         self.model = torch.compile(self.net) if compile_model else self.net

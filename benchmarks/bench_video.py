@@ -1,4 +1,5 @@
-"""Sampling frames from a video: decoding every frame, grabbing through, or seeking (``deepfake.video.sample_video``).
+"""Sampling frames from a video: decoding every frame, grabbing through, or seeking
+(``deepfake.data.video.sample_video``).
 
 One command prints the machine and the table (markdown):
 
@@ -49,7 +50,7 @@ from _machine import cpu_name
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake import video  # noqa: E402
-from deepfake.video import SEEK_MIN_GAP, sample_frame_indices, sample_video  # noqa: E402
+from deepfake.data.video import SEEK_MIN_GAP, sample_frame_indices, sample_video  # noqa: E402
 
 FPS, W, H = 25, 640, 360
 BLOCK = 40  # index bits: one row of W // BLOCK blocks at the top

@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import paths
+from .core import paths
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .params import load_params
-    from .synth import config_dict, generate
+    from .data.synth import config_dict, generate
+    from .pipeline.params import load_params
 
     params = load_params(args.params)  # every section validated: a faulty params.yaml stops here
     out = paths.resolve(args.out)
@@ -41,7 +41,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .params import load_params
+    from .pipeline.params import load_params
 
     params = load_params(args.params)
     print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
@@ -52,7 +52,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     import yaml
     from papermill.exceptions import PapermillExecutionError
 
-    from .runner import run_stage, stage_of
+    from .pipeline.runner import run_stage, stage_of
 
     # -p values are YAML, as papermill's command line reads them ("False", "3", "a name")
     parameters = {k: yaml.safe_load(v) if v.strip() else v for k, v in args.parameter}
@@ -68,7 +68,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 def _cmd_experiments(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .explore import experiments_table
+    from .pipeline.explore import experiments_table
 
     table = experiments_table()
     if table.empty:
@@ -82,9 +82,9 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import override_pairs
-    from .params import load_params
-    from .pipeline import run_train
+    from .core.config import override_pairs
+    from .pipeline.params import load_params
+    from .pipeline.stages import run_train
 
     params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
@@ -111,8 +111,8 @@ def _user_path(arg: str) -> Path:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .cli_output import predictions_csv, predictions_table
-    from .predict import PredictConfig, find_inputs, get_predictor
+    from .inference.cli_output import predictions_csv, predictions_table
+    from .inference.predict import PredictConfig, find_inputs, get_predictor
 
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
@@ -155,7 +155,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .cli_output import health
+    from .inference.cli_output import health
 
     info, ok = health(
         _user_path(args.checkpoint), args.device, _user_path(args.calibration) if args.calibration else ""
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from .config import ConfigError
+    from .core.config import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

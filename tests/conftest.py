@@ -5,9 +5,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from deepfake.data import index_dataset  # noqa: E402
-from deepfake.split import SplitConfig, split_dataset, write_splits  # noqa: E402
-from deepfake.synth import SynthConfig, generate  # noqa: E402
+from deepfake.data.split import (  # noqa: E402
+    SplitConfig,
+    index_dataset,  # noqa: E402
+    split_dataset,
+    write_splits,
+)
+from deepfake.data.synth import SynthConfig, generate  # noqa: E402
 
 TINY = SynthConfig(n_identities=24, images_per_identity=1, image_size=48, seed=3, family_size=2, workers=1)
 

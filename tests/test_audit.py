@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake import pipeline
-from deepfake.audit import (
+from deepfake.data.audit import (
     DuplicateLeakageError,
     audit_duplicates,
     cross_split_rows,
@@ -18,9 +17,9 @@ from deepfake.audit import (
     phash,
     phash_hex,
 )
-from deepfake.data import index_dataset
-from deepfake.media import sha256_file
-from deepfake.split import LeakageError, SplitConfig, keep_given_split
+from deepfake.data.media import sha256_file
+from deepfake.data.split import LeakageError, SplitConfig, index_dataset, keep_given_split
+from deepfake.pipeline import stages
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> int:
@@ -156,9 +155,9 @@ def test_split_stage_fails_on_duplicates_then_dedupes_when_asked(tiny_dataset, t
     root = tmp_path / "ds"
     original = _dataset_with_given_split(tiny_dataset, root)
     with pytest.raises(DuplicateLeakageError, match="leaked.jpg"):
-        pipeline.run_split(root, tmp_path / "s", tmp_path / "r", SplitConfig())
+        stages.run_split(root, tmp_path / "s", tmp_path / "r", SplitConfig())
     assert (tmp_path / "r" / "duplicates.csv").exists() and not (tmp_path / "s" / "train.csv").exists()
-    res = pipeline.run_split(root, tmp_path / "s", tmp_path / "r", SplitConfig(dedupe=True))
+    res = stages.run_split(root, tmp_path / "s", tmp_path / "r", SplitConfig(dedupe=True))
     assert res.audit["removed_duplicates"] == 1 and "fake/leaked.jpg" not in set(res.frame["path"])
     assert original in set(pd.read_csv(tmp_path / "s" / "train.csv")["path"])
     test = pd.read_csv(tmp_path / "s" / "test.csv", dtype=str)

@@ -4,7 +4,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from deepfake.augment import (
+from deepfake.data.inputs import normalize, to_float
+from deepfake.training.augment import (
     IDENTITY_PARAMS,
     N_PARAMS,
     AugmentConfig,
@@ -14,7 +15,6 @@ from deepfake.augment import (
     jpeg_recompress,
     sample_augment,
 )
-from deepfake.inputs import normalize, to_float
 
 
 def _images(b=3, side=40, seed=0):
@@ -188,7 +188,7 @@ def test_blur_and_jpeg_degrade_the_image():
     ],
 )
 def test_uint8_opencv_path_matches_the_batched_path(row):
-    from deepfake.augment import apply_image
+    from deepfake.training.augment import apply_image
 
     names = ("flip", "angle", "brightness", "contrast", "saturation", "hue")
     params = IDENTITY_PARAMS.copy()

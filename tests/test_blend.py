@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from deepfake.blend import BlendConfig, deform_mask, face_mask, self_blend, training_items
-from deepfake.testing import face_image
+from deepfake.pipeline.quick import face_image
+from deepfake.training.blend import BlendConfig, deform_mask, face_mask, self_blend, training_items
 
 
 def _crop(size: int = 96) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_the_dataset_makes_pseudo_fakes_from_reals_only(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from deepfake.loading import ImageDataset
+    from deepfake.training.loading import ImageDataset
 
     img = _crop(64)
     for name in ("r0", "r1", "f0"):

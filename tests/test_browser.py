@@ -30,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from deepfake import paths, pipeline
-from deepfake.calibration import checkpoint_record, save_calibration
-from deepfake.synth import SynthConfig, make_image
+from deepfake.core import paths
+from deepfake.data.synth import SynthConfig, make_image
+from deepfake.metrics.calibration import checkpoint_record, save_calibration
+from deepfake.pipeline import stages
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -135,7 +136,7 @@ def _jupyterlab(root: Path, env: dict[str, str]):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The demo under this test run (``PYTEST_CURRENT_TEST`` reaches the kernel): ``auto`` is the quick model."""
-    pipeline.open_stage("demo", quick=True)  # the quick model and its calibration, as the notebook builds them
+    stages.open_stage("demo", quick=True)  # the quick model and its calibration, as the notebook builds them
     with _jupyterlab(tmp_path_factory.mktemp("lab"), dict(os.environ)) as server:
         yield server
 
@@ -147,7 +148,7 @@ def trained_project(tmp_path_factory):
     The checkpoint is the quick check's (trained for one epoch); its calibration file records its
     temperature and threshold and the checkpoint's hash, as the evaluate stage writes them.
     """
-    pipeline.open_stage("demo", quick=True)
+    stages.open_stage("demo", quick=True)
     root = tmp_path_factory.mktemp("project")
     shutil.copy(paths.PARAMS_FILE, root / "params.yaml")
     ckpt = root / "models" / "best.pt"
@@ -222,7 +223,7 @@ def _demo_page(base: str, token: str):
 
 def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path):
     screenshot = Path(os.environ.get("DEEPFAKE_SCREENSHOT") or tmp_path / "demo_widget.png").resolve()
-    from deepfake.predict import get_predictor
+    from deepfake.inference.predict import get_predictor
 
     big = tmp_path / "big.jpg"  # over the demo's 10 MB, under the 10 MiB Jupyter carries: it reaches the kernel
     big.write_bytes(default_image.read_bytes() + bytes(10_200_000))
@@ -264,7 +265,7 @@ def test_demo_notebook_scores_an_upload_in_chromium(lab, default_image, tmp_path
 
 
 def test_demo_notebook_loads_the_trained_model_when_it_exists(trained_lab, trained_project, default_image):
-    from deepfake.predict import PredictConfig, Predictor
+    from deepfake.inference.predict import PredictConfig, Predictor
 
     root, ckpt, calibration = trained_project
     base, token, _ = trained_lab

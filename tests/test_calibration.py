@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deepfake import paths
-from deepfake.calibration import (
+from deepfake.core import paths
+from deepfake.metrics.calibration import (
     HASH_KEY,
     REQUIRED_KEYS,
     T_BOUNDS,
@@ -140,7 +140,7 @@ def test_a_calibration_fitted_for_another_checkpoint_is_refused(two_checkpoints,
 def test_a_calibration_without_a_checkpoint_hash_is_used_with_a_warning(two_checkpoints, tmp_path, caplog):
     a, _ = two_checkpoints
     path = save_calibration(tmp_path / "calibration.json", 2.0, 0.6, "fixed", arch="resnet18")  # an older file
-    with caplog.at_level("WARNING", logger="deepfake.calibration"):
+    with caplog.at_level("WARNING", logger="deepfake.metrics.calibration"):
         cal = Calibration.from_file(path, checkpoint=a)
         data = load_calibration(path, checkpoint=a)
     assert (cal.temperature, cal.threshold, cal.verified) == (2.0, 0.6, False) and data["threshold"] == 0.6
@@ -151,8 +151,8 @@ def test_a_calibration_without_a_checkpoint_hash_is_used_with_a_warning(two_chec
 def test_the_evaluate_stage_records_the_checkpoint_it_calibrated(tiny_dataset, tiny_splits, tmp_path):
     from test_predict import write_checkpoint
 
-    from deepfake.data import read_split
-    from deepfake.evaluate import EvalConfig, evaluate
+    from deepfake.data.split import read_split
+    from deepfake.evaluation.evaluate import EvalConfig, evaluate
 
     ckpt = write_checkpoint(tmp_path / "best.pt", sorted(tiny_dataset.rglob("*.jpg")))
     cfg = EvalConfig(device="cpu", latency_images=0, bootstrap=0, robust_jpeg="", robust_blur="", robust_downscale="")

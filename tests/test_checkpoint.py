@@ -5,9 +5,15 @@ import pickle
 import pytest
 import torch
 
-from deepfake.checkpoint import CheckpointError, load_checkpoint, preprocessing_of, read_checkpoint, save_checkpoint
-from deepfake.inputs import Preprocessing, whole_image
-from deepfake.models import build_model
+from deepfake.data.inputs import Preprocessing, whole_image
+from deepfake.models.architectures import build_model
+from deepfake.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    preprocessing_of,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def _valid(path, **extra):
@@ -28,7 +34,7 @@ def test_round_trip_with_its_preprocessing_contract(tmp_path):
 
 def test_an_old_checkpoint_without_a_contract_is_taken_as_whole_images(tmp_path, caplog):
     _, ckpt = load_checkpoint(_valid(tmp_path / "old.pt"))
-    with caplog.at_level("WARNING", logger="deepfake.checkpoint"):
+    with caplog.at_level("WARNING", logger="deepfake.models.checkpoint"):
         assert preprocessing_of(ckpt, "old.pt") == whole_image(32)
     assert "records no preprocessing contract" in caplog.text
 

@@ -1,7 +1,7 @@
 import csv
 
 from deepfake.__main__ import main
-from deepfake.testing import write_params
+from deepfake.pipeline.quick import write_params
 
 ARGS = ["--n-identities", "4", "--images-per-identity", "1", "--image-size", "32", "--workers", "1"]
 

@@ -3,13 +3,13 @@
 import pytest
 import yaml
 
-from deepfake import config, paths
-from deepfake.config import ConfigError
-from deepfake.evaluate import EvalConfig
-from deepfake.params import load_params
-from deepfake.split import SplitConfig
-from deepfake.testing import write_params
-from deepfake.train import TrainConfig
+from deepfake.core import config, paths
+from deepfake.core.config import ConfigError
+from deepfake.data.split import SplitConfig
+from deepfake.evaluation.evaluate import EvalConfig
+from deepfake.pipeline.params import load_params
+from deepfake.pipeline.quick import write_params
+from deepfake.training.train import TrainConfig
 
 RAW = config.read_yaml(paths.PARAMS_FILE)
 

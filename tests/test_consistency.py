@@ -5,7 +5,7 @@ source files four ways and compares the calibrated fake-probabilities:
 
 * the evaluate stage (test split of the face cache, ``predictions.csv``),
 * the cross-dataset stage pointed at the original dataset (its own preprocess cache),
-* ``deepfake.predict.Predictor`` on the original files (the checkpoint's preprocessing contract),
+* ``deepfake.inference.predict.Predictor`` on the original files (the checkpoint's preprocessing contract),
 * ``python -m deepfake predict --csv`` on the same files.
 """
 
@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake import pipeline
 from deepfake.__main__ import main
-from deepfake.params import load_params
-from deepfake.predict import PredictConfig, Predictor, VideoPrediction
-from deepfake.synth import SynthConfig, generate
-from deepfake.testing import merge_overrides, write_params
+from deepfake.data.synth import SynthConfig, generate
+from deepfake.inference.predict import PredictConfig, Predictor, VideoPrediction
+from deepfake.pipeline import stages
+from deepfake.pipeline.params import load_params
+from deepfake.pipeline.quick import merge_overrides, write_params
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 TOL = 1e-5
@@ -42,16 +42,16 @@ def _run_pipeline(tmp: Path, raw: Path, overrides: dict):
     params_file = write_params(tmp / "params.yaml", merge_overrides(base, overrides))
     p = load_params(params_file)
     reports, models = tmp / "reports", tmp / "models"
-    pipeline.run_preprocess(raw, tmp / "faces", reports / "preprocess", p.preprocess, progress=False)
-    pipeline.run_split(tmp / "faces", reports / "split", reports / "split", p.split)
-    pipeline.run_train(p.train, tmp / "faces", reports / "split", models, reports / "train")
-    ev = pipeline.run_evaluate(p.evaluate, models / "best.pt", tmp / "faces", reports / "split", reports / "eval")
+    stages.run_preprocess(raw, tmp / "faces", reports / "preprocess", p.preprocess, progress=False)
+    stages.run_split(tmp / "faces", reports / "split", reports / "split", p.split)
+    stages.run_train(p.train, tmp / "faces", reports / "split", models, reports / "train")
+    ev = stages.run_evaluate(p.evaluate, models / "best.pt", tmp / "faces", reports / "split", reports / "eval")
     return p, models / "best.pt", reports / "eval" / "calibration.json", ev
 
 
 def _scores_four_ways(tmp: Path, p, ckpt: Path, calibration: Path, ev, data: Path, resolve) -> pd.DataFrame:
     """Per test image: the evaluate, cross-dataset, predictor and CLI probabilities (``resolve``: source -> file)."""
-    cross = pipeline.run_cross_evaluate(
+    cross = stages.run_cross_evaluate(
         p.evaluate,
         ckpt,
         calibration,

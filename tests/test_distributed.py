@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake import distributed as D
-from deepfake.testing import write_params
-from deepfake.tracking import read_history
-from deepfake.train import TrainConfig, train
+from deepfake.pipeline.quick import write_params
+from deepfake.pipeline.tracking import read_history
+from deepfake.training import distributed as D
+from deepfake.training.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,14 +8,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from deepfake.calibration import REQUIRED_KEYS, apply_temperature, fit_temperature, logits_from_probs
-from deepfake.checkpoint import load_checkpoint
-from deepfake.data import read_split
-from deepfake.evaluate import EvalConfig, evaluate, predictions_frame, write_outputs
-from deepfake.metrics import choose_threshold
-from deepfake.robustness import perturbation_grid, robustness_table
-from deepfake.train import TrainConfig, train
-from deepfake.video_level import video_unit
+from deepfake.data.split import read_split
+from deepfake.evaluation.evaluate import EvalConfig, evaluate, predictions_frame
+from deepfake.evaluation.robustness import perturbation_grid, robustness_table
+from deepfake.metrics.calibration import REQUIRED_KEYS, apply_temperature, fit_temperature, logits_from_probs
+from deepfake.metrics.classification import choose_threshold
+from deepfake.metrics.video_level import video_unit
+from deepfake.models.checkpoint import load_checkpoint
+from deepfake.pipeline import stages
+from deepfake.training.train import TrainConfig, train
 
 FAST = dict(
     device="cpu",
@@ -79,7 +80,7 @@ def test_evaluate_scores_every_test_image(result, tiny_splits, tmp_path):
 
 
 def test_outputs_and_calibration_file(result, tmp_path):
-    paths = write_outputs(result, tmp_path)
+    paths = stages.write_eval_outputs(result, tmp_path, write_calibration=True, ece_bins=15)
     m = json.loads(paths["details"].read_text())  # every metric
     assert m["n"] == len(result.predictions)
     head = json.loads(paths["metrics"].read_text())  # the headline (DVCLive), what dvc metrics show prints
@@ -124,7 +125,7 @@ def test_scores_match_a_manual_forward_pass(result, checkpoint, tiny_dataset, ti
     from PIL import Image
     from torchvision import transforms as T
 
-    from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from deepfake.data.inputs import IMAGENET_MEAN, IMAGENET_STD
 
     test = read_split(tiny_splits, "test")
     model, ckpt = load_checkpoint(checkpoint)
@@ -236,10 +237,10 @@ def test_bad_config():
 
 
 def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
-    from deepfake import pipeline
-    from deepfake.calibration import save_calibration
-    from deepfake.preprocess import PreprocessConfig
-    from deepfake.synth import SynthConfig, generate
+    from deepfake.data.preprocess import PreprocessConfig
+    from deepfake.data.synth import SynthConfig, generate
+    from deepfake.metrics.calibration import save_calibration
+    from deepfake.pipeline import stages
 
     other = generate(
         tmp_path / "other",
@@ -247,7 +248,7 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
         progress=False,
     )
     calib = save_calibration(tmp_path / "calibration.json", 1.5, 0.4, "max balanced accuracy on the validation split")
-    r = pipeline.run_cross_evaluate(
+    r = stages.run_cross_evaluate(
         EvalConfig(**FAST),
         checkpoint,
         calib,
@@ -277,7 +278,7 @@ def test_cross_dataset_run_applies_the_source_calibration(checkpoint, tmp_path):
 
 
 def test_report_tables_show_the_metrics_and_intervals(result):
-    from deepfake.tables import calibration_summary, summary_table
+    from deepfake.evaluation.tables import calibration_summary, summary_table
 
     m = result.metrics
     table = summary_table(m)

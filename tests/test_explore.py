@@ -9,9 +9,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from test_predict import write_checkpoint
 
-from deepfake import explore
-from deepfake.metrics import per_kind
-from deepfake.predict import PredictConfig, get_predictor
+from deepfake.inference.predict import PredictConfig, get_predictor
+from deepfake.metrics.classification import per_kind
+from deepfake.pipeline import explore
 
 
 def _state(rev, name, lr, epochs, auc=None, best_val_auc=None):

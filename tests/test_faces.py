@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake import faces
-from deepfake.faces import (
-    DETECTORS,
-    FaceBox,
-    FaceModelError,
-    HaarDetector,
-    crop_face,
-    get_detector,
-    nearest_box,
-    square_box,
-)
-from deepfake.testing import face_image
+from deepfake.data import detect
+from deepfake.data.detect import DETECTORS, FaceBox, FaceModelError, HaarDetector, get_detector, nearest_box
+from deepfake.data.faces import crop_face, square_box
+from deepfake.pipeline.quick import face_image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 
@@ -111,14 +103,14 @@ def test_box_border_and_nearest_box():
 def test_missing_model_package_and_corrupt_model_file_are_clear_errors(tmp_path, monkeypatch):
     bad = tmp_path / "mmod_human_face_detector.dat"
     bad.write_bytes(b"not a dlib model" * 10)
-    monkeypatch.setattr(faces, "model_file", lambda name: bad)
+    monkeypatch.setattr(detect, "model_file", lambda name: bad)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a fresh thread: no detector loaded yet
         with pytest.raises(FaceModelError, match="mmod_human_face_detector.dat could not be loaded"):
             pool.submit(get_detector, "dlib_cnn").result()
     monkeypatch.undo()
-    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(detect.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FaceModelError, match="pip install face-recognition-models"):
-        faces.model_file("shape_predictor_68_face_landmarks.dat")
+        detect.model_file("shape_predictor_68_face_landmarks.dat")
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared real-face photos are not present")

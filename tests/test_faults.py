@@ -24,14 +24,14 @@ import pytest
 from PIL import Image
 from test_predict import write_checkpoint
 
-from deepfake import predict as P
-from deepfake import utils
 from deepfake.__main__ import main
-from deepfake.ingest import walk
-from deepfake.pipeline import run_split
-from deepfake.preprocess import STATE_NAME, PreprocessConfig, preprocess
-from deepfake.split import LabelError, SplitConfig
-from deepfake.utils import OutputError, clean_temporaries, prepare_output_dir
+from deepfake.core import utils
+from deepfake.core.utils import OutputError, clean_temporaries, prepare_output_dir
+from deepfake.data.ingest import walk
+from deepfake.data.preprocess import STATE_NAME, PreprocessConfig, preprocess
+from deepfake.data.split import LabelError, SplitConfig
+from deepfake.inference import predict as P
+from deepfake.pipeline.stages import run_split
 
 CFG = PreprocessConfig(detect=False, size=32, workers=1)
 ROOT = os.geteuid() == 0
@@ -173,7 +173,7 @@ def test_output_folders_are_checked_before_any_work(tmp_path, monkeypatch):
 
 
 def test_training_checks_its_model_folder_before_the_first_epoch(tmp_path, monkeypatch, tiny_splits, tiny_dataset):
-    from deepfake.train import TrainConfig, train
+    from deepfake.training.train import TrainConfig, train
 
     models = tmp_path / "models"
     models.mkdir()
@@ -186,7 +186,7 @@ def test_training_checks_its_model_folder_before_the_first_epoch(tmp_path, monke
 
 
 def test_machine_out_of_file_handles_is_not_an_input_fault(tmp_path, monkeypatch):
-    from deepfake import media
+    from deepfake.data import media
 
     data, out = dataset(tmp_path / "data", n=1), tmp_path / "cache"
 
@@ -206,7 +206,7 @@ def test_machine_out_of_file_handles_is_not_an_input_fault(tmp_path, monkeypatch
 
 
 def test_unreadable_file_is_tried_again_on_the_next_run(tmp_path, monkeypatch):
-    from deepfake import media
+    from deepfake.data import media
 
     data, out = dataset(tmp_path / "data", n=1), tmp_path / "cache"
     target = data / "real" / "r0.jpg"
@@ -258,7 +258,7 @@ def test_fifo_and_device_links_are_listed_not_read(tmp_path):
 
 
 def test_files_above_the_byte_cap_are_refused_before_reading(tmp_path, monkeypatch):
-    from deepfake import media
+    from deepfake.data import media
 
     data, out = dataset(tmp_path / "data", n=1), tmp_path / "cache"
     with open(data / "fake" / "huge.png", "wb") as f:
@@ -334,7 +334,7 @@ def test_every_path_of_a_walk_is_accounted_for(tmp_path):
 
 WRITER = """
 import sys, time
-from deepfake.utils import atomic_path
+from deepfake.core.utils import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     with open(tmp, "wb") as f:
         f.write(b"x" * 1000)
@@ -359,7 +359,7 @@ def test_a_write_killed_midway_leaves_a_temporary_the_next_run_removes(tmp_path)
 
 
 def test_an_interrupted_preprocess_keeps_its_work_and_no_manifest(tmp_path, monkeypatch):
-    from deepfake import preprocess as pp
+    from deepfake.data import preprocess as pp
 
     data, out = dataset(tmp_path / "data", n=4), tmp_path / "cache"
     real = pp.process_source
@@ -462,7 +462,7 @@ def test_predict_folder_gives_a_row_for_every_image_path(predictor, tmp_path, ca
 
 
 def test_nothing_escapes_to_a_crash_when_a_file_vanishes_mid_run(tmp_path, monkeypatch):
-    from deepfake import preprocess as pp
+    from deepfake.data import preprocess as pp
 
     data, out = dataset(tmp_path / "data", n=2), tmp_path / "cache"
     real = pp.process_source

@@ -35,8 +35,8 @@ from hypothesis import currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from deepfake.ingest import Source
-from deepfake.media import (
+from deepfake.data.ingest import Source
+from deepfake.data.media import (
     IMAGE_EXTENSIONS,
     REASONS,
     VIDEO_EXTENSIONS,
@@ -45,9 +45,9 @@ from deepfake.media import (
     kind_of,
     read_image,
 )
-from deepfake.prediction import InputError, decode_input
-from deepfake.preprocess import PreprocessConfig, _init_worker, process_source
-from deepfake.video import read_video_frames, sample_frame_indices, sample_video
+from deepfake.data.preprocess import PreprocessConfig, _init_worker, process_source
+from deepfake.data.video import read_video_frames, sample_frame_indices, sample_video
+from deepfake.inference.prediction import InputError, decode_input
 
 LIMIT_S = 5.0  # one decode of a 32 px image or a few-frame clip takes milliseconds
 HEADER = 64  # bytes counted as the header region for the header mutations
@@ -85,7 +85,7 @@ SIGNATURES = (
     b"RIFF\x00\x10\x00\x00AVI LIST",
     b"\x1aE\xdf\xa3",
 )
-#: The image signatures ``deepfake.media`` knows (and RIFF....WEBP).
+#: The image signatures ``deepfake.data.media`` knows (and RIFF....WEBP).
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 #: 32-bit values that make size and count fields interesting (zero, one, huge, negative).
 EXTREMES = (b"\x00\x00\x00\x00", b"\x00\x00\x00\x01", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00", b"\xff\xff\xff\xff")
@@ -398,7 +398,7 @@ def test_valid_videos_decode_to_their_frames(samples, scratch):
 
 
 def signature_length(blob: bytes) -> int:
-    """How many leading bytes ``deepfake.media`` needs to recognise an image format (WebP: RIFF....WEBP)."""
+    """How many leading bytes ``deepfake.data.media`` needs to recognise an image format (WebP: RIFF....WEBP)."""
     return 12 if blob.startswith(b"RIFF") else next(len(m) for m in IMAGE_MAGIC if blob.startswith(m))
 
 

@@ -6,7 +6,7 @@ from test_predict import write_checkpoint
 from torch import nn
 from torchvision.models import resnet18
 
-from deepfake.gradcam import (
+from deepfake.inference.gradcam import (
     MIN_MAP_SIDE,
     cam_from,
     candidate_layers,
@@ -16,7 +16,7 @@ from deepfake.gradcam import (
     overlay_heatmap,
     pick_layer,
 )
-from deepfake.predict import PredictConfig, Predictor
+from deepfake.inference.predict import PredictConfig, Predictor
 
 
 class BrightnessNet(nn.Module):

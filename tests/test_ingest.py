@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake.ingest import DatasetLayoutError, IngestConfig, read_manifest, scan
-from deepfake.media import BadInputError, decode_image, read_image
-from deepfake.video import read_video_frames, sample_frame_indices
+from deepfake.data.ingest import DatasetLayoutError, IngestConfig, read_manifest, scan
+from deepfake.data.media import BadInputError, decode_image, read_image
+from deepfake.data.video import read_video_frames, sample_frame_indices
 
 RNG = np.random.default_rng(0)
 

@@ -2,20 +2,19 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake.faces import FaceBox, crop_face, crop_window, get_detector
-from deepfake.landmarks import (
+from deepfake.data.detect import FaceBox, get_detector
+from deepfake.data.faces import (
     TEMPLATE,
     alignment_matrix,
-    format_points,
-    get_landmarker,
-    key_points,
-    parse_points,
+    crop_face,
+    crop_window,
     similarity,
     transform_points,
     warp_crop,
     window_matrix,
 )
-from deepfake.testing import face_image
+from deepfake.data.landmarks import format_points, get_landmarker, key_points, parse_points
+from deepfake.pipeline.quick import face_image
 
 
 def _rotation(angle_deg: float, scale: float, t: tuple[float, float]) -> np.ndarray:

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake import paths
-from deepfake.testing import write_params
+from deepfake.core import paths
+from deepfake.pipeline.quick import write_params
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="scans /proc (Linux)")
 
@@ -115,9 +115,9 @@ def _crops(folder: Path) -> int:
 # --------------------------------------------------------------------------------------------
 
 _CHILD = {
-    "prctl": "from deepfake import lifetime\nlifetime.end_with_parent()\nlifetime.end_with_parent()\n",
+    "prctl": "from deepfake.core import lifetime\nlifetime.end_with_parent()\nlifetime.end_with_parent()\n",
     # the watcher thread used where prctl is missing; called twice, it still runs one thread
-    "thread": "from deepfake import lifetime\nlifetime._set_death_signal = lambda sig: False\n"
+    "thread": "from deepfake.core import lifetime\nlifetime._set_death_signal = lambda sig: False\n"
     "lifetime.end_with_parent()\nlifetime.end_with_parent()\nimport threading\n"
     "assert threading.active_count() == 2, threading.enumerate()\n",
     "none": "",
@@ -155,7 +155,7 @@ def test_a_child_ends_when_its_parent_is_killed(how):
 def test_a_parent_gone_before_the_call_ends_the_caller_at_once():
     # os.getppid() differs before and after arming the signal: the parent died in between
     code = (
-        "import os, time\nfrom deepfake import lifetime\nreal = os.getppid\nseen = [real() + 1]\n"
+        "import os, time\nfrom deepfake.core import lifetime\nreal = os.getppid\nseen = [real() + 1]\n"
         "os.getppid = lambda: seen.pop() if seen else real()\nlifetime.end_with_parent()\ntime.sleep(10)\n"
     )
     t0 = time.monotonic()
@@ -205,11 +205,11 @@ def _kill_and_follow(victim: int, marker: str, roles: dict[int, str], cache: Pat
 
 @pytest.mark.slow
 def test_killed_preprocessing_leaves_no_worker_running_or_writing(slow_dataset, tmp_path):
-    """``deepfake.preprocess.preprocess`` on two workers in a process of its own, killed while it crops."""
+    """``deepfake.data.preprocess.preprocess`` on two workers in a process of its own, killed while it crops."""
     marker, cache, log = uuid.uuid4().hex, tmp_path / "faces", tmp_path / "log.txt"
     code = (
-        "import sys\nfrom dataclasses import replace\nfrom deepfake.params import load_params\n"
-        "from deepfake.preprocess import preprocess\n"
+        "import sys\nfrom dataclasses import replace\nfrom deepfake.pipeline.params import load_params\n"
+        "from deepfake.data.preprocess import preprocess\n"
         "preprocess(sys.argv[1], sys.argv[2], replace(load_params().preprocess, workers=2), progress=False)\n"
     )
     with log.open("w") as out:

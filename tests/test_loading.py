@@ -5,10 +5,17 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from deepfake.augment import AugmentConfig
-from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD, load_input
-from deepfake.loading import Batch, EpochBatchSampler, ImageDataset, class_weights, finish_batch, make_batch_loader
-from deepfake.media import UnreadableImageError
+from deepfake.data.inputs import IMAGENET_MEAN, IMAGENET_STD, load_input
+from deepfake.data.media import UnreadableImageError
+from deepfake.training.augment import AugmentConfig
+from deepfake.training.loading import (
+    Batch,
+    EpochBatchSampler,
+    ImageDataset,
+    class_weights,
+    finish_batch,
+    make_batch_loader,
+)
 
 
 def _reference(path, size):
@@ -168,7 +175,7 @@ def test_worker_side_augmentation_gives_the_device_side_result_in_uint8(tmp_path
 
 
 def test_decoded_cache_holds_exactly_the_decoded_pixels_and_is_reused(tmp_path):
-    from deepfake.loading import DecodedCache
+    from deepfake.training.loading import DecodedCache
 
     for i in range(5):
         _photo(90, i).save(tmp_path / f"{i}.jpg", quality=85)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from deepfake.metrics import (
+from deepfake.metrics.classification import (
     binary_metrics,
     choose_threshold,
     equal_error_rate,
@@ -189,7 +189,7 @@ def test_bootstrap_interval_brackets_the_estimate():
 
 
 def test_weighted_auc_matches_sklearn_with_ties():
-    from deepfake.metrics import _weighted_auc
+    from deepfake.metrics.classification import _weighted_auc
 
     rng = np.random.default_rng(7)
     y = rng.integers(0, 2, 300)
@@ -203,7 +203,7 @@ def test_weighted_auc_matches_sklearn_with_ties():
 def test_per_kind_ranks_each_kind_of_fake_against_all_reals():
     import pandas as pd
 
-    from deepfake.metrics import kind_column, per_kind
+    from deepfake.metrics.classification import kind_column, per_kind
 
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.35, 0.05])

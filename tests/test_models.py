@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from deepfake.models import WeightsUnavailableError, build_model, count_parameters, imagenet_cache_file
+from deepfake.models.architectures import WeightsUnavailableError, build_model, count_parameters, imagenet_cache_file
 
 
 def test_output_shape_no_nan_and_every_parameter_gets_a_gradient(offline_hub):
@@ -116,7 +116,7 @@ def test_dilated_cnn_weights(tmp_path):
 def test_frozen_backbone_trains_only_the_head_and_keeps_bn_statistics(arch, head):
     from torch import nn
 
-    from deepfake.models import apply_train_mode, set_backbone_frozen
+    from deepfake.models.architectures import apply_train_mode, set_backbone_frozen
 
     model, _ = build_model(arch, "none")
     set_backbone_frozen(model, arch, True)

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from deepfake import config, paths, pipeline
-from deepfake.split import SplitConfig
-from deepfake.testing import write_params
+from deepfake.core import config, paths
+from deepfake.data.split import SplitConfig
+from deepfake.pipeline import stages
+from deepfake.pipeline.quick import write_params
 
 RAW = config.read_yaml(paths.PARAMS_FILE)
 DVC = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())
@@ -60,7 +61,12 @@ def test_a_stage_checks_every_section_first():
 @pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
 def test_each_stage_passes_paths_not_settings(stage):
     words = _words(_stage(stage)["cmd"])
-    assert words[:4] == ["bin/python", "-m", "deepfake", "stage"]  # papermill's arguments, run by deepfake.runner
+    assert words[:4] == [
+        "bin/python",
+        "-m",
+        "deepfake",
+        "stage",
+    ]  # papermill's arguments (pipeline.runner)
     words = words[3:]
     notebook = paths.ROOT / words[1]
     assert notebook.exists() and words[1] in _stage(stage)["deps"]
@@ -98,7 +104,7 @@ def test_stage_params_and_deps_exist():
 
 
 def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
-    result = pipeline.run_split(
+    result = stages.run_split(
         tiny_dataset, tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25)
     )
     assert {p.name for p in (tmp_path / "splits").iterdir()} == {"train.csv", "val.csv", "test.csv"}
@@ -120,12 +126,12 @@ def test_run_split_writes_manifests_and_reports(tiny_dataset, tmp_path):
 
 
 def test_split_audits_the_originals_and_warns_about_a_small_validation_split(tiny_dataset, tmp_path):
-    from deepfake.preprocess import PreprocessConfig
+    from deepfake.data.preprocess import PreprocessConfig
 
     faces = tmp_path / "faces"
-    pipeline.run_preprocess(tiny_dataset, faces, tmp_path / "pre", PreprocessConfig(detect=False, size=32, workers=1))
+    stages.run_preprocess(tiny_dataset, faces, tmp_path / "pre", PreprocessConfig(detect=False, size=32, workers=1))
     cfg = SplitConfig(val_frac=0.25, test_frac=0.25)  # the defaults' minimum: 100 images, 10 groups
-    result = pipeline.run_split(faces, tmp_path / "splits", tmp_path / "reports", cfg, sources_dir=tiny_dataset)
+    result = stages.run_split(faces, tmp_path / "splits", tmp_path / "reports", cfg, sources_dir=tiny_dataset)
     leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
     table = pd.read_csv(tmp_path / "reports" / "shortcuts.csv")
     assert list(table["property"]) == ["jpeg_quality", "file_bytes", "pixels", "format", "progressive", "subsampling"]
@@ -133,7 +139,7 @@ def test_split_audits_the_originals_and_warns_about_a_small_validation_split(tin
     assert leak["shortcuts"]["auc"]["jpeg_quality"] < 0.8  # the same quality range for both classes
     assert len(leak["warnings"]) == 1 and "validation split holds" in leak["warnings"][0]
     assert result.warnings == leak["warnings"]
-    quiet = pipeline.run_split(
+    quiet = stages.run_split(
         faces,
         tmp_path / "s2",
         tmp_path / "r2",
@@ -144,7 +150,7 @@ def test_split_audits_the_originals_and_warns_about_a_small_validation_split(tin
 
 def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "QUICK_DIR", tmp_path / "quick")
-    stage = pipeline.open_stage("plots", quick=True, overrides=SMALL)
+    stage = stages.open_stage("plots", quick=True, overrides=SMALL)
     w = stage.where
     assert w.reports == tmp_path / "quick" / "reports" and stage.params.train.epochs == 1
     for f in (
@@ -158,7 +164,7 @@ def test_quick_chain_builds_every_upstream_input(tmp_path, monkeypatch):
         w.calibration,
     ):
         assert f.exists(), f
-    figures = pipeline.run_plots(w.train_reports, w.eval_reports, w.figures, w.faces)
+    figures = stages.run_plots(w.train_reports, w.eval_reports, w.figures, w.faces)
     assert all(p.stat().st_size > 1000 for p in figures.values())
 
 
@@ -173,13 +179,13 @@ def test_a_dataset_path_with_a_space_runs_through_the_stages(tmp_path, tiny_data
             "split": {"val_frac": 0.25, "test_frac": 0.25},
         },
     )
-    stage = pipeline.open_stage("split", params)
+    stage = stages.open_stage("split", params)
     w = stage.where
-    pre = pipeline.run_preprocess(
+    pre = stages.run_preprocess(
         w.raw, w.faces, tmp_path / "reports" / "preprocess", stage.params.preprocess, progress=False
     )
     assert len(pre.manifest) == 48 and " " in str(w.faces)
-    split = pipeline.run_split(
+    split = stages.run_split(
         w.faces, tmp_path / "reports" / "split", tmp_path / "reports" / "split", stage.params.split
     )
     assert len(split.frame) == 48
@@ -221,3 +227,25 @@ def test_cross_dataset_stage_appears_once_a_dataset_is_named(tmp_path):
     out = subprocess.run([_dvc(), "stage", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "cross@other" in out.stdout
+
+
+def test_make_install_takes_a_cpu_wheel_index():
+    """``make install TORCH_INDEX=...`` installs torch and torchvision from that index before the
+    package (whose torch requirement is then met); without it, nothing asks another index."""
+
+    def recipe(*args: str) -> list[str]:
+        out = subprocess.run(
+            ["make", "-n", "-W", "pyproject.toml", "install", *args],
+            cwd=paths.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [line for line in out.splitlines() if "pip install" in line]
+
+    index = "https://example.invalid/whl/cpu"
+    lines = recipe(f"TORCH_INDEX={index}")
+    torch_line = next(i for i, line in enumerate(lines) if f"--index-url {index} torch torchvision" in line)
+    package_line = next(i for i, line in enumerate(lines) if '-e ".[dev]"' in line)
+    assert torch_line < package_line
+    assert not any("--index-url" in line for line in recipe())

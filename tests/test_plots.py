@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake import plots
-from deepfake.metrics import pr_points, reliability_table, roc_points
+from deepfake.evaluation import plots
+from deepfake.metrics.classification import pr_points, reliability_table, roc_points
 
 
 def _preds(n=40, seed=0):
@@ -266,12 +266,12 @@ def test_robustness_curves_keep_every_point_and_label_inside_the_figure():
 def test_run_plots_titles_come_from_details_json_and_the_curves_mark_the_summary_epoch(tmp_path, monkeypatch):
     import json
 
-    from deepfake.pipeline import run_plots
+    from deepfake.pipeline.stages import run_plots
 
     train_dir, eval_dir, figures = tmp_path / "train", tmp_path / "eval", tmp_path / "figures"
     train_dir.mkdir()
     eval_dir.mkdir()
-    from deepfake.tracking import TrainTracker
+    from deepfake.pipeline.tracking import TrainTracker
 
     tracker = TrainTracker(train_dir)  # the per-epoch history as training writes it
     for row in _history().to_dict("records"):

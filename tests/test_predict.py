@@ -9,15 +9,16 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from deepfake import inputs
-from deepfake import predict as P
 from deepfake.__main__ import main
-from deepfake.calibration import Calibration
-from deepfake.checkpoint import load_checkpoint
-from deepfake.faces import FaceBox, crop_face
-from deepfake.inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, whole_image
-from deepfake.models import build_model
-from deepfake.video import read_video_frames
+from deepfake.data import faces
+from deepfake.data.detect import FaceBox
+from deepfake.data.faces import crop_face
+from deepfake.data.inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, whole_image
+from deepfake.data.video import read_video_frames
+from deepfake.inference import predict as P
+from deepfake.metrics.calibration import Calibration
+from deepfake.models.architectures import build_model
+from deepfake.models.checkpoint import load_checkpoint
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
@@ -190,7 +191,7 @@ def test_detection_follows_the_checkpoint_contract_and_reports_the_box(face_ckpt
         names.append(name)
         return FakeDetector()
 
-    monkeypatch.setattr(inputs, "get_detector", fake_get_detector)
+    monkeypatch.setattr(faces, "get_detector", fake_get_detector)
     p = P.Predictor(face_ckpt, "cpu", P.PredictConfig(calibration_file=""))
     assert p.preprocessing.crop == "face" and "largest face" in p.describe_preprocessing()
     prep = p.prepare(photo, keep_image=True)
@@ -202,10 +203,10 @@ def test_detection_follows_the_checkpoint_contract_and_reports_the_box(face_ckpt
 
 
 def test_overriding_the_contract_is_logged(ckpt, face_ckpt, caplog):
-    with caplog.at_level("WARNING", logger="deepfake.predict"):
+    with caplog.at_level("WARNING", logger="deepfake.inference.predict"):
         same = P.Predictor(face_ckpt, "cpu", P.PredictConfig(face="detect", calibration_file=""))
     assert same.preprocessing == same.trained_preprocessing and not caplog.records
-    with caplog.at_level("WARNING", logger="deepfake.predict"):
+    with caplog.at_level("WARNING", logger="deepfake.inference.predict"):
         forced = P.Predictor(ckpt, "cpu", P.PredictConfig(face="detect", calibration_file=""))
     assert forced.preprocessing.crop == "face" and forced.trained_preprocessing.crop == "none"
     assert "trained on none crops" in caplog.text and "scores will differ" in caplog.text
@@ -373,7 +374,7 @@ def test_cli_info_reports_whether_the_model_loads(ckpt, tmp_path, capsys):
 
 
 def test_cli_info_checks_the_calibration_against_the_checkpoint(ckpt, images, tmp_path, capsys):
-    from deepfake.calibration import checkpoint_record, save_calibration
+    from deepfake.metrics.calibration import checkpoint_record, save_calibration
 
     mine = save_calibration(tmp_path / "mine.json", 1.5, 0.4, "fixed", **checkpoint_record(ckpt))
     assert main(["info", "--checkpoint", str(ckpt), "--calibration", str(mine), "--json"]) == 0

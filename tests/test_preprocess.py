@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfake import pipeline, testing
-from deepfake.data import index_dataset
-from deepfake.ingest import Source
-from deepfake.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess
-from deepfake.split import SplitConfig
-from deepfake.synth import SynthConfig, make_image
+from deepfake.data.ingest import Source
+from deepfake.data.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess
+from deepfake.data.split import SplitConfig, index_dataset
+from deepfake.data.synth import SynthConfig, make_image
+from deepfake.pipeline import quick, stages
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 FACE_BOX = (120, 40, 160, 160)  # where the synthetic face is pasted on the canvas (x, y, w, h)
@@ -214,7 +213,7 @@ def test_the_cache_is_a_dataset_root_for_split_and_training(tiny_dataset, tmp_pa
     index = index_dataset(tmp_path / "c")
     groups = pd.read_csv(tiny_dataset / "manifest.csv", dtype=str)["group"].nunique()
     assert len(index) == 48 and index["path"].str.endswith(".png").all() and index["group"].nunique() == groups
-    result = pipeline.run_split(
+    result = stages.run_split(
         tmp_path / "c", tmp_path / "splits", tmp_path / "reports", SplitConfig(val_frac=0.25, test_frac=0.25)
     )
     assert result.leakage["groups_across_splits"] == []
@@ -295,7 +294,7 @@ def test_bad_settings_fail_clearly():
 
 
 def test_run_preprocess_writes_reports(messy, tmp_path):
-    res = pipeline.run_preprocess(
+    res = stages.run_preprocess(
         messy,
         tmp_path / "c",
         tmp_path / "rep",
@@ -309,12 +308,12 @@ def test_run_preprocess_writes_reports(messy, tmp_path):
     timings = json.loads((tmp_path / "rep" / "timings.json").read_text())  # run facts, kept out of the metrics
     assert timings["processed_now"] == res.summary["processed_now"] and "seconds" not in summary
     assert len(pd.read_csv(tmp_path / "rep" / "skipped.csv")) == 7
-    figure = cv2.imread(str(tmp_path / "rep" / pipeline.FACE_CHECK_FIGURE))
+    figure = cv2.imread(str(tmp_path / "rep" / stages.FACE_CHECK_FIGURE))
     assert figure is not None and figure.shape[0] > 150  # crops above, the photo without a face below
 
 
 def test_quick_mixed_dataset_shows_each_kind_of_problem(tmp_path, monkeypatch):
-    raw = testing.ensure_quick_mixed_dataset(
+    raw = quick.ensure_quick_mixed_dataset(
         tmp_path / "mixed", SynthConfig(n_identities=6, images_per_identity=2, image_size=32, workers=1)
     )
     res = preprocess(raw, tmp_path / "c", PreprocessConfig(detect=False, size=32, workers=1), progress=False)
@@ -350,8 +349,8 @@ def two_faces_photo() -> np.ndarray:
 
 
 def test_landmarks_round_trip_through_the_cache(tmp_path):
-    from deepfake.faces import get_detector
-    from deepfake.landmarks import get_landmarker, parse_points
+    from deepfake.data.detect import get_detector
+    from deepfake.data.landmarks import get_landmarker, parse_points
 
     raw = tmp_path / "raw"
     save(face_photo(), raw / "real" / "a.png")
@@ -372,7 +371,7 @@ def test_landmarks_round_trip_through_the_cache(tmp_path):
 
 
 def test_aligned_crops_have_level_eyes(tmp_path):
-    from deepfake.landmarks import key_points, parse_points
+    from deepfake.data.landmarks import key_points, parse_points
 
     raw = tmp_path / "raw"
     h, w = 240, 320
@@ -438,8 +437,8 @@ def test_a_video_follows_one_face_and_records_its_track(tmp_path):
 def test_a_broken_landmark_model_stops_the_stage_and_marks_no_input_bad(tmp_path, monkeypatch):
     import concurrent.futures
 
-    from deepfake import landmarks
-    from deepfake.faces import FaceModelError
+    from deepfake.data import landmarks
+    from deepfake.data.detect import FaceModelError
 
     bad = tmp_path / "shape_predictor_68_face_landmarks.dat"
     bad.write_bytes(b"\x00" * 100)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from deepfake import progress as P
+from deepfake.core import progress as P
 
 
 def test_line_progress_prints_count_rate_and_eta_at_its_interval():

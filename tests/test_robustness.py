@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.robustness import Perturbation, parse_levels, perturbation_grid
+from deepfake.evaluation.robustness import Perturbation, parse_levels, perturbation_grid
 
 
 def _image(size=64, seed=0):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from deepfake import paths
-from deepfake.preprocess import STAT_NAME
-from deepfake.runner import NOTEBOOKS, scrub_times
-from deepfake.synth import SynthConfig, generate
-from deepfake.testing import write_params
+from deepfake.core import paths
+from deepfake.data.preprocess import STAT_NAME
+from deepfake.data.synth import SynthConfig, generate
+from deepfake.pipeline.quick import write_params
+from deepfake.pipeline.runner import NOTEBOOKS, scrub_times
 
 pytestmark = pytest.mark.slow
 

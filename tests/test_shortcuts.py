@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.shortcuts import WARN_AUC, audit_shortcuts, file_properties, jpeg_quality, property_auc
-from deepfake.testing import face_image
+from deepfake.data.shortcuts import WARN_AUC, audit_shortcuts, file_properties, jpeg_quality, property_auc
+from deepfake.pipeline.quick import face_image
 
 
 def _jpeg(path, rgb, **kw):

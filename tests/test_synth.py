@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake.synth import MANIPULATIONS, SynthConfig, generate, make_image, sample_identity
+from deepfake.data.synth import MANIPULATIONS, SynthConfig, generate, make_image, sample_identity
 
 CFG = SynthConfig(n_identities=6, images_per_identity=2, image_size=48, seed=11, workers=1)
 
@@ -72,7 +72,7 @@ def test_donors_come_from_the_targets_group(tmp_path):
 
 
 def test_last_family_absorbs_the_remainder():
-    from deepfake.synth import family_members
+    from deepfake.data.synth import family_members
 
     cfg = SynthConfig(n_identities=10, family_size=4)
     assert list(family_members(cfg, 0)) == [0, 1, 2, 3]

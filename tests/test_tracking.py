@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from deepfake import tracking
+from deepfake.pipeline import tracking
 
 
 def _row(epoch: int) -> dict:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake import train as train_mod
-from deepfake.models import build_model
-from deepfake.resume import check_resumable
-from deepfake.steps import lr_factor
-from deepfake.train import HISTORY_COLUMNS, TrainConfig, train
+from deepfake.models.architectures import build_model
+from deepfake.training import train as train_mod
+from deepfake.training.resume import check_resumable
+from deepfake.training.steps import lr_factor
+from deepfake.training.train import HISTORY_COLUMNS, TrainConfig, train
 
 FAST = dict(weights="none", epochs=2, batch_size=8, image_size=32, device="cpu", seed=0)
 METRICS = ["train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc", "lr"]
@@ -118,7 +118,7 @@ def test_cuda_request_without_cuda_is_a_clear_error(tiny_dataset, tiny_splits, t
 
 
 def test_dilated_cnn_trains_through_the_same_path_and_reloads(tiny_dataset, tiny_splits, tmp_path):
-    from deepfake.checkpoint import load_checkpoint
+    from deepfake.models.checkpoint import load_checkpoint
 
     result = train(TrainConfig(**{**FAST, "arch": "dilated_cnn", "epochs": 1}), tiny_splits, tiny_dataset, tmp_path)
     assert result.summary["parameters"] == 652_773 and result.summary["arch"] == "dilated_cnn"
@@ -256,7 +256,7 @@ def test_early_stopping_on_validation_auc(monkeypatch, tiny_dataset, tiny_splits
 
 
 def test_self_blending_only_trains_on_reals_and_reports_it(tiny_dataset, tiny_splits, tmp_path):
-    from deepfake.data import read_split
+    from deepfake.data.split import read_split
 
     train_df = read_split(tiny_splits, "train")
     reals, fakes = int((train_df["target"] == 0).sum()), int((train_df["target"] == 1).sum())
@@ -293,7 +293,7 @@ RESUME = dict(
 )
 KILLER = textwrap.dedent("""
     import json, os, signal, sys
-    from deepfake.train import TrainConfig, train
+    from deepfake.training.train import TrainConfig, train
 
     cfg, splits, raw, out, kill_at = json.loads(sys.argv[1])
 
@@ -377,7 +377,7 @@ def test_torch_compile_trains_on_cpu(monkeypatch, tiny_dataset, tiny_splits, tmp
 def test_cpu_bf16_trains_in_bf16_channels_last_and_stays_close_to_float32(
     monkeypatch, tiny_dataset, tiny_splits, tmp_path
 ):
-    from deepfake.utils import cpu_bf16_supported
+    from deepfake.core.utils import cpu_bf16_supported
 
     if not cpu_bf16_supported():
         pytest.skip("this CPU has no native bf16 instructions (AVX512-BF16 or AMX)")
@@ -438,8 +438,8 @@ def test_cuda_resume_restores_the_grad_scaler_and_cuda_rng(tiny_dataset, tiny_sp
 
 def test_step_loss_is_the_global_batch_mean_whatever_the_share():
     """Two ranks' scaled gradients average to the single-process gradient of the global batch."""
-    from deepfake.loading import Batch
-    from deepfake.steps import EpochStats, StepOptions, train_one_epoch
+    from deepfake.training.loading import Batch
+    from deepfake.training.steps import EpochStats, StepOptions, train_one_epoch
 
     torch.manual_seed(0)
     x = torch.randn(6, 3, 2, 2)
@@ -465,7 +465,7 @@ def test_step_loss_is_the_global_batch_mean_whatever_the_share():
 
 
 def test_decode_cache_gives_the_same_training(tiny_dataset, tiny_splits, tmp_path, monkeypatch):
-    from deepfake import paths
+    from deepfake.core import paths
 
     monkeypatch.setattr(paths, "ROOT", tmp_path)  # the cache goes to <root>/build/cache
     cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 2, "deterministic": True, "jpeg_prob": 0.5})

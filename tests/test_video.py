@@ -1,4 +1,4 @@
-"""Video frame sampling (``deepfake.video.sample_video``): each returned frame is the one its index names.
+"""Video frame sampling (``deepfake.data.video.sample_video``): each returned frame is the one its index names.
 
 The clips are written with OpenCV and every frame shows its own index in binary, one bit per
 16 px black or white block, which survives mp4v and MJPG compression; a frame's index is read
@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake import video
-from deepfake.media import BadInputError
-from deepfake.video import SEEK_MIN_GAP, read_video, sample_frame_indices, sample_video
+from deepfake.data import video
+from deepfake.data.media import BadInputError
+from deepfake.data.video import SEEK_MIN_GAP, read_video, sample_frame_indices, sample_video
 
 W, H, BLOCK = 64, 48, 16
 BITS = (W // BLOCK) * (H // BLOCK)  # 12 blocks: indices up to 4095
@@ -227,7 +227,7 @@ def test_read_video_returns_the_sample_frames_and_count(clips, reader):
 @pytest.mark.parametrize("ext", list(CODECS))
 def test_inexact_opencv_seek_falls_back_to_reading_in_order(clips, monkeypatch, caplog, ext, capture, opencv):
     monkeypatch.setattr(video, "_open_capture", capture)
-    with caplog.at_level(logging.INFO, logger="deepfake.video"):
+    with caplog.at_level(logging.INFO, logger="deepfake.data.video"):
         s = sample_video(clips[(ext, LONG)], 8)
     want = sample_frame_indices(LONG, 8)
     assert s.how == "sequential_after_bad_seek" and s.seeks == (want[1],)  # the first seek is caught
@@ -242,7 +242,7 @@ def test_inexact_opencv_seek_falls_back_to_reading_in_order(clips, monkeypatch, 
 @pytest.mark.parametrize("ext", list(CODECS))
 def test_inexact_pyav_seek_is_caught_and_the_video_read_in_order(clips, monkeypatch, caplog, ext, shift):
     monkeypatch.setattr(video, "_import_av", lambda: FakeAv(shift))
-    with caplog.at_level(logging.INFO, logger="deepfake.video"):
+    with caplog.at_level(logging.INFO, logger="deepfake.data.video"):
         s = sample_video(clips[(ext, LONG)], 8)
     want = sample_frame_indices(LONG, 8)
     assert [i for i, _ in s.frames] == want and s.missing == ()
@@ -285,7 +285,7 @@ def test_truncated_avi_reports_missing_frames_and_returns_only_right_ones(clips,
     want = sample_frame_indices(LONG, 8)
     assert 0 < decodable < want[-1]  # the header still lists LONG frames
 
-    with caplog.at_level(logging.WARNING, logger="deepfake.video"):
+    with caplog.at_level(logging.WARNING, logger="deepfake.data.video"):
         s = sample_video(cut, 8)
     assert s.n_frames == LONG and s.requested == tuple(want)
     assert s.missing == tuple(i for i in want if i >= decodable) and s.missing

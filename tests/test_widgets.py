@@ -8,11 +8,10 @@ import pytest
 from PIL import Image
 from test_predict import face_contract, write_checkpoint, write_video
 
-from deepfake import paths
-from deepfake.calibration import CalibrationMismatchError, checkpoint_record, save_calibration
-from deepfake.predict import PredictConfig, Predictor, clear_cache
-from deepfake.synth import SynthConfig, make_image
-from deepfake.widgets import (
+from deepfake.core import paths
+from deepfake.data.synth import SynthConfig, make_image
+from deepfake.inference.predict import PredictConfig, Predictor, clear_cache
+from deepfake.inference.widgets import (
     ACCEPT,
     DemoConfig,
     DemoModel,
@@ -22,6 +21,7 @@ from deepfake.widgets import (
     limit_note,
     load_predictor,
 )
+from deepfake.metrics.calibration import CalibrationMismatchError, checkpoint_record, save_calibration
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_no_face_in_a_photo_for_a_face_model_is_a_message(tiny_dataset, tmp_path
 
 
 def test_the_upload_button_offers_every_type_the_package_reads(predictor):
-    from deepfake.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from deepfake.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     assert set(ACCEPT.split(",")) == set(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     assert DemoWidget(predictor).upload.accept == ACCEPT and ".tif" in ACCEPT and ".webm" in ACCEPT
@@ -324,7 +324,7 @@ def test_an_unverifiable_calibration_is_a_visible_warning(project, caplog):
     _train(trained, files, hashed=False)
     choice = choose_model("trained", trained, quick)
     clear_cache()
-    with caplog.at_level("WARNING", logger="deepfake.calibration"):
+    with caplog.at_level("WARNING", logger="deepfake.metrics.calibration"):
         w = DemoWidget(load_predictor(choice, "cpu"), model=choice)
     assert "cannot be verified" in caplog.text
     assert "not verified: the file records no checkpoint hash" in w.shown()["model"]

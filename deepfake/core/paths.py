@@ -1,0 +1,98 @@
+"""Project paths, built from the repository root (never from the working directory)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Repository root: the folder holding ``params.yaml``. ``DEEPFAKE_ROOT`` overrides it.
+ROOT = Path(os.environ.get("DEEPFAKE_ROOT", Path(__file__).resolve().parents[2]))
+
+DATA_DIR = ROOT / "data"
+RAW_DIR = DATA_DIR / "raw"
+MODELS_DIR = ROOT / "models"
+REPORTS_DIR = ROOT / "reports"
+FIGURES_DIR = REPORTS_DIR / "figures"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+PARAMS_FILE = ROOT / "params.yaml"
+#: Face-crop caches of the cross-dataset test sets (``cache/cross/<name>``, a DVC output of stage ``cross@<name>``).
+CROSS_DIR = ROOT / "cache" / "cross"
+#: Scratch space for quick-check runs of the notebooks (nbval, interactive use).
+QUICK_DIR = ROOT / "build" / "quick"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Return ``path`` as absolute, taking relative paths from the project root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as messages and records name it: relative to the project root when inside it (short and
+    the same in every clone), else absolute. Symbolic links are kept, not resolved."""
+    p = Path(os.path.abspath(resolve(path)))
+    root = Path(os.path.abspath(ROOT))
+    return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's."""
+
+    raw: Path  # the dataset the preprocess stage reads (data.raw_dir)
+    faces: Path  # the face-crop cache (data.faces_dir)
+    models: Path
+    reports: Path
+    cross_caches: Path  # one face-crop cache per cross-dataset test set
+
+    @property
+    def splits(self) -> Path:
+        return self.reports / "split"
+
+    @property
+    def preprocess_reports(self) -> Path:
+        return self.reports / "preprocess"
+
+    @property
+    def split_reports(self) -> Path:
+        return self.reports / "split"
+
+    @property
+    def train_reports(self) -> Path:
+        return self.reports / "train"
+
+    @property
+    def eval_reports(self) -> Path:
+        return self.reports / "eval"
+
+    @property
+    def figures(self) -> Path:
+        return self.reports / "figures"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.models / "best.pt"
+
+    @property
+    def calibration(self) -> Path:
+        return self.eval_reports / "calibration.json"
+
+    def cross_reports(self, name: str) -> Path:
+        return self.reports / "cross" / name
+
+    def cross_faces(self, name: str) -> Path:
+        """Face-crop cache of a cross-dataset test set (the preprocess stage's code, its own folder)."""
+        return self.cross_caches / name
+
+
+def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool = False) -> Layout:
+    """The pipeline's layout (data.raw_dir and data.faces_dir of params.yaml) or the quick check's (build/quick)."""
+    if quick:
+        q = QUICK_DIR
+        return Layout(
+            raw=q / "raw", faces=q / "faces", models=q / "models", reports=q / "reports", cross_caches=q / "cross_faces"
+        )
+    return Layout(
+        raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR, cross_caches=CROSS_DIR
+    )

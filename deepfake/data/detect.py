@@ -1,0 +1,266 @@
+"""Face detection and margin-enlarged square crops.
+
+Three detectors (``DETECTORS``), all behind ``get_detector(name)``:
+
+- ``dlib_hog``: dlib's HOG + linear SVM frontal detector (``dlib.get_frontal_face_detector``),
+  the one FaceForensics++, DeepfakeBench and the self-blended-images code crop with; the default.
+- ``dlib_cnn``: dlib's MMOD CNN (``mmod_human_face_detector.dat``): finds rotated and
+  profile-ish faces HOG misses, at about 20x its cost on a CPU (dlib-bin's wheels are CPU builds).
+- ``haar``: OpenCV's bundled Haar cascade (no model file, lowest recall).
+
+Every detector works on a copy downscaled so its longer side is at most
+``DETECT_MAX_SIDE[name]`` (speed; boxes are mapped back to the full image), and ``upsample``
+enlarges that copy ``2**upsample`` times for small faces (video frames). The dlib model files
+come from the ``face-recognition-models`` wheel, located with ``importlib`` (its own
+``__init__`` imports ``pkg_resources``, which current setuptools no longer ships).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: Crop enlargement around the detected box (the FaceForensics++ / DeepfakeBench convention).
+DEFAULT_MARGIN = 1.3
+#: Face detectors ``preprocess.detector`` can name.
+DETECTORS = ("dlib_hog", "dlib_cnn", "haar")
+#: Longer side of the image copy each detector searches (portraits' faces are large; the CNN
+#: costs ~0.7 s per 320 px image on one CPU core, ~2.8 s at 600 px).
+DETECT_MAX_SIDE = {"dlib_hog": 640, "dlib_cnn": 320, "haar": 640}
+#: Largest upsampling (each step doubles the searched image's side).
+MAX_UPSAMPLE = 2
+
+
+class FaceModelError(RuntimeError):
+    """A detector or landmark model cannot be loaded (package missing, file missing or corrupt)."""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """An axis-aligned face box in pixel coordinates of the image it was found in.
+
+    ``score`` is the detector's confidence (dlib's SVM score or CNN confidence; 0 for Haar).
+    The box may reach past the image's edges (dlib's boxes do for faces cut by the border).
+    """
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 0.0
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h / 2
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+    def touches_border(self, width: int, height: int) -> bool:
+        """True when the box touches or crosses an edge of a ``width`` x ``height`` image (a cut-off face)."""
+        return self.x <= 0 or self.y <= 0 or self.x + self.w >= width or self.y + self.h >= height
+
+
+# --------------------------------------------------------------------------------------------
+# Model files
+# --------------------------------------------------------------------------------------------
+
+
+def import_dlib() -> Any:
+    """The ``dlib`` module, or ``FaceModelError`` saying how to install it."""
+    try:
+        import dlib
+    except ImportError as e:
+        raise FaceModelError(
+            f"the dlib detectors need dlib ({e}); install it with `pip install dlib-bin` "
+            "(prebuilt wheels), or set preprocess.detector: haar"
+        ) from e
+    return dlib
+
+
+def model_file(name: str) -> Path:
+    """Path of a dlib model file shipped by the ``face-recognition-models`` package.
+
+    Raises ``FaceModelError`` naming what is missing and how to install it.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")  # not imported: its __init__ needs pkg_resources
+    if spec is None or spec.origin is None:
+        raise FaceModelError(
+            f"the dlib model file {name} comes with the face-recognition-models package, which is not installed; "
+            "run `pip install face-recognition-models`"
+        )
+    path = Path(spec.origin).parent / "models" / name
+    if not path.is_file():
+        raise FaceModelError(
+            f"{path} is missing; reinstall it with `pip install --force-reinstall face-recognition-models`"
+        )
+    return path
+
+
+def load_dlib_model(loader: Any, path: Path) -> Any:
+    """``loader(str(path))`` with a corrupt or unreadable file reported as ``FaceModelError`` naming it."""
+    try:
+        return loader(str(path))
+    except (RuntimeError, OSError) as e:  # dlib raises RuntimeError for a truncated or foreign file
+        raise FaceModelError(
+            f"{path} could not be loaded ({str(e).strip()[:200]}); it is corrupt or not a dlib model: "
+            "reinstall it with `pip install --force-reinstall face-recognition-models`"
+        ) from e
+
+
+def _cascade_path(name: str) -> Path:
+    data = getattr(cv2, "data", None)
+    if data is None or not hasattr(data, "haarcascades"):
+        raise FaceModelError(
+            "this OpenCV build has no bundled Haar cascades (opencv-python-headless 5.x dropped them); "
+            "install opencv-python-headless<5"
+        )
+    path = Path(data.haarcascades) / name
+    if not path.is_file():
+        raise FaceModelError(f"OpenCV's cascade file {path} is missing; reinstall opencv-python-headless<5")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors
+# --------------------------------------------------------------------------------------------
+
+
+class Detector:
+    """Finds faces in RGB uint8 images. Not thread-safe: ``get_detector`` keeps one per thread."""
+
+    name = ""
+
+    def _find(self, rgb: np.ndarray, upsample: int) -> list[tuple[float, float, float, float, float]]:
+        """Boxes ``(x, y, w, h, score)`` in ``rgb``'s pixels."""
+        raise NotImplementedError
+
+    def detect(self, rgb: np.ndarray, upsample: int = 0) -> list[FaceBox]:
+        """All faces in ``rgb`` (H, W, 3) uint8, largest first, in its pixel coordinates.
+
+        Args:
+            rgb: the image.
+            upsample: search a copy enlarged ``2**upsample`` times (finds smaller faces, costs
+                about ``4**upsample`` times more).
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+        if not 0 <= upsample <= MAX_UPSAMPLE:
+            raise ValueError(f"upsample must be between 0 and {MAX_UPSAMPLE}, got {upsample}")
+        h, w = rgb.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE[self.name] / max(h, w))
+        small = rgb
+        if scale < 1.0:
+            small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        boxes = [
+            FaceBox(round(x / scale), round(y / scale), max(1, round(bw / scale)), max(1, round(bh / scale)), float(s))
+            for x, y, bw, bh, s in self._find(np.ascontiguousarray(small), upsample)
+        ]
+        return sorted(boxes, key=lambda b: (b.area, b.score), reverse=True)
+
+    def largest(self, rgb: np.ndarray, upsample: int = 0) -> FaceBox | None:
+        """The largest face, or None when no face is found."""
+        boxes = self.detect(rgb, upsample)
+        return boxes[0] if boxes else None
+
+
+class HaarDetector(Detector):
+    """OpenCV's frontal-face Haar cascade.
+
+    Attributes:
+        scale_factor: image-pyramid step of the cascade.
+        min_neighbors: detections needed to keep a box (higher: fewer false faces).
+        min_size_frac: smallest face side as a fraction of the shorter searched side.
+    """
+
+    name = "haar"
+
+    def __init__(
+        self,
+        cascade: str = "haarcascade_frontalface_default.xml",
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size_frac: float = 0.1,
+    ) -> None:
+        self.scale_factor, self.min_neighbors, self.min_size_frac = scale_factor, min_neighbors, min_size_frac
+        self._cascade = cv2.CascadeClassifier(str(_cascade_path(cascade)))
+        if self._cascade.empty():
+            raise FaceModelError(f"OpenCV could not load the cascade {cascade}")
+
+    def _find(self, rgb: np.ndarray, upsample: int) -> list[tuple[float, float, float, float, float]]:
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        up = 2**upsample
+        if up > 1:
+            gray = cv2.resize(gray, None, fx=up, fy=up, interpolation=cv2.INTER_LINEAR)
+        gray = cv2.equalizeHist(gray)
+        min_side = max(16, int(min(gray.shape) * self.min_size_frac / up))
+        found = self._cascade.detectMultiScale(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side)
+        )
+        return [(x / up, y / up, w / up, h / up, 0.0) for x, y, w, h in (found if len(found) else [])]
+
+
+class DlibHogDetector(Detector):
+    """dlib's HOG frontal face detector (no model file; the detector is compiled into dlib)."""
+
+    name = "dlib_hog"
+
+    def __init__(self) -> None:
+        self._detector = import_dlib().get_frontal_face_detector()
+
+    def _find(self, rgb: np.ndarray, upsample: int) -> list[tuple[float, float, float, float, float]]:
+        rects, scores, _ = self._detector.run(rgb, upsample, 0.0)
+        return [(r.left(), r.top(), r.width(), r.height(), s) for r, s in zip(rects, scores)]
+
+
+class DlibCnnDetector(Detector):
+    """dlib's MMOD CNN face detector (``mmod_human_face_detector.dat``)."""
+
+    name = "dlib_cnn"
+
+    def __init__(self) -> None:
+        dlib = import_dlib()
+        self._detector = load_dlib_model(dlib.cnn_face_detection_model_v1, model_file("mmod_human_face_detector.dat"))
+
+    def _find(self, rgb: np.ndarray, upsample: int) -> list[tuple[float, float, float, float, float]]:
+        found = self._detector(rgb, upsample)
+        return [(d.rect.left(), d.rect.top(), d.rect.width(), d.rect.height(), d.confidence) for d in found]
+
+
+_CLASSES: dict[str, type[Detector]] = {"dlib_hog": DlibHogDetector, "dlib_cnn": DlibCnnDetector, "haar": HaarDetector}
+_local = threading.local()
+
+
+def get_detector(name: str = "dlib_hog") -> Detector:
+    """A per-thread detector of kind ``name`` (``DETECTORS``), loaded once and kept."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; the detectors are {', '.join(DETECTORS)}")
+    cache = _local.__dict__.setdefault("detectors", {})
+    if name not in cache:
+        cache[name] = _CLASSES[name]()
+    return cache[name]
+
+
+def nearest_box(boxes: list[FaceBox], previous: FaceBox) -> tuple[FaceBox, float]:
+    """The box of ``boxes`` whose centre is nearest ``previous``'s, and that distance in units of
+    ``previous``'s longer side (how a face is followed from one video frame to the next)."""
+    px, py = previous.center
+    side = max(previous.w, previous.h, 1)
+    dist = [np.hypot(b.center[0] - px, b.center[1] - py) / side for b in boxes]
+    i = int(np.argmin(dist))
+    return boxes[i], float(dist[i])
+
+
+# --------------------------------------------------------------------------------------------
+# Square crops
+# --------------------------------------------------------------------------------------------

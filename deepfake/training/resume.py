@@ -1,0 +1,133 @@
+"""Resuming a training run: progress, random states and the check that the config did not change.
+
+Every checkpoint holds a ``Progress`` (epochs and steps done, the history, the best score,
+early-stopping state, the statistics of an unfinished epoch) and the random states of every
+process (``rng_state``); ``load_resume`` and ``restore`` bring a run back to exactly where it
+stopped, so that a resumed run ends where an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.checkpoint import read_checkpoint
+from . import distributed as D
+
+#: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
+RESUME_FREE_KEYS = ("resume", "num_workers", "checkpoint_every", "compile_model", "device", "decode_cache")
+
+
+def rng_state(loader_generator: torch.Generator | None = None) -> dict:
+    """Python, numpy, torch (CPU and CUDA) and loader-generator states, as tensors and plain types."""
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "loader": loader_generator.get_state() if loader_generator is not None else None,
+    }
+
+
+def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) -> None:
+    """Restore what ``rng_state`` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if loader_generator is not None and state.get("loader") is not None:
+        loader_generator.set_state(state["loader"])
+
+
+def check_resumable(saved: dict, cfg: Any, path: Path) -> None:
+    """Raise when ``path`` was written by a run with a different config (beyond ``RESUME_FREE_KEYS``)."""
+    now = asdict(cfg)
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with a different config ({detail}); "
+            "use the same train params, or set resume=false (or another model_dir) to start afresh"
+        )
+
+
+@dataclass
+class Progress:
+    """Where a run is: stored in every checkpoint, restored by ``resume``."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimisation steps done in epoch + 1
+    rows: list = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    partial: dict | None = None  # gathered stats of the unfinished epoch
+
+
+def load_resume(cfg: Any, last_path: Path) -> dict | None:
+    """The checkpoint to resume from, when ``cfg.resume`` and it exists (checked against ``cfg``)."""
+    if not cfg.resume:
+        return None
+    if not last_path.is_file():
+        return None
+    ckpt = read_checkpoint(last_path)
+    if "progress" not in ckpt or "optimizer" not in ckpt:
+        raise ValueError(
+            f"cannot resume from {last_path}: it holds no training state (written by an older version); set "
+            "resume=false"
+        )
+    check_resumable(ckpt["config"], cfg, last_path)
+    return ckpt
+
+
+def restore(
+    ckpt: dict, net: nn.Module, optimizer, scheduler, scaler, loader_gen: torch.Generator, info: D.DistInfo
+) -> Progress:
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt["rng"]
+    if len(rngs) == info.world_size:
+        set_rng_state(rngs[info.rank], loader_gen)
+    elif info.is_main:
+        warnings.warn(
+            f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
+            "random states (dropout) are not restored, the result will differ slightly",
+            stacklevel=3,
+        )
+    p = dict(ckpt["progress"])
+    if p.get("partial"):
+        p["partial"] = {
+            "loss_sum": float(p["partial"]["loss_sum"]),
+            "y": p["partial"]["y"].numpy(),
+            "p": p["partial"]["p"].numpy(),
+        }
+    return Progress(**p)

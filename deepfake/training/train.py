@@ -1,0 +1,626 @@
+"""Training: one entry point for a CPU, a GPU or ``torchrun`` on N GPUs; resumable and checkpointed.
+
+``train(cfg, splits_dir, data_root, out_dir)`` trains on ``train.csv``, selects on
+``val.csv`` (ROC-AUC) and writes ``last.pt`` (every epoch, and every ``checkpoint_every``
+batches) and ``best.pt`` (best validation epoch). Both are written atomically and hold
+everything needed to continue: model, optimizer, scheduler, grad-scaler, progress, RNG
+states and the resolved config; ``resume=True`` continues from ``last.pt`` to the result an
+uninterrupted run would have given (same seed, ``deterministic=True``).
+
+Run under ``torchrun --nproc_per_node=N -m deepfake train`` the same function trains with
+DistributedDataParallel: ``batch_size`` stays the global batch (images per optimisation
+step), each rank takes its slice of every batch, the loss of a step is the mean over the
+global batch, metrics are computed on predictions gathered from all ranks, and rank 0 logs
+and writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import __version__
+from ..core import paths
+from ..core.config import section, setting
+from ..core.utils import amp_dtype, atomic_path, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
+from ..data.inputs import Preprocessing, load_input, read_contract
+from ..data.landmarks import parse_points
+from ..data.split import read_split
+from ..metrics.classification import binary_metrics
+from ..models.architectures import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
+from ..models.checkpoint import save_checkpoint
+from . import distributed as D
+from .augment import AugmentConfig
+from .blend import MODES as BLEND_MODES
+from .blend import BlendConfig, self_blend
+from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
+from .resume import Progress, load_resume, restore, rng_state
+from .scoring import predict
+from .steps import EpochStats, StepOptions, make_scheduler, train_one_epoch
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "train_auc",
+    "val_loss",
+    "val_accuracy",
+    "val_auc",
+    "lr",
+)
+SCHEDULES = ("constant", "cosine")
+CLASS_BALANCE = ("auto", "loss", "sampler", "none")
+
+
+@dataclass(frozen=True)
+@section("train", base_keys=("device", "seed"))
+class TrainConfig:
+    """Everything that defines a training run (recorded inside every checkpoint).
+
+    Defaults are ``params.yaml``'s ``train`` section (``device`` and ``seed``: ``base``).
+
+    Attributes:
+        arch: ``resnet18`` | ``dilated_cnn`` (see ``deepfake.models.architectures``).
+        weights: ``auto`` | ``imagenet`` | ``none`` | path to weights.
+        epochs: passes over the training split (at most; see ``patience``).
+        batch_size: images per optimisation step (all processes together under torchrun).
+        lr: Adam learning rate (peak, after warm-up).
+        weight_decay: Adam weight decay (L2).
+        schedule: ``constant`` or ``cosine`` (decay to 0 at the end of the last epoch), per step.
+        warmup_epochs: linear learning-rate warm-up from ~0, in epochs (fractions allowed).
+        freeze_backbone_epochs: train only the new head for this many first epochs, backbone
+            BatchNorm statistics frozen too; needs pretrained weights (ignored, with a
+            warning, when the backbone is randomly initialised).
+        patience: stop after this many epochs without a better validation AUC (0: never).
+        class_balance: ``auto`` (``loss`` when the train classes differ in size, else ``none``),
+            ``loss`` (BCE ``pos_weight`` = real / fake count), ``sampler`` (draw classes equally
+            often, with replacement) or ``none``.
+        image_size: side of the square network input.
+        hflip: horizontal-flip probability.
+        rotation: maximum random rotation in degrees.
+        color_jitter: ColorJitter strength (brightness, contrast, saturation; hue a quarter).
+        jpeg_prob: probability of JPEG re-compression.
+        jpeg_quality_min, jpeg_quality_max: re-compression quality range (inclusive).
+        blur_prob: probability of Gaussian blur.
+        blur_sigma_min, blur_sigma_max: blur standard-deviation range in pixels.
+        num_workers: DataLoader worker processes (per process under torchrun).
+        decode_cache: decode and resize every image once into ``build/cache/`` (uint8, memory
+            mapped) and read it in every epoch: worth it for photos much larger than
+            ``image_size`` (see ``deepfake.training.loading.DecodedCache``); pixels are identical.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler).
+        cpu_bf16: on a CPU, bf16 autocast and channels-last when the CPU has native bf16
+            instructions (AVX512-BF16 or AMX; a warning and float32 otherwise). About 2x
+            faster ResNet18 training steps on such CPUs (BENCHMARKS.md); the numerics differ
+            from float32, so runs on CPUs with and without it are not comparable bit for bit.
+        channels_last: NHWC memory format on CUDA.
+        compile_model: ``torch.compile`` the training model.
+        sync_bn: under torchrun on CUDA, synchronise BatchNorm statistics across GPUs.
+        seed: seed of initialisation, shuffling and augmentation.
+        deterministic: ask torch for deterministic kernels.
+        max_batches: stop each epoch after this many batches (0: all); for quick checks.
+        resume: continue from ``out_dir/last.pt`` when it exists.
+        checkpoint_every: also write ``last.pt`` every this many batches (0: at epoch ends only).
+        self_blend: ``off`` | ``add`` | ``only``: self-blended pseudo-fakes made from the real
+            training crops (``deepfake.training.blend``); ``only`` drops the split's fakes from training.
+        blend_share: with ``add``, pseudo-fakes per real training image and epoch.
+        blend_ratio_min: lowest blend ratio of a pseudo-fake (the highest is 1).
+        min_epochs: epochs always trained before early stopping may stop the run.
+    """
+
+    arch: str = setting(choices=ARCHS)
+    weights: str = setting()
+    epochs: int = setting(min=1)
+    batch_size: int = setting(min=1)
+    lr: float = setting(gt=0)
+    weight_decay: float = setting(min=0)
+    schedule: str = setting(choices=SCHEDULES)
+    warmup_epochs: float = setting(min=0)
+    freeze_backbone_epochs: int = setting(min=0)
+    patience: int = setting(min=0)
+    class_balance: str = setting(choices=CLASS_BALANCE)
+    image_size: int = setting(min=16, max=2048)
+    hflip: float = setting(min=0, max=1)
+    rotation: float = setting(min=0, max=180)
+    color_jitter: float = setting(min=0, max=1)
+    jpeg_prob: float = setting(min=0, max=1)
+    jpeg_quality_min: int = setting(min=1, max=100)
+    jpeg_quality_max: int = setting(min=1, max=100)
+    blur_prob: float = setting(min=0, max=1)
+    blur_sigma_min: float = setting(gt=0)
+    blur_sigma_max: float = setting(gt=0)
+    num_workers: int = setting(min=0)
+    decode_cache: bool = setting()
+    device: str = setting()
+    amp: bool = setting()
+    cpu_bf16: bool = setting()
+    channels_last: bool = setting()
+    compile_model: bool = setting()
+    sync_bn: bool = setting()
+    seed: int = setting(min=0)
+    deterministic: bool = setting()
+    resume: bool = setting()
+    checkpoint_every: int = setting(min=0)
+    self_blend: str | bool = setting(choices=(*BLEND_MODES, False))  # YAML reads a bare off as false
+    blend_share: float = setting(gt=0, max=1)
+    blend_ratio_min: float = setting(gt=0, max=1)
+    min_epochs: int = setting(min=1)
+    max_batches: int = 0  # not a pipeline setting: quick checks stop each epoch early
+
+    def __post_init__(self) -> None:
+        if self.jpeg_quality_min > self.jpeg_quality_max:
+            raise ValueError(
+                f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max "
+                f"({self.jpeg_quality_max})"
+            )
+        if self.blur_sigma_min > self.blur_sigma_max:
+            raise ValueError(
+                f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max "
+                f"({self.blur_sigma_max})"
+            )
+        if self.max_batches < 0:
+            raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
+        _ = self.augment  # validates the augmentation ranges
+
+    def blend(self, margin: float = 1.3) -> BlendConfig:
+        """The self-blending settings (``margin``: the crops' margin around the face box)."""
+        mode = "off" if self.self_blend is False else str(self.self_blend)
+        return BlendConfig(mode=mode, share=self.blend_share, ratio_min=self.blend_ratio_min, margin=margin)
+
+    @property
+    def augment(self) -> AugmentConfig | None:
+        """The training augmentation, or None when every augmentation is switched off."""
+        aug = AugmentConfig(
+            hflip=self.hflip,
+            rotation=self.rotation,
+            color_jitter=self.color_jitter,
+            jpeg_prob=self.jpeg_prob,
+            jpeg_quality=(self.jpeg_quality_min, self.jpeg_quality_max),
+            blur_prob=self.blur_prob,
+            blur_sigma=(self.blur_sigma_min, self.blur_sigma_max),
+        )
+        active = aug.hflip or aug.rotation or aug.color_jitter or aug.jpeg_prob or aug.blur_prob
+        return aug if active else None
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (on every rank; only rank 0 wrote files)."""
+
+    history: pd.DataFrame
+    best_checkpoint: Path
+    last_checkpoint: Path
+    summary: dict = field(default_factory=dict)
+    is_main: bool = True
+    timings: dict = field(default_factory=dict)  # wall-clock seconds per epoch (they differ between runs)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def _epoch_stats(prefix: str, loss: float, y: np.ndarray, p: np.ndarray) -> dict:
+    m: dict[str, Any] = binary_metrics(y, p) if len(y) else {"accuracy": math.nan, "roc_auc": None}
+    auc = m["roc_auc"]
+    return {
+        f"{prefix}_loss": float(loss),
+        f"{prefix}_accuracy": float(m["accuracy"]),
+        f"{prefix}_auc": math.nan if auc is None else float(auc),
+    }
+
+
+def selection_score(row: dict) -> float:
+    """What ``best.pt`` maximises: validation ROC-AUC, or minus the loss when AUC is undefined."""
+    return row["val_auc"] if not math.isnan(row["val_auc"]) else -row["val_loss"]
+
+
+def _resolve_balance(cfg: TrainConfig, targets: np.ndarray) -> tuple[str, float | None]:
+    """The class-balance method actually used and the BCE ``pos_weight`` (None: unweighted)."""
+    n_fake = int(targets.sum())
+    n_real = len(targets) - n_fake
+    method = cfg.class_balance
+    if method == "auto":
+        method = "loss" if n_real != n_fake else "none"
+    if method in ("loss", "sampler") and min(n_real, n_fake) == 0:
+        raise ValueError(
+            f"class_balance={method} needs both classes in train.csv, which has {n_real} real and {n_fake} fake images"
+        )
+    return method, (n_real / n_fake if method == "loss" else None)
+
+
+def _device_for(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
+    device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank)
+    return device
+
+
+def train(
+    cfg: TrainConfig,
+    splits_dir: str | os.PathLike,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    callback: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train on ``train.csv``, select on ``val.csv`` (validation ROC-AUC), write checkpoints.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes join one DistributedDataParallel job.
+
+    Args:
+        cfg: the run's config.
+        splits_dir: folder with ``train.csv`` and ``val.csv``.
+        data_root: folder the manifests' paths are relative to.
+        out_dir: where ``best.pt`` and ``last.pt`` go.
+        callback: called as ``callback(epoch, step)`` after every optimisation step (progress
+            reporting; an exception raised there interrupts the run like a crash would).
+        on_epoch: called on the main process with each epoch's history row as the epoch ends
+            (experiment tracking, ``deepfake.pipeline.tracking.TrainTracker``).
+
+    Returns:
+        Per-epoch history and a summary (best epoch, validation metrics, weights used).
+    """
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, Path(splits_dir), Path(data_root), Path(out_dir), callback, on_epoch, info)
+    finally:
+        D.teardown(info)
+
+
+def _train(
+    cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, on_epoch, info: D.DistInfo
+) -> TrainResult:
+    if info.is_main:  # writable before an epoch of work; leftovers of a killed checkpoint write removed
+        prepare_output_dir(out)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = _device_for(cfg, info)
+    cuda = device.type == "cuda"
+    cpu_bf16 = cfg.cpu_bf16 and not cuda
+    if cpu_bf16 and not cpu_bf16_supported():
+        if info.is_main:
+            warnings.warn(
+                "cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
+                "training in float32",
+                stacklevel=2,
+            )
+        cpu_bf16 = False
+    channels_last = cfg.channels_last and cuda or cpu_bf16
+    use_amp = cfg.amp and cuda or cpu_bf16
+    if cuda and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True
+    show = info.is_main
+
+    # Data
+    train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
+    contract = read_contract(data_root, cfg.image_size)
+    blend = cfg.blend(contract.margin)
+    caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
+    train_set = ImageDataset(
+        train_df,
+        data_root,
+        cfg.image_size,
+        cfg.augment,
+        augment_in_worker=not cuda,
+        cache=caches[0],
+        blend=blend,
+        landmarks=crop_landmarks(train_df, contract, cfg.image_size) if blend.on else None,
+    )
+    targets = train_set.item_targets
+    balance, pos_weight = _resolve_balance(cfg, targets)
+    blend_counts = {
+        "self_blend": blend.mode,
+        "pseudo_fakes_per_epoch": int(train_set.blended.sum()),
+        "real_fakes_dropped": int((train_df["target"] == 1).sum()) if blend.mode == "only" else 0,
+        "with_landmarks": int(sum(x is not None for x in train_set.landmarks)) if blend.on else 0,
+    }
+    if blend.on and show:
+        log.info(
+            f"self-blending ({blend.mode}): {blend_counts['pseudo_fakes_per_epoch']} pseudo-fakes per epoch from "
+            f"{int((train_df['target'] == 0).sum())} real images ({blend_counts['with_landmarks']} with landmarks)"
+            + (
+                f"; {blend_counts['real_fakes_dropped']} real fakes dropped from training"
+                if blend.mode == "only"
+                else ""
+            )
+        )
+    train_sampler = EpochBatchSampler(
+        len(train_set),
+        cfg.batch_size,
+        cfg.seed,
+        shuffle=True,
+        weights=class_weights(targets) if balance == "sampler" else None,
+        rank=info.rank,
+        world_size=info.world_size,
+        drop_last=True,
+        max_batches=cfg.max_batches,
+    )
+    val_sampler = EpochBatchSampler(
+        len(val_df),
+        cfg.batch_size,
+        cfg.seed,
+        shuffle=False,
+        rank=info.rank,
+        world_size=info.world_size,
+        max_batches=cfg.max_batches,
+    )
+    augment = cfg.augment
+    on_cpu = not cuda
+    train_loader = make_batch_loader(
+        train_set,
+        train_sampler,
+        cfg.num_workers,
+        pin_memory=cuda,
+        finish_in_workers=on_cpu,
+        seed=cfg.seed + info.rank,
+    )
+    val_loader = make_batch_loader(
+        ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]),
+        val_sampler,
+        cfg.num_workers,
+        pin_memory=cuda,
+        finish_in_workers=on_cpu,
+        seed=cfg.seed + info.rank,
+    )
+
+    # Model and optimisation
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    resume_ckpt = load_resume(cfg, last_path)
+    model_weights = "none" if resume_ckpt is not None else cfg.weights
+    net, weights_used = build_model(cfg.arch, model_weights)
+    if resume_ckpt is not None:
+        weights_used = resume_ckpt["weights_used"]
+    if info.enabled:
+        torch.manual_seed(cfg.seed + info.rank)  # independent dropout per rank (DDP syncs the initial weights)
+    freeze_epochs = cfg.freeze_backbone_epochs
+    if freeze_epochs and weights_used.startswith("none"):
+        if info.is_main:
+            warnings.warn(
+                f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: "
+                f"{weights_used})",
+                stacklevel=2,
+            )
+        freeze_epochs = 0
+    if info.enabled and cuda and cfg.sync_bn:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    elif info.enabled and info.is_main and freeze_epochs < cfg.epochs:
+        warnings.warn(
+            "BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
+            "results differ slightly from one process with the same global batch",
+            stacklevel=2,
+        )
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_sampler)
+    scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.schedule)
+    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
+    loss_fn = nn.BCEWithLogitsLoss(
+        reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
+    )
+
+    meta = {
+        "config": asdict(cfg),
+        "arch": cfg.arch,
+        "weights_used": weights_used,
+        "image_size": cfg.image_size,
+        "preprocessing": contract.to_dict(),
+        "package_version": __version__,
+        "world_size": info.world_size,
+    }
+    prog = Progress()
+    if resume_ckpt is not None:
+        prog = restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
+        if show:
+            log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
+
+    def checkpoint(path: Path, p: Progress) -> None:
+        rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
+        if info.is_main:
+            save_checkpoint(
+                path,
+                model=net.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                epoch=p.epoch,
+                step=p.step,
+                val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan,
+                history=p.rows,
+                progress=asdict(p),
+                rng=rngs,
+                **meta,
+            )
+
+    frozen_state, model = None, net
+    epoch_seconds: dict[int, float] = {}
+    for epoch in range(prog.epoch + 1, cfg.epochs + 1):
+        if prog.stopped_early:
+            break
+        t0 = time.perf_counter()
+        frozen = epoch <= freeze_epochs
+        if frozen != frozen_state:  # (re)wrap: DDP only registers parameters that require grad
+            set_backbone_frozen(net, cfg.arch, frozen)
+            model, frozen_state = _wrap(net, cfg, info, device), frozen
+        apply_train_mode(net, cfg.arch, frozen)
+        start = prog.step
+        train_sampler.set_epoch(epoch, start)
+        stats = EpochStats(**prog.partial) if (start and prog.partial and info.is_main) else EpochStats()
+
+        def on_step(step: int, st: EpochStats, epoch: int = epoch, start: int = start) -> None:
+            done = start + step
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
+                loss, y, p = st.gathered(info)
+                mid = Progress(
+                    **{
+                        **asdict(prog),
+                        "epoch": epoch - 1,
+                        "step": done,
+                        "partial": {"loss_sum": loss, "y": torch.from_numpy(y), "p": torch.from_numpy(p)},
+                    }
+                )
+                checkpoint(last_path, mid)
+            if callback is not None:
+                callback(epoch, done)
+
+        opts = StepOptions(
+            device,
+            loss_fn,
+            scheduler,
+            scaler,
+            use_amp,
+            channels_last,
+            augment is not None,
+            info.world_size,
+            show,
+            f"epoch {epoch}/{cfg.epochs}",
+            on_step,
+        )
+        stats = train_one_epoch(model, train_loader, optimizer, opts, train_sampler.global_sizes(), stats)
+        loss_sum, y, p = stats.gathered(info)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"training loss of epoch {epoch} is {loss_sum}; lower train.lr or disable amp")
+        tr = (loss_sum / max(len(y), 1), y, p)
+        va_loss, va_y, va_z = predict(
+            net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show
+        )
+        va = (va_loss, va_y, torch.sigmoid(torch.from_numpy(va_z)).numpy())
+        row = {
+            "epoch": epoch,
+            **_epoch_stats("train", *tr),
+            **_epoch_stats("val", *va),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+        }
+        prog.rows.append(row)
+        prog.epoch, prog.step, prog.partial = epoch, 0, None
+        improved = selection_score(row) > prog.best_score
+        if improved:
+            prog.best_score, prog.best_epoch, prog.bad_epochs = selection_score(row), epoch, 0
+        else:
+            prog.bad_epochs += 1
+        prog.stopped_early = bool(
+            cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs
+        )
+        checkpoint(last_path, prog)
+        if improved and info.is_main:
+            with atomic_path(best_path) as tmp:
+                shutil.copyfile(last_path, tmp)
+        epoch_seconds[epoch] = time.perf_counter() - t0
+        if on_epoch is not None and info.is_main:
+            on_epoch(dict(row))
+        if show:
+            log.info(
+                f"epoch {epoch}: train loss {row['train_loss']:.4f} auc {row['train_auc']:.3f} | val loss "
+                f"{row['val_loss']:.4f} "
+                f"acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} | {epoch_seconds[epoch]:.1f}s"
+                + (" (frozen backbone)" if frozen else "")
+                + (f" | early stop after {prog.bad_epochs} epochs without gain" if prog.stopped_early else "")
+            )
+    D.barrier(info)
+    history = pd.DataFrame(prog.rows, columns=HISTORY_COLUMNS)
+    best = history[history["epoch"] == prog.best_epoch].iloc[0]
+    summary = {
+        "arch": cfg.arch,
+        "weights_used": weights_used,
+        "device": str(device),
+        "world_size": info.world_size,
+        "precision": str(amp_dtype(device)).removeprefix("torch.") + " autocast" if use_amp else "float32",
+        "parameters": count_parameters(net),
+        "n_train": len(train_df),
+        "n_train_items": len(train_set),
+        **blend_counts,
+        "n_val": len(val_df),
+        "epochs": cfg.epochs,
+        "epochs_run": len(history),
+        "stopped_early": prog.stopped_early,
+        "best_epoch": int(prog.best_epoch),
+        "best_val_auc": float(best["val_auc"]),
+        "best_val_accuracy": float(best["val_accuracy"]),
+        "best_val_loss": float(best["val_loss"]),
+        "class_balance": balance,
+        "pos_weight": pos_weight,
+        "frozen_epochs": freeze_epochs,
+    }
+    timings = {
+        "epoch_seconds": {str(k): round(v, 2) for k, v in epoch_seconds.items()},
+        "train_seconds": round(sum(epoch_seconds.values()), 2),
+    }
+    return TrainResult(
+        history=history,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        summary=summary,
+        is_main=info.is_main,
+        timings=timings,
+    )
+
+
+def blend_examples(
+    cfg: TrainConfig, splits_dir: str | os.PathLike, data_root: str | os.PathLike, n: int = 8
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(real crop, mask, pseudo-fake)`` for the first ``n`` real training images, as training makes them
+    (at the network size, before augmentation; with ``self_blend: off``, as ``add`` would)."""
+    train_df = read_split(splits_dir, "train")
+    reals = train_df[train_df["target"] == 0].head(n)
+    contract = read_contract(data_root, cfg.image_size)
+    blend = cfg.blend(contract.margin)
+    if not blend.on:
+        blend = BlendConfig(**{**asdict(blend), "mode": "add"})
+    marks = crop_landmarks(reals, contract, cfg.image_size)
+    out = []
+    for k, (path, lm) in enumerate(zip(reals["path"], marks)):
+        img = load_input(Path(data_root) / path, cfg.image_size)
+        fake, mask = self_blend(img, lm, blend, np.random.default_rng([cfg.seed, k, 7]))
+        out.append((img, mask, fake))
+    return out
+
+
+def crop_landmarks(frame: pd.DataFrame, contract: Preprocessing, image_size: int) -> list[np.ndarray | None]:
+    """Each row's landmarks from the cache manifest (``landmarks`` column, in the pixels of the
+    cache's ``contract.crop_size`` crops), scaled to the ``image_size`` network input."""
+    if "landmarks" not in frame.columns:
+        return [None] * len(frame)
+    scale = image_size / (contract.crop_size or image_size)
+    out: list[np.ndarray | None] = []
+    for cell in frame["landmarks"]:
+        pts = parse_points(cell)
+        out.append(None if pts is None else pts * scale)
+    return out
+
+
+def _decoded_caches(
+    cfg: TrainConfig, data_root: Path, frames: tuple[pd.DataFrame, ...], info: D.DistInfo
+) -> list[DecodedCache]:
+    """Rank 0 builds (or finds) the decoded-image cache of each frame; the other ranks then open them."""
+    cache_dir = paths.ROOT / "build" / "cache"
+    lists = [[data_root / p for p in f["path"]] for f in frames]
+    if info.is_main:
+        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, cfg.num_workers) for ps in lists]
+    D.barrier(info)
+    if not info.is_main:
+        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, 0, show=False) for ps in lists]
+    return caches
+
+
+def _wrap(net: nn.Module, cfg: TrainConfig, info: D.DistInfo, device: torch.device) -> nn.Module:
+    """The module the training step calls: ``net``, in DDP under torchrun, compiled when asked."""
+    model = net
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile_model:
+        model = cast(nn.Module, torch.compile(model))  # compiling a Module gives an OptimizedModule
+    return model

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake.data.detect import FaceBox, get_detector
+from deepfake.data.detect import FaceBox, format_points, get_detector, get_landmarker, key_points, parse_points
 from deepfake.data.faces import (
     TEMPLATE,
     alignment_matrix,
@@ -13,7 +13,6 @@ from deepfake.data.faces import (
     warp_crop,
     window_matrix,
 )
-from deepfake.data.landmarks import format_points, get_landmarker, key_points, parse_points
 from deepfake.pipeline.quick import face_image
 
 

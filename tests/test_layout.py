@@ -19,7 +19,7 @@ LAYERS: dict[str, list[str]] = {
     "core": ["paths", "config", "utils", "lifetime", "progress"],
     # decoding, listing, the synthetic set, faces and the crop, preprocess, splits and audits
     "data": [
-        "media", "video", "ingest", "synth", "detect", "landmarks", "inputs", "faces",
+        "media", "video", "ingest", "synth", "detect", "inputs", "faces",
         "split", "audit", "shortcuts", "preprocess",
     ],
     # scores and their measures (training's validation uses them)

@@ -349,8 +349,7 @@ def two_faces_photo() -> np.ndarray:
 
 
 def test_landmarks_round_trip_through_the_cache(tmp_path):
-    from deepfake.data.detect import get_detector
-    from deepfake.data.landmarks import get_landmarker, parse_points
+    from deepfake.data.detect import get_detector, get_landmarker, parse_points
 
     raw = tmp_path / "raw"
     save(face_photo(), raw / "real" / "a.png")
@@ -371,7 +370,7 @@ def test_landmarks_round_trip_through_the_cache(tmp_path):
 
 
 def test_aligned_crops_have_level_eyes(tmp_path):
-    from deepfake.data.landmarks import key_points, parse_points
+    from deepfake.data.detect import key_points, parse_points
 
     raw = tmp_path / "raw"
     h, w = 240, 320
@@ -437,12 +436,12 @@ def test_a_video_follows_one_face_and_records_its_track(tmp_path):
 def test_a_broken_landmark_model_stops_the_stage_and_marks_no_input_bad(tmp_path, monkeypatch):
     import concurrent.futures
 
-    from deepfake.data import landmarks
+    from deepfake.data import detect
     from deepfake.data.detect import FaceModelError
 
     bad = tmp_path / "shape_predictor_68_face_landmarks.dat"
     bad.write_bytes(b"\x00" * 100)
-    monkeypatch.setattr(landmarks, "model_file", lambda name: bad)
+    monkeypatch.setattr(detect, "model_file", lambda name: bad)
     save(face_photo(), tmp_path / "raw" / "real" / "a.png")
     save(face_photo(), tmp_path / "raw" / "fake" / "b.png")
     cfg = PreprocessConfig(detect=True, landmarks=68, size=64, workers=1)

@@ -1,8 +1,8 @@
 """Everything between a dataset on disk and the stored face crops and splits.
 
 Decoding (``media`` for images, ``video`` for sampled frames), listing a dataset in any layout
-(``ingest``), the embedded synthetic dataset (``synth``), faces (``detect``: the detectors;
-``landmarks``: the shape predictors; ``faces``: the crop, its steps in order; ``inputs``: the
+(``ingest``), the embedded synthetic dataset (``synth``), faces (``detect``: the detectors and
+landmark predictors; ``faces``: the crop, its steps in order; ``inputs``: the
 preprocessing contract every scoring path shares and the model-input tensors), the preprocess
 stage (``preprocess``), leakage-free splits and the dataset index (``split``) and the leakage and
 shortcut audits (``audit``, ``shortcuts``).

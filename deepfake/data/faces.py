@@ -6,7 +6,7 @@ sampled frames, following one face). The steps, each once, here:
 
 1. **detect** (``find_faces``): every face by the contract's detector (``deepfake.data.detect``),
    largest first; the largest is kept (in a video, the box nearest the previous frame's);
-2. **landmarks** (``deepfake.data.landmarks``): 5 or 68 points inside the box, when asked for;
+2. **landmarks** (``deepfake.data.detect``): 5 or 68 points inside the box, when asked for;
 3. **window or alignment**: the square window around the box enlarged by ``margin``
    (``crop_window``), or with ``align`` the similarity transform that takes the eyes and mouth to
    ``TEMPLATE`` (``alignment_matrix``); either is a 2x3 matrix from image to crop pixels;
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import DEFAULT_MARGIN, FaceBox, get_detector, nearest_box
+from .detect import DEFAULT_MARGIN, FaceBox, get_detector, get_landmarker, key_points, nearest_box
 from .inputs import Preprocessing
-from .landmarks import get_landmarker, key_points
 
 # --------------------------------------------------------------------------------------------
 # 3-4. Window, alignment and warp

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .detect import DETECTORS, MAX_UPSAMPLE
-from .landmarks import SHAPE_MODELS
+from .detect import DETECTORS, MAX_UPSAMPLE, SHAPE_MODELS
 from .media import read_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,7 +60,7 @@ class Preprocessing:
         mean, std: per-channel normalisation of ``[0, 1]`` RGB.
         upsample: detector upsampling of photos (each step doubles the searched side).
         video_upsample: detector upsampling of video frames (their faces are often small).
-        landmarks: 0 (none), 5 or 68 landmarks located in each face (``deepfake.data.landmarks``).
+        landmarks: 0 (none), 5 or 68 landmarks located in each face (``deepfake.data.detect``).
         align: rotate and scale each face so its eyes and mouth (nose with 5 landmarks) sit at
             canonical positions before the margin crop (needs landmarks).
         several_faces: ``SEVERAL_FACES``; face_at_border: ``FACE_AT_BORDER``.

@@ -52,11 +52,10 @@ from ..core.config import section, setting
 from ..core.progress import progress as progress_bar
 from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir
 from .audit import phash_hex
-from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError
+from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError, format_points
 from .faces import Crop, crop_frames, crop_image
 from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
 from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Preprocessing
-from .landmarks import format_points
 from .media import REASONS, BadInputError, check_regular_file, decode_image, read_bytes, sha256_file
 from .split import conflicting_labels, label_problem
 from .video import sample_video
@@ -74,7 +73,6 @@ _CODE = (
     "media.py",
     "video.py",
     "detect.py",
-    "landmarks.py",
     "faces.py",
     "inputs.py",
     "preprocess.py",

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from ..core.utils import atomic_path
-from ..data.landmarks import parse_points
+from ..data.detect import parse_points
 from ..data.media import BadInputError, kind_of, read_image
 
 #: Resolution of the saved PNGs (print quality).

@@ -36,8 +36,8 @@ from .. import __version__
 from ..core import paths
 from ..core.config import section, setting
 from ..core.utils import amp_dtype, atomic_path, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
+from ..data.detect import parse_points
 from ..data.inputs import Preprocessing, load_input, read_contract
-from ..data.landmarks import parse_points
 from ..data.split import read_split
 from ..metrics.classification import binary_metrics
 from ..models.architectures import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen

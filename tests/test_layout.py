@@ -29,7 +29,7 @@ LAYERS: dict[str, list[str]] = {
     # the loader, augmentation, self-blending, the scoring loop, the step, resume, train
     "training": ["augment", "blend", "loading", "distributed", "scoring", "steps", "resume", "train"],
     # the evaluate stage's measurements, robustness, tables, figures
-    "evaluation": ["robustness", "evaluate", "tables", "plots"],
+    "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark"],
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget
     "inference": ["backends", "gradcam", "prediction", "predict", "cli_output", "widgets"],
     # the params file, tracking, quick-check fixtures, stage functions, the runner, exploring

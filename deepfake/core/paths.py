@@ -78,6 +78,10 @@ class Layout:
     def calibration(self) -> Path:
         return self.eval_reports / "calibration.json"
 
+    @property
+    def benchmark_reports(self) -> Path:
+        return self.reports / "benchmark"
+
     def cross_reports(self, name: str) -> Path:
         return self.reports / "cross" / name
 

@@ -342,8 +342,8 @@ def evaluate(
     if unit is None:
         metrics["video_level"] = {"applicable": False, "note": reason}
     else:
-        videos = video_table(preds, unit)
-        metrics["video_level"] = video_metrics(videos, threshold, unit, reason)
+        videos = video_table(preds, unit, kind)
+        metrics["video_level"] = video_metrics(videos, threshold, unit, reason, cfg.bootstrap, cfg.ci_level, cfg.seed)
     metrics["video_level"]["frame_roc_auc"] = metrics["roc_auc"]
 
     robust = robustness_table(

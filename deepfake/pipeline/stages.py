@@ -36,11 +36,17 @@ from ..evaluation.evaluate import EvalConfig, EvalResult
 from ..training.distributed import env_rank
 from ..training.train import TrainConfig, TrainResult
 from .params import Params, load_params
-from .quick import QUICK_OVERRIDES, ensure_quick_mixed_dataset, merge_overrides
+from .quick import (
+    QUICK_CROSS_NAME,
+    QUICK_OVERRIDES,
+    ensure_quick_cross_dataset,
+    ensure_quick_mixed_dataset,
+    merge_overrides,
+)
 
 log = logging.getLogger(__name__)
 
-STAGES = ("preprocess", "split", "train", "evaluate", "cross", "plots", "demo")
+STAGES = ("preprocess", "split", "train", "evaluate", "cross", "benchmark", "plots", "demo")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,19 @@ def ensure_upstream(stage: str, params: Any, where: paths.Layout) -> None:
     needed = ("predictions.csv", "calibration.json", "robustness.csv", "reliability_calibrated.csv")
     if upto > 3 and not all((where.eval_reports / f).is_file() for f in needed):
         run_evaluate(params.evaluate, where.checkpoint, where.faces, where.splits, where.eval_reports)
+    if stage == "benchmark" and not (where.cross_reports(QUICK_CROSS_NAME) / "details.json").is_file():
+        data = ensure_quick_cross_dataset(where.raw.parent / "raw_cross")
+        run_cross_evaluate(
+            params.evaluate,
+            where.checkpoint,
+            where.calibration,
+            data,
+            where.cross_faces(QUICK_CROSS_NAME),
+            where.cross_reports(QUICK_CROSS_NAME),
+            params.preprocess,
+            figures=False,
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +455,42 @@ def _draw(figs: dict, out: Path) -> dict[str, Path]:
     from ..evaluation import plots
 
     return {name: plots.save(make(), out / f"{name}.png") for name, make in figs.items()}
+
+
+def training_set_name(faces_dir: str | os.PathLike, raw_dir: str | os.PathLike) -> str:
+    """The training dataset's name in tables: the benchmark a dataset adapter recognised (the face
+    cache's ``dataset`` column, named as papers name it), else the dataset folder's name."""
+    from ..evaluation.benchmark import DISPLAY_NAMES
+
+    manifest = paths.resolve(faces_dir) / "manifest.csv"
+    if manifest.is_file():
+        head = pd.read_csv(manifest, nrows=0).columns
+        if "dataset" in head:
+            names = pd.read_csv(manifest, usecols=["dataset"], dtype=str, keep_default_na=False)["dataset"]
+            found = sorted(set(names) - {""})
+            if found:
+                return " + ".join(DISPLAY_NAMES.get(n, n) for n in found)
+    return paths.resolve(raw_dir).name
+
+
+def run_benchmark(
+    eval_reports: str | os.PathLike,
+    cross_reports: dict[str, Path],
+    out_dir: str | os.PathLike,
+    train_set: str,
+) -> pd.DataFrame:
+    """The benchmark table of the trained detector: its test split (``eval_reports``) and every
+    cross-dataset test set (``cross_reports``: name -> the cross stage's reports folder), written
+    to ``out_dir`` as ``table.csv`` (long: a row per test set, kind of fake and level),
+    ``table.md`` (papers' layout) and ``benchmark.png``/``.svg``. Returns the long table."""
+    from ..evaluation.benchmark import collect, write_benchmark
+
+    out = prepare_output_dir(paths.resolve(out_dir))
+    long = collect(paths.resolve(eval_reports), {k: paths.resolve(v) for k, v in cross_reports.items()}, train_set)
+    write_benchmark(long, out)
+    sets = ", ".join(dict.fromkeys(long["test_set"]))
+    log.info("benchmark table: %d row(s) over %s -> %s", len(long), sets, paths.shown(out / "table.md"))
+    return long
 
 
 def run_plots(

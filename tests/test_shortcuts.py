@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -71,3 +74,57 @@ def test_no_warning_when_both_classes_are_encoded_alike(tmp_path):
         labels.append("fake" if i % 2 else "real")
     audit = audit_shortcuts(files, labels)
     assert audit.warnings == [] and audit.files == 16
+
+
+# --------------------------------------------------------------------------------------------
+# Videos
+# --------------------------------------------------------------------------------------------
+
+
+def _clips(folder, n, fourcc, fps, frames=4, seed=0, side=64):
+    """``n`` clips of seeded noise (no two frames alike) written by OpenCV with ``fourcc`` at ``fps``."""
+    import cv2
+
+    ext = ".avi" if fourcc == "MJPG" else ".mp4"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, out = np.random.default_rng(seed), []
+    for i in range(n):
+        path = folder / f"{fourcc.lower()}{fps}_{i}{ext}"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (side, side))
+        assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {ext}"
+        for _ in range(frames):
+            writer.write(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+        writer.release()
+        out.append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def video_dataset(tmp_path_factory):
+    """real/: 8 MJPG clips at 25 fps; fake/: 8 mp4v clips at 30 fps (one group per clip)."""
+    raw = tmp_path_factory.mktemp("videos") / "raw"
+    _clips(raw / "real", 8, "MJPG", 25, seed=1)
+    _clips(raw / "fake", 8, "mp4v", 30, seed=2)
+    return raw
+
+
+def test_the_split_stage_audits_a_video_dataset_without_an_auc_for_image_properties(video_dataset, tmp_path):
+    from deepfake.data.preprocess import PreprocessConfig, preprocess
+    from deepfake.data.split import SplitConfig
+    from deepfake.pipeline import stages
+
+    faces = tmp_path / "faces"
+    pre = preprocess(video_dataset, faces, PreprocessConfig(detect=False, size=32, workers=1, frames_per_video=2))
+    assert len(pre.manifest) == 32 and pre.manifest.groupby("group").size().eq(2).all()  # 2 frames of 16 clips
+    cfg = SplitConfig(val_frac=0.25, test_frac=0.25, min_val_images=1, min_val_groups=1)
+    result = stages.run_split(faces, tmp_path / "splits", tmp_path / "reports", cfg, sources_dir=video_dataset)
+    assert result.leakage["groups_across_splits"] == [] and result.leakage["n_groups"] == 16
+    leak = json.loads((tmp_path / "reports" / "leakage.json").read_text())
+    aucs = leak["shortcuts"]["auc"]
+    assert aucs["jpeg_quality"] is None and aucs["pixels"] is None  # no JPEG, no image: reported without an AUC
+    assert aucs["format"] == 1.0  # avi against mp4
+    headline = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert headline["shortcut_max_auc"] == 1.0
+    table = pd.read_csv(tmp_path / "reports" / "shortcuts.csv", keep_default_na=False).set_index("property")
+    assert tuple(table.loc["jpeg_quality"]) == ("n/a", "n/a", "")  # no value in either class, an empty AUC
+    assert result.shortcuts.shown().set_index("property").loc["pixels", "auc"] == "n/a"

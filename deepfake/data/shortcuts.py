@@ -106,8 +106,22 @@ class ShortcutAudit:
     files: int
 
     def summary(self) -> dict:
+        """Counts, each property's AUC (rounded; None for a property without one) and the warnings."""
         aucs = {r.property: (None if pd.isna(r.auc) else round(float(r.auc), 4)) for r in self.table.itertuples()}
         return {"files": self.files, "warn_auc": WARN_AUC, "auc": aucs, "warnings": self.warnings}
+
+    def max_auc(self) -> float | None:
+        """The strongest property's AUC (rounded as in ``summary``); None when no property has one.
+
+        A property has no AUC when fewer than two of its files have a value or only one class
+        does (JPEG quality of PNGs or videos, pixel count of videos): it is left out, never compared.
+        """
+        aucs = [a for a in self.summary()["auc"].values() if a is not None]
+        return max(aucs) if aucs else None
+
+    def shown(self) -> pd.DataFrame:
+        """The table for reading: AUCs to 3 decimals, ``n/a`` for a property without one."""
+        return self.table.assign(auc=[f"{a:.3f}" if pd.notna(a) else "n/a" for a in self.table["auc"]])
 
 
 def _describe(values: pd.Series, categorical: bool) -> str:

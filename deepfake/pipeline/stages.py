@@ -189,9 +189,9 @@ def run_split(
         "identical_files_across_splits": len(report["identical_files_across_splits"]),
         "near_duplicates_across_splits": audit.summary.get("near_duplicate_pairs_across_splits", 0),
     }
-    shortcut_aucs = shortcuts.summary().get("auc") if shortcuts is not None else None
-    if shortcut_aucs:
-        headline["shortcut_max_auc"] = max(shortcut_aucs.values())
+    strongest = shortcuts.max_auc() if shortcuts is not None else None
+    if strongest is not None:  # properties without an AUC are left out; none with one: no headline
+        headline["shortcut_max_auc"] = strongest
     headline["warnings"] = len(warnings)
     write_json(out / "metrics.json", headline)
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary, shortcuts, warnings)

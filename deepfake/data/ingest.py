@@ -126,7 +126,7 @@ class Inventory:
     """What ``scan`` found: usable sources and the files skipped while listing."""
 
     root: Path
-    layout: str  # folders | manifest
+    layout: str  # folders | manifest, or a benchmark (deepfake.data.layouts): ffpp | celebdf | dfdc
     sources: list[Source]
     skipped: list[dict]
 

@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepfake"
 LAYERS: dict[str, list[str]] = {
     # paths, typed configs, atomic writes and devices, process lifetime, progress lines
     "core": ["paths", "config", "utils", "lifetime", "progress"],
-    # decoding, listing, the synthetic set, faces and the crop, preprocess, splits and audits
+    # decoding, listing (and the benchmarks' own layouts), the synthetic set, faces and the crop,
+    # preprocess, splits and audits
     "data": [
-        "media", "video", "ingest", "synth", "detect", "inputs", "faces",
+        "media", "video", "ingest", "layouts", "synth", "detect", "inputs", "faces",
         "split", "audit", "shortcuts", "preprocess",
     ],
     # scores and their measures (training's validation uses them)

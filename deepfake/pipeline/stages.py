@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from ..core import paths, progress
+from ..core.config import DataConfig
 from ..core.utils import prepare_output_dir, write_json
+from ..data.layouts import LayoutConfig
 from ..data.preprocess import PreprocessConfig, PreprocessResult
 from ..data.shortcuts import ShortcutAudit, audit_shortcuts, sources_of
 from ..data.split import (
@@ -88,7 +90,7 @@ def ensure_upstream(stage: str, params: Any, where: paths.Layout) -> None:
     upto = order.index(stage) if stage in order else len(order) - 1
     ensure_quick_mixed_dataset(where.raw, replace(params.synth, workers=1))
     if upto > 0 and not (where.faces / "manifest.csv").is_file():
-        run_preprocess(where.raw, where.faces, where.preprocess_reports, params.preprocess, progress=False)
+        run_preprocess(where.raw, where.faces, where.preprocess_reports, params.preprocess, params.data, progress=False)
     if upto > 1 and not all((where.splits / f"{s}.csv").is_file() for s in ("train", "val", "test")):
         run_split(where.faces, where.splits, where.split_reports, params.split)
     if upto > 2 and not where.checkpoint.is_file():
@@ -228,16 +230,21 @@ def run_preprocess(
     out_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
     cfg: PreprocessConfig,
+    data: DataConfig | None = None,
     progress: bool = True,
 ) -> PreprocessResult:
     """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary, the skip list
-    and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``."""
+    and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``.
+
+    ``data`` (``params.yaml``'s ``data`` section) says how the dataset is laid out
+    (``deepfake.data.layouts``); by default, ``params.yaml``'s."""
     from ..data.preprocess import preprocess
     from ..evaluation import plots
     from . import tracking
 
     out = prepare_output_dir(paths.resolve(reports_dir))  # before the long work, not after it
-    result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
+    layout = LayoutConfig.of(data) if data is not None else LayoutConfig()
+    result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout)
     details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
     tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
@@ -397,7 +404,8 @@ def run_cross_evaluate(
     out = prepare_output_dir(paths.resolve(reports_dir))
     from ..data.preprocess import preprocess
 
-    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress)
+    # any layout the folder has (a benchmark's too), whatever the training data's was
+    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress, layout=LayoutConfig(layout="auto"))
     cache.skipped.to_csv(out / "skipped.csv", index=False)  # its counts go into metrics.json
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")

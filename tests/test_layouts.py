@@ -522,12 +522,6 @@ def test_split_stage_keeps_the_official_split(ffpp_cache, tmp_path):
     assert counts == {"train": 2, "val": 1, "test": 1}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    raises=TypeError,
-    reason="run_split's shortcut audit on video sources: max(shortcut_aucs.values()) compares a float with None "
-    "(TypeError); fixed on another branch",
-)
 def test_split_stage_with_the_shortcut_audit(ffpp_cache, trees, tmp_path):
     result = stages.run_split(
         ffpp_cache.out_dir, tmp_path / "splits", tmp_path / "reports", SplitConfig(), sources_dir=trees["ffpp"]

@@ -636,6 +636,7 @@ def preprocess(
     cfg: PreprocessConfig | None = None,
     progress: bool = True,
     layout: LayoutConfig | None = None,
+    only_split: str = "",
 ) -> PreprocessResult:
     """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
 
@@ -648,6 +649,9 @@ def preprocess(
         progress: show a progress bar.
         layout: how the dataset is listed (``params.yaml``'s ``data`` section by default:
             ``layout: auto`` recognises the folder); part of the cache's fingerprint.
+        only_split: keep only the inputs of this split of the dataset's own (e.g. ``test``: a
+            benchmark's official test set, for a cross-dataset test) when the dataset has one;
+            the others are out of scope, neither decoded nor listed as skipped.
 
     Returns:
         The manifest and skip list (also written to ``out_dir``) and a summary with counts
@@ -662,6 +666,16 @@ def preprocess(
     cfg = cfg or PreprocessConfig()
     layout = layout or LayoutConfig()
     inv = scan_dataset(dataset, layout, cfg.ingest)
+    if only_split and any(s.split == only_split for s in inv.sources):
+        kept = [s for s in inv.sources if s.split == only_split]
+        log.info(
+            "%s: %d of %d input(s) are in its %s split; only those are used",
+            inv.root,
+            len(kept),
+            len(inv.sources),
+            only_split,
+        )
+        inv.sources = kept
     out = Path(out_dir)
     _check_out_dir(out, inv)
     prepare_output_dir(out, recursive=True)  # writable? leftovers of a killed run removed

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.utils import atomic_path
+from ..data.layouts import DATASET_NAMES
 from .plots import save
 
 #: The columns of the long table (``table.csv``).
@@ -45,8 +46,10 @@ COLUMNS = [
 ]
 #: The name of the whole test set in ``subset`` (kinds of fake have their own rows).
 OVERALL = "overall"
-#: How the field names the benchmark datasets in its tables (a dataset adapter's name -> column).
-DISPLAY_NAMES = {"ffpp": "FF++", "celebdf": "CDF-v2", "dfdc": "DFDC", "dfdcp": "DFDCP"}
+#: How the field's tables name the benchmark datasets, by the name their adapter records in the
+#: face cache's ``dataset`` column (``deepfake.data.layouts.DATASET_NAMES``).
+_SHORT = {"ffpp": "FF++", "celebdf": "CDF-v2", "dfdc": "DFDC", "dfdcp": "DFDCP"}
+DISPLAY_NAMES = {DATASET_NAMES[key]: short for key, short in _SHORT.items()}
 
 
 def _rows(detector: str, test_set: str, details: Mapping[str, Any]) -> list[dict]:

@@ -50,6 +50,9 @@ from .robustness import ROBUSTNESS_COLUMNS, Perturbation, perturbation_grid, rob
 
 log = logging.getLogger(__name__)
 
+#: What a cross-dataset stage scores (``EvalConfig.cross_split``).
+CROSS_SPLITS = ("test", "all")
+
 
 @dataclass(frozen=True)
 @section("evaluate", base_keys=("device", "seed"))
@@ -76,6 +79,9 @@ class EvalConfig:
         robust_blur: Gaussian blur sigmas in pixels of the stored image.
         robust_downscale: down-and-up-scaling factors in (0, 1).
         robust_resize: network input sizes other than the training size.
+        cross_split: what a cross-dataset stage scores: ``test`` (the dataset's official test
+            split when its adapter gives one, e.g. Celeb-DF v2's test list; else every video) or
+            ``all``.
     """
 
     threshold: float = setting(gt=0, lt=1)
@@ -93,6 +99,7 @@ class EvalConfig:
     robust_blur: str = setting()
     robust_downscale: str = setting()
     robust_resize: str = setting()
+    cross_split: str = setting(choices=CROSS_SPLITS)
     num_workers: int = 0  # not a pipeline setting
 
     def __post_init__(self) -> None:

@@ -404,19 +404,24 @@ def run_cross_evaluate(
     out = prepare_output_dir(paths.resolve(reports_dir))
     from ..data.preprocess import preprocess
 
-    # any layout the folder has (a benchmark's too), whatever the training data's was
-    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress, layout=LayoutConfig(layout="auto"))
+    # any layout the folder has (a benchmark's too), whatever the training data's was; with
+    # cross_split "test", only the dataset's official test split when its adapter gives one
+    only = "test" if cfg.cross_split == "test" else ""
+    layout = LayoutConfig(layout="auto")
+    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress, layout=layout, only_split=only)
     cache.skipped.to_csv(out / "skipped.csv", index=False)  # its counts go into metrics.json
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")
     frame = index_dataset(paths.resolve(faces_dir), hashes=False)
+    official = only and "split" in frame.columns and frame["split"].eq("test").all()
     result = evaluate(
         ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path, checkpoint=ckpt_path)
     )
     counts = {k: cache.summary.get(k) for k in ("images", "videos", "faces_found", "no_face", "written", "skipped")}
+    what = "its official test split" if official else "all images"
     result.metrics = {
         "dataset": os.path.normpath(data),
-        "split": "all images (cross-dataset, nothing fitted on it)",
+        "split": f"{what} (cross-dataset, nothing fitted on it)",
         "calibration_from": os.path.normpath(calib_path),
         "preprocess": counts,
         **result.metrics,

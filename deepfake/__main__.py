@@ -41,10 +41,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .pipeline.params import load_params
+    from .pipeline.params import load_params, write_check_record
 
     params = load_params(args.params)
     print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
+    if args.record:
+        write_check_record(params, paths.resolve(args.record))
     return 0
 
 
@@ -195,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit"
     )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
+    p.add_argument(
+        "--record",
+        metavar="PATH",
+        help="on success, write this file (dvc.yaml's check_params stage: every stage depends on it); "
+        "its content names the sections, never their values",
+    )
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(

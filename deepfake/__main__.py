@@ -108,8 +108,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _user_path(arg: str) -> Path:
-    """A path given on the command line: as typed when it exists there, else from the project root."""
-    return Path(arg) if Path(arg).exists() else paths.resolve(arg)
+    """A path given on the command line: from the working directory when it exists there, else from the
+    project root (absolute either way: library code takes relative paths from the project root)."""
+    return Path(arg).absolute() if Path(arg).exists() else paths.resolve(arg)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -136,7 +137,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             int8_calibration=tuple(args.int8_calibration or ()),
         )
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
-    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+    except (ValueError, FileNotFoundError) as e:  # checkpoint (CheckpointError), calibration file, settings
+        print(f"error: cannot load the model: {e}", file=sys.stderr)  # it names the file, the fault and the fix
+        return 2
+    except Exception as e:  # anything else: its type says more than nothing
         print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))

@@ -1,11 +1,15 @@
 """Checkpoints: written atomically, read weights-only, checked before use.
 
-A checkpoint (``models/best.pt``, ``last.pt``) is a dict of tensors and plain values:
-``model`` (the state dict), ``arch``, ``image_size``, ``preprocessing`` (the contract of
-``deepfake.data.inputs``: how its training crops were made and how inputs are normalised), the
-resolved ``config``, ``epoch``, ``val_auc``, ``weights_used`` and, for resuming, the optimizer,
-scheduler, RNG and progress states. ``torch.load`` runs with ``weights_only=True``: a file
-holding arbitrary Python objects is refused, not executed.
+A checkpoint is a dict of tensors and plain values. ``models/best.pt``, the model that is
+scored with, holds ``model`` (the state dict), ``arch``, ``image_size``, ``preprocessing`` (the
+contract of ``deepfake.data.inputs``: how its training crops were made and how inputs are
+normalised), the resolved ``config``, ``epoch``, ``val_auc``, ``weights_used``,
+``package_version`` and ``world_size``. ``last.pt`` holds the same and, for resuming, the
+training state (``TRAINING_STATE_KEYS``: optimizer, scheduler, grad-scaler, progress and RNG
+states), which Adam's two moments make twice the size of the weights. Readers ignore keys they
+do not use, so a ``best.pt`` of an earlier version, written with the training state, loads everywhere.
+``torch.load`` runs with ``weights_only=True``: a file holding arbitrary Python objects is
+refused, not executed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from .architectures import ARCHS, build_model
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model", "arch", "image_size")
+#: What only resuming needs: ``last.pt`` holds it, ``best.pt`` does not.
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "step", "history", "progress", "rng")
 
 
 class CheckpointError(ValueError):

@@ -41,10 +41,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .pipeline.params import load_params
+    from .pipeline.params import load_params, write_check_record
 
     params = load_params(args.params)
     print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
+    if args.record:
+        write_check_record(params, paths.resolve(args.record))
     return 0
 
 
@@ -106,8 +108,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _user_path(arg: str) -> Path:
-    """A path given on the command line: as typed when it exists there, else from the project root."""
-    return Path(arg) if Path(arg).exists() else paths.resolve(arg)
+    """A path given on the command line: from the working directory when it exists there, else from the
+    project root (absolute either way: library code takes relative paths from the project root)."""
+    return Path(arg).absolute() if Path(arg).exists() else paths.resolve(arg)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -134,7 +137,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             int8_calibration=tuple(args.int8_calibration or ()),
         )
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
-    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+    except (ValueError, FileNotFoundError) as e:  # checkpoint (CheckpointError), calibration file, settings
+        print(f"error: cannot load the model: {e}", file=sys.stderr)  # it names the file, the fault and the fix
+        return 2
+    except Exception as e:  # anything else: its type says more than nothing
         print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
@@ -195,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit"
     )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
+    p.add_argument(
+        "--record",
+        metavar="PATH",
+        help="on success, write this file (dvc.yaml's check_params stage: every stage depends on it); "
+        "its content names the sections, never their values",
+    )
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from deepfake.models.architectures import build_model
+from deepfake.models.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, preprocessing_of, read_checkpoint
 from deepfake.training import train as train_mod
-from deepfake.training.resume import check_resumable
+from deepfake.training.resume import ResumeError, check_resumable
 from deepfake.training.steps import lr_factor
 from deepfake.training.train import HISTORY_COLUMNS, TrainConfig, train
 
@@ -66,6 +67,76 @@ def test_checkpoint_holds_the_whole_training_state(tiny_dataset, tiny_splits, tm
     assert ckpt["progress"]["epoch"] == 1 and ckpt["progress"]["step"] == 0 and ckpt["step"] == 0
     model, _ = build_model("resnet18", "none")
     model.load_state_dict(ckpt["model"])
+
+
+#: What best.pt holds: the weights, the preprocessing contract and the metadata.
+MODEL_RECORD = {
+    "model",
+    "arch",
+    "image_size",
+    "preprocessing",
+    "config",
+    "epoch",
+    "val_auc",
+    "weights_used",
+    "package_version",
+    "world_size",
+}
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tiny_dataset, tiny_splits, tmp_path_factory):
+    """A ResNet18 trained for one batch through the real code path: its best.pt and last.pt."""
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1})
+    return cfg, train(cfg, tiny_splits, tiny_dataset, tmp_path_factory.mktemp("one_step"))
+
+
+def test_best_pt_holds_the_model_and_last_pt_the_training_state(one_step_run):
+    _, result = one_step_run
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert set(best) == MODEL_RECORD and not set(best) & set(TRAINING_STATE_KEYS)
+    assert set(last) == MODEL_RECORD | set(TRAINING_STATE_KEYS)
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])  # one epoch: the same
+    weights = sum(t.numel() * t.element_size() for t in best["model"].values())  # ResNet18: 44.8 MB
+    best_bytes, last_bytes = result.best_checkpoint.stat().st_size, result.last_checkpoint.stat().st_size
+    assert weights < best_bytes < weights * 1.01  # the weights and a few kilobytes of records
+    assert last_bytes > 2.9 * weights  # Adam keeps two moments per parameter
+    assert best_bytes < 0.4 * last_bytes, (best_bytes, last_bytes)
+
+
+def test_a_best_pt_with_the_training_state_inside_still_loads_and_scores_the_same(one_step_run, tiny_dataset, tmp_path):
+    """Earlier versions wrote best.pt as a copy of last.pt: such files load everywhere, with the same scores."""
+    from deepfake.inference.predict import PredictConfig, Predictor, clear_cache, get_predictor
+
+    _, result = one_step_run
+    old = tmp_path / "old_best.pt"
+    old.write_bytes(result.last_checkpoint.read_bytes())  # one epoch: that epoch's best.pt, as it was written
+    assert set(TRAINING_STATE_KEYS) <= set(read_checkpoint(old))
+    images = sorted(tiny_dataset.rglob("*.jpg"))[:6]
+    new = result.best_checkpoint
+    a, b = load_checkpoint(new)[0].state_dict(), load_checkpoint(old)[0].state_dict()  # evaluate's path
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert preprocessing_of(read_checkpoint(old)) == preprocessing_of(read_checkpoint(new))  # cross's path
+    cfg = PredictConfig(calibration_file="")
+    new_scores = [r.logit for r in Predictor(new, "cpu", cfg).predict(images)]
+    old_scores = [r.logit for r in get_predictor(old, "cpu", cfg).predict(images)]  # the widget's and predict's path
+    assert new_scores == old_scores and len(set(new_scores)) > 1
+    clear_cache()
+
+
+def test_resuming_from_a_folder_with_best_pt_only_asks_for_last_pt(one_step_run, tiny_dataset, tiny_splits, tmp_path):
+    cfg, result = one_step_run
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(result.best_checkpoint.read_bytes())
+    with pytest.raises(ResumeError, match=r"cannot resume: .*last.pt does not exist, and resuming needs it"):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, folder)
+    assert (folder / "best.pt").read_bytes() == result.best_checkpoint.read_bytes()  # nothing overwritten
+    assert not (folder / "last.pt").exists()
+    (folder / "last.pt").write_bytes(result.best_checkpoint.read_bytes())  # best.pt copied as last.pt
+    with pytest.raises(ResumeError, match=r"last.pt: it holds no training state \(optimizer, .*resuming needs"):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, folder)
 
 
 def test_training_changes_the_weights(tiny_dataset, tiny_splits, tmp_path):
@@ -327,9 +398,13 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
     resumed = train(TrainConfig(**{**cfg, "resume": True}), tiny_splits, tiny_dataset, tmp_path)
     assert resumed.history[METRICS].equals(uninterrupted.history[METRICS])
     assert resumed.summary["best_epoch"] == uninterrupted.summary["best_epoch"]
-    a = torch.load(resumed.last_checkpoint, weights_only=True)["model"]
-    b = torch.load(uninterrupted.last_checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    for got, want in [
+        (resumed.last_checkpoint, uninterrupted.last_checkpoint),
+        (resumed.best_checkpoint, uninterrupted.best_checkpoint),
+    ]:
+        a = torch.load(got, weights_only=True)["model"]
+        b = torch.load(want, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in b), got.name
 
 
 def test_resuming_a_finished_run_returns_its_result(tiny_dataset, tiny_splits, tmp_path):

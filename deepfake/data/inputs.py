@@ -19,7 +19,7 @@ it crops and normalises as training did, whatever the caller's defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +122,16 @@ class Preprocessing:
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         """The contract a checkpoint or cache recorded (keys added since take their defaults: Haar
         contracts from before dlib scored without upsampling, landmarks or alignment)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"it is a {type(d).__name__} ({d!r:.80}), not a mapping of settings")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown preprocessing keys {unknown} (written by a newer version of the package?)")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
         kwargs: dict[str, Any] = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()}
         return cls(**kwargs)
 

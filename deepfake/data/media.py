@@ -121,7 +121,8 @@ class BadInputError(UnreadableImageError):
 # --------------------------------------------------------------------------------------------
 
 
-def _looks_like_image(head: bytes) -> bool:
+def looks_like_image(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 16 bytes) starts like an image format Pillow decodes."""
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
@@ -177,7 +178,7 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
         detail = f"{_pixels(int(sizes[0]))} > Pillow's limit of {_pixels(int(sizes[1]))}" if len(sizes) >= 2 else str(e)
         raise BadInputError(path, "too_large", detail) from e
     except UnidentifiedImageError as e:
-        raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
+        raise BadInputError(path, "corrupt" if looks_like_image(data[:16]) else "not_an_image") from e
     except OSError as e:
         reason = (
             "truncated" if "truncated" in str(e).lower() else "corrupt"

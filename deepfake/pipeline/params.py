@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from ..core import paths
 from ..core.config import BaseConfig, ConfigError, DataConfig, build, read_yaml, settings_of, unknown_keys
+from ..core.utils import atomic_path
 from ..data.preprocess import PreprocessConfig
 from ..data.split import SplitConfig
 from ..data.synth import SynthConfig
@@ -103,3 +104,22 @@ def load_params(
                 f"{file}: cross_dataset name {k!r} may hold only letters, digits, '-' and '_' (it names a folder)"
             )
     return Params(file=file, cross_dataset=cross, **built)
+
+
+def write_check_record(params: Params, path: str | os.PathLike) -> Path:
+    """Write the output of dvc.yaml's ``check_params`` stage, once ``params`` passed ``load_params``.
+
+    Every stage depends on this file, so ``dvc repro STAGE`` runs the check, and stops at a faulty
+    value, before DVC deletes the stage's outputs. The file names the params file and its sections,
+    never a value: a valid change rewrites the same bytes, and re-runs only the stages that read
+    the changed key (each stage lists its own keys under ``params:``).
+    """
+    text = (
+        f"{params.file.name}: every section valid ({', '.join(params.SECTIONS)})\n"
+        "Written by dvc.yaml's check_params stage (python -m deepfake check-params --record); every stage\n"
+        "depends on this file, so a faulty setting stops `dvc repro STAGE` before any output is deleted.\n"
+    )
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    return out

@@ -1,11 +1,12 @@
 """Training: one entry point for a CPU, a GPU or ``torchrun`` on N GPUs; resumable and checkpointed.
 
 ``train(cfg, splits_dir, data_root, out_dir)`` trains on ``train.csv``, selects on
-``val.csv`` (ROC-AUC) and writes ``last.pt`` (every epoch, and every ``checkpoint_every``
-batches) and ``best.pt`` (best validation epoch). Both are written atomically and hold
-everything needed to continue: model, optimizer, scheduler, grad-scaler, progress, RNG
-states and the resolved config; ``resume=True`` continues from ``last.pt`` to the result an
-uninterrupted run would have given (same seed, ``deterministic=True``).
+``val.csv`` (ROC-AUC) and writes ``best.pt`` (best validation epoch: the weights, the
+preprocessing contract, the resolved config and metadata) and ``last.pt`` (every epoch, and
+every ``checkpoint_every`` batches: the same record plus everything needed to continue:
+optimizer, scheduler, grad-scaler, progress and RNG states). Both are written atomically;
+``resume=True`` continues from ``last.pt`` to the result an uninterrupted run would have given
+(same seed, ``deterministic=True``).
 
 Run under ``torchrun --nproc_per_node=N -m deepfake train`` the same function trains with
 DistributedDataParallel: ``batch_size`` stays the global batch (images per optimisation
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -35,7 +35,7 @@ from torch import nn
 from .. import __version__
 from ..core import paths
 from ..core.config import section, setting
-from ..core.utils import amp_dtype, atomic_path, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
+from ..core.utils import amp_dtype, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
 from ..data.detect import parse_points
 from ..data.inputs import Preprocessing, load_input, read_contract
 from ..data.split import read_split
@@ -428,18 +428,21 @@ def _train(
         if show:
             log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
 
+    def model_record(p: Progress) -> dict[str, Any]:
+        """What ``best.pt`` holds: the weights, the preprocessing contract and the metadata."""
+        return {"model": net.state_dict(), "epoch": p.epoch, "val_auc": p.rows[-1]["val_auc"] if p.rows else math.nan}
+
     def checkpoint(path: Path, p: Progress) -> None:
+        """``last.pt``: the model record and the training state (``TRAINING_STATE_KEYS``) a run resumes from."""
         rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
         if info.is_main:
             save_checkpoint(
                 path,
-                model=net.state_dict(),
+                **model_record(p),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,
-                epoch=p.epoch,
                 step=p.step,
-                val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan,
                 history=p.rows,
                 progress=asdict(p),
                 rng=rngs,
@@ -515,10 +518,9 @@ def _train(
         prog.stopped_early = bool(
             cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs
         )
+        if improved and info.is_main:  # before last.pt: a run stopped between the two redoes this epoch
+            save_checkpoint(best_path, **model_record(prog), **meta)
         checkpoint(last_path, prog)
-        if improved and info.is_main:
-            with atomic_path(best_path) as tmp:
-                shutil.copyfile(last_path, tmp)
         epoch_seconds[epoch] = time.perf_counter() - t0
         if on_epoch is not None and info.is_main:
             on_epoch(dict(row))

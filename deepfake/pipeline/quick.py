@@ -140,3 +140,42 @@ def face_image(index: int = 0) -> tuple[Any, str]:
         return read_image(photos[index % len(photos)]), str(photos[index % len(photos)])
     data, _ = make_image(SynthConfig(image_size=256), [0, 4, 6, 7][index % 4], 0, False)
     return decode_image(data), "rendered"
+
+
+def pan_zoom_frames(
+    photo: Any,
+    n_frames: int,
+    size: tuple[int, int] = (1280, 720),
+    scales: tuple[float, float] = (0.3, 0.33),
+    centres: tuple[tuple[float, float], tuple[float, float]] = ((0.4, 0.5), (0.55, 0.45)),
+) -> list[Any]:
+    """Video-like frames of a still photo: a slow pan and zoom over it, placed in a larger frame.
+
+    The photo is scaled from ``scales[0]`` to ``scales[1]`` times its size while its centre moves
+    from ``centres[0]`` to ``centres[1]`` (fractions of the frame's width and height), its edges
+    feathered into a background made of its own left and right borders, widened and blurred (a
+    wall, with no second face). Gives real faces at a chosen size in a ``size`` (width, height)
+    frame: ``n_frames`` (H, W, 3) uint8 RGB frames.
+    """
+    import cv2
+    import numpy as np
+
+    w, h = size
+    ph, pw = photo.shape[:2]
+    strip = max(2, pw // 12)  # the photo's outer columns: background, hardly ever face
+    wall = np.concatenate([photo[:, :strip], photo[:, pw - strip :]], axis=1)
+    wall = cv2.GaussianBlur(cv2.resize(wall, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 15)
+    yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
+    edge = np.minimum.reduce([xx, yy, pw - 1 - xx, ph - 1 - yy]) / (0.12 * min(ph, pw))
+    alpha = np.clip(edge, 0, 1)[..., None]  # 1 inside, fading to 0 over the outer 12 %
+    frames = []
+    for t in np.linspace(0.0, 1.0, n_frames):
+        s = scales[0] + (scales[1] - scales[0]) * t
+        cx = (centres[0][0] + (centres[1][0] - centres[0][0]) * t) * w
+        cy = (centres[0][1] + (centres[1][1] - centres[0][1]) * t) * h
+        m = np.array([[s, 0.0, cx - s * pw / 2], [0.0, s, cy - s * ph / 2]])
+        flags = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        img = cv2.warpAffine(photo, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT).astype(np.float32)
+        a = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+        frames.append((img * a + wall * (1 - a)).round().astype(np.uint8))
+    return frames

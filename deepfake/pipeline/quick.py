@@ -167,15 +167,16 @@ def pan_zoom_frames(
     wall = cv2.GaussianBlur(cv2.resize(wall, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 15)
     yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
     edge = np.minimum.reduce([xx, yy, pw - 1 - xx, ph - 1 - yy]) / (0.12 * min(ph, pw))
-    alpha = np.clip(edge, 0, 1)[..., None]  # 1 inside, fading to 0 over the outer 12 %
+    alpha = np.clip(edge, 0, 1)  # 1 inside, fading to 0 over the outer 12 %
     frames = []
     for t in np.linspace(0.0, 1.0, n_frames):
         s = scales[0] + (scales[1] - scales[0]) * t
         cx = (centres[0][0] + (centres[1][0] - centres[0][0]) * t) * w
         cy = (centres[0][1] + (centres[1][1] - centres[0][1]) * t) * h
-        m = np.array([[s, 0.0, cx - s * pw / 2], [0.0, s, cy - s * ph / 2]])
-        flags = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        img = cv2.warpAffine(photo, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT).astype(np.float32)
-        a = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-        frames.append((img * a + wall * (1 - a)).round().astype(np.uint8))
+        size = (max(1, round(pw * s)), max(1, round(ph * s)))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR  # shrunk without aliasing
+        m = np.array([[1.0, 0.0, cx - size[0] / 2], [0.0, 1.0, cy - size[1] / 2]])  # then placed, to the sub-pixel
+        img = cv2.warpAffine(cv2.resize(photo, size, interpolation=interp), m, (w, h), flags=cv2.INTER_LINEAR)
+        a = cv2.warpAffine(cv2.resize(alpha, size, interpolation=interp), m, (w, h), flags=cv2.INTER_LINEAR)
+        frames.append(cv2.blendLinear(img, wall, a, 1 - a))
     return frames

@@ -37,6 +37,25 @@ def test_round_trip_with_its_preprocessing_contract(tmp_path):
     assert not list(tmp_path.glob(".best.pt.*.tmp"))  # the temporary file was renamed
 
 
+def test_face_search_round_trips_and_a_contract_without_it_searches_in_full(tmp_path):
+    prep = Preprocessing(
+        crop="face",
+        detector="dlib_hog",
+        margin=1.3,
+        no_face="skip",
+        crop_size=96,
+        input_size=96,
+        face_search="adaptive",
+    )
+    _, ckpt = load_checkpoint(_valid(tmp_path / "new.pt", preprocessing=prep.to_dict()))
+    assert preprocessing_of(ckpt).face_search == "adaptive" and preprocessing_of(ckpt) == prep
+    old = {k: v for k, v in prep.to_dict().items() if k != "face_search"}  # written before the setting existed
+    _, ckpt = load_checkpoint(_valid(tmp_path / "old.pt", preprocessing=old))
+    assert preprocessing_of(ckpt).face_search == "full"
+    with pytest.raises(CheckpointError, match="face_search must be one of"):
+        preprocessing_of({**ckpt, "preprocessing": {**old, "face_search": "fastest"}})
+
+
 def test_an_old_checkpoint_without_a_contract_is_taken_as_whole_images(tmp_path, caplog):
     _, ckpt = load_checkpoint(_valid(tmp_path / "old.pt"))
     with caplog.at_level("WARNING", logger="deepfake.models.checkpoint"):

@@ -56,7 +56,7 @@ from .audit import phash_hex
 from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError, format_points
 from .faces import Crop, crop_frames, crop_image
 from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source
-from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Preprocessing
+from .inputs import CONTRACT_FILE, FACE_AT_BORDER, FACE_SEARCHES, SEVERAL_FACES, Preprocessing
 from .layouts import LayoutConfig, scan_dataset
 from .media import REASONS, BadInputError, check_regular_file, decode_image, read_bytes, sha256_file
 from .split import conflicting_labels, label_problem
@@ -94,6 +94,9 @@ class PreprocessConfig:
         detector: ``dlib_hog`` | ``dlib_cnn`` | ``haar`` (``deepfake.data.detect``).
         upsample: detector upsampling of photos (0-2; each step doubles the searched side).
         video_upsample: detector upsampling of video frames, whose faces are often small.
+        face_search: ``adaptive`` (large faces first, a video's face followed around its last box;
+            the whole image when that finds none) or ``full`` (every image and frame searched whole):
+            ``deepfake.data.faces``.
         landmarks: ``none``, 5 or 68 landmarks per crop, stored in the manifest in crop pixels.
         align: rotate and scale faces to canonical eye and mouth positions (needs landmarks).
         several_faces: ``largest`` (crop the largest face) or ``skip`` the image.
@@ -121,6 +124,7 @@ class PreprocessConfig:
     detector: str = setting(choices=DETECTORS)
     upsample: int = setting(min=0, max=MAX_UPSAMPLE)
     video_upsample: int = setting(min=0, max=MAX_UPSAMPLE)
+    face_search: str = setting(choices=FACE_SEARCHES)
     landmarks: int | str = setting(choices=("none", 5, 68))
     align: bool = setting()
     several_faces: str = setting(choices=SEVERAL_FACES)
@@ -165,6 +169,7 @@ class PreprocessConfig:
             frames_per_video=self.frames_per_video,
             upsample=self.upsample,
             video_upsample=self.video_upsample,
+            face_search=self.face_search,
             landmarks=0 if self.landmarks == "none" else int(self.landmarks),
             align=self.align,
             several_faces=self.several_faces,

@@ -354,3 +354,43 @@ def make_dfdcp_tree(root: str | os.PathLike, frames: int = 6, size: int = 96, se
         index[key] = {"label": "fake" if fake else "real", "set": subset}
     (base / "dataset.json").write_text(json.dumps(index, indent=1))
     return base
+
+
+def pan_zoom_frames(
+    photo: Any,
+    n_frames: int,
+    size: tuple[int, int] = (1280, 720),
+    scales: tuple[float, float] = (0.3, 0.33),
+    centres: tuple[tuple[float, float], tuple[float, float]] = ((0.4, 0.5), (0.55, 0.45)),
+) -> list[Any]:
+    """Video-like frames of a still photo: a slow pan and zoom over it, placed in a larger frame.
+
+    The photo is scaled from ``scales[0]`` to ``scales[1]`` times its size while its centre moves
+    from ``centres[0]`` to ``centres[1]`` (fractions of the frame's width and height), its edges
+    feathered into a background made of its own left and right borders, widened and blurred (a
+    wall, with no second face). Gives real faces at a chosen size in a ``size`` (width, height)
+    frame: ``n_frames`` (H, W, 3) uint8 RGB frames.
+    """
+    import cv2
+    import numpy as np
+
+    w, h = size
+    ph, pw = photo.shape[:2]
+    strip = max(2, pw // 12)  # the photo's outer columns: background, hardly ever face
+    wall = np.concatenate([photo[:, :strip], photo[:, pw - strip :]], axis=1)
+    wall = cv2.GaussianBlur(cv2.resize(wall, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 15)
+    yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
+    edge = np.minimum.reduce([xx, yy, pw - 1 - xx, ph - 1 - yy]) / (0.12 * min(ph, pw))
+    alpha = np.clip(edge, 0, 1)  # 1 inside, fading to 0 over the outer 12 %
+    frames = []
+    for t in np.linspace(0.0, 1.0, n_frames):
+        s = scales[0] + (scales[1] - scales[0]) * t
+        cx = (centres[0][0] + (centres[1][0] - centres[0][0]) * t) * w
+        cy = (centres[0][1] + (centres[1][1] - centres[0][1]) * t) * h
+        size = (max(1, round(pw * s)), max(1, round(ph * s)))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR  # shrunk without aliasing
+        m = np.array([[1.0, 0.0, cx - size[0] / 2], [0.0, 1.0, cy - size[1] / 2]])  # then placed, to the sub-pixel
+        img = cv2.warpAffine(cv2.resize(photo, size, interpolation=interp), m, (w, h), flags=cv2.INTER_LINEAR)
+        a = cv2.warpAffine(cv2.resize(alpha, size, interpolation=interp), m, (w, h), flags=cv2.INTER_LINEAR)
+        frames.append(cv2.blendLinear(img, wall, a, 1 - a))
+    return frames

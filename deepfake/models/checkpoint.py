@@ -99,8 +99,8 @@ def _head(path: Path) -> bytes:
         ) from None
     if not head:
         raise CheckpointError(
-            f"{path} is empty (0 bytes), not a checkpoint: its copy or download was cut short, or its "
-            "training was stopped before the first save; copy it again or train again (dvc repro train)"
+            f"{path} is empty (0 bytes), not a checkpoint: its copy or download was cut short (training writes "
+            "checkpoints whole); copy it again, or train again (dvc repro train)"
         )
     return head
 

@@ -48,17 +48,15 @@ def hang_guard(seconds: int = 30) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def add_special_files(folder: Path) -> list[socket.socket]:
-    """A FIFO, a link to /dev/zero, a UNIX socket, a broken link and a link loop in ``folder``/real
-    (the socket's handle is returned: it stays a socket while the handle lives)."""
+def add_special_files(folder: Path) -> None:
+    """A FIFO, a link to /dev/zero, a UNIX socket, a broken link and a link loop in ``folder``/real."""
     real = folder / "real"
     os.mkfifo(real / "fifo.jpg")
     os.symlink("/dev/zero", real / "zero.jpg")
     os.symlink(folder / "nowhere.jpg", real / "broken.jpg")
     os.symlink("loop.jpg", real / "loop.jpg")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(real / "socket.jpg"))
-    return [sock]
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(real / "socket.jpg"))  # the socket file stays after the socket is closed
 
 
 @pytest.fixture()
@@ -75,7 +73,7 @@ def _inventory(root: Path, out: Path, stat: Path | None = None):
 
 
 def test_special_files_are_listed_with_their_reasons_never_opened(folders, tmp_path):
-    keep = add_special_files(folders)
+    add_special_files(folders)
     with hang_guard():
         inv = _inventory(folders, tmp_path / "inventory.csv", tmp_path / "stat.json")
     table = pd.read_csv(tmp_path / "inventory.csv", dtype=str, keep_default_na=False)
@@ -88,7 +86,6 @@ def test_special_files_are_listed_with_their_reasons_never_opened(folders, tmp_p
     assert len(used) == 48 and used["sha256"].str.len().eq(64).all() and used["bytes"].astype(int).gt(0).all()
     assert inv.counts() == {"images": 48, "videos": 0, "left_out": 5}
     assert inv.hashed == 48 and inv.written
-    keep.clear()
 
 
 def test_a_second_run_reads_nothing_and_rewrites_nothing(folders, tmp_path):
@@ -154,8 +151,9 @@ def _project(tmp_path: Path, raw: Path, **overrides: dict) -> tuple[Path, dict[s
     return root, env
 
 
+@pytest.mark.slow  # the command validates the whole params file: a few seconds of imports
 def test_the_command_writes_the_inventory_of_data_raw_dir(folders, tmp_path):
-    keep = add_special_files(folders)
+    add_special_files(folders)
     root, env = _project(tmp_path, folders)
     cmd = [sys.executable, "-m", "deepfake", "inventory", "--no-progress"]
     first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
@@ -166,9 +164,9 @@ def test_the_command_writes_the_inventory_of_data_raw_dir(folders, tmp_path):
     assert len(table) == 53
     second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert "(unchanged)" in second.stdout and "read 0 new or changed file(s), 48 unchanged" in second.stderr
-    keep.clear()
 
 
+@pytest.mark.slow  # the command validates the whole params file: a few seconds of imports
 def test_the_command_lists_a_cross_dataset_and_refuses_an_unknown_name(folders, tmp_path):
     root, env = _project(tmp_path, folders, cross_dataset={"other": str(folders)})
     cmd = [sys.executable, "-m", "deepfake", "inventory", "--no-progress", "--cross"]
@@ -179,6 +177,7 @@ def test_the_command_lists_a_cross_dataset_and_refuses_an_unknown_name(folders, 
     assert bad.returncode == 2 and "'nope' is not under cross_dataset" in bad.stderr
 
 
+@pytest.mark.slow  # the command validates the whole params file: a few seconds of imports
 def test_the_command_names_a_dataset_that_is_not_there(tmp_path):
     root, env = _project(tmp_path, tmp_path / "missing")
     out = subprocess.run(

@@ -50,6 +50,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from .data.ingest import DatasetLayoutError
+    from .pipeline.inventory import run_inventory
+    from .pipeline.params import load_params
+
+    params = load_params(args.params)  # every section validated: a faulty params.yaml stops here
+    try:
+        inv = run_inventory(params, args.cross or "", progress=not args.no_progress)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except DatasetLayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = inv.counts()
+    print(
+        f"{paths.shown(inv.file)}: {n['images']} image(s), {n['videos']} video(s), {n['left_out']} path(s) left out "
+        f"({'written' if inv.written else 'unchanged'})"
+    )
+    return 0
+
+
 def _cmd_stage(args: argparse.Namespace) -> int:
     import yaml
     from papermill.exceptions import PapermillExecutionError
@@ -208,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         "its content names the sections, never their values",
     )
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "inventory",
+        help="list the dataset (data.raw_dir) as the preprocess stage reads it, each file with its size and "
+        "SHA-256 and every path left out with its reason, into reports/inventory/inventory.csv (rewritten only "
+        "when it changes; only new or changed files are read); dvc.yaml's stages depend on it, not on the folder",
+    )
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file (validated whole)")
+    p.add_argument(
+        "--cross",
+        metavar="NAME",
+        help="the cross-dataset test set NAME of cross_dataset instead (reports/inventory/cross_NAME.csv)",
+    )
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
+    p.set_defaults(func=_cmd_inventory)
 
     p = sub.add_parser(
         "stage",

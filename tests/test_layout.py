@@ -33,8 +33,9 @@ LAYERS: dict[str, list[str]] = {
     "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark"],
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget
     "inference": ["backends", "gradcam", "prediction", "predict", "cli_output", "widgets"],
-    # the params file, tracking, quick-check fixtures, stage functions, the runner, exploring
-    "pipeline": ["params", "tracking", "quick", "stages", "runner", "explore"],
+    # the params file, the dataset's inventory (what DVC depends on), tracking, quick-check fixtures,
+    # stage functions, the runner, exploring
+    "pipeline": ["params", "inventory", "tracking", "quick", "stages", "runner", "explore"],
 }  # fmt: skip
 #: At most this many modules in one sub-package: past it, the room wants dividing.
 MAX_MODULES = 12

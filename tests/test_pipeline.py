@@ -52,7 +52,9 @@ def _words(cmd):
     return words
 
 
-NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s != "check_params")
+#: Stages that run a command of their own rather than a notebook.
+COMMAND_STAGES = ("check_params", "inventory", "inventory_cross")
+NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s not in COMMAND_STAGES)
 
 
 CHECK_RECORD = "reports/params_checked.txt"
@@ -109,9 +111,28 @@ def test_each_stage_passes_paths_not_settings(stage):
     assert set(passed) <= {"params_file", "quick", "name"}, f"{stage} passes settings one by one: {sorted(passed)}"
 
 
+def test_no_stage_depends_on_a_dataset_folder():
+    """DVC would hash every byte of a dataset folder before any stage runs, and hang on a FIFO in it: the
+    stages depend on the dataset's inventory, which an always-changed stage rewrites only when it changes."""
+    folders = {"${data.raw_dir}", "${item}"}
+    for name in DVC["stages"]:
+        assert not folders & set(_stage(name).get("deps", [])), f"{name} depends on a dataset folder"
+    for name, out in (
+        ("inventory", "reports/inventory/inventory.csv"),
+        ("inventory_cross", "reports/inventory/cross_${key}.csv"),
+    ):
+        stage = _stage(name)
+        assert stage["always_changed"] is True
+        assert stage["outs"] == [{out: {"cache": False, "persist": True}}]  # persist: DVC does not delete it first
+        assert _words(stage["cmd"])[:4] == ["bin/python", "-m", "deepfake", "inventory"]
+    assert "reports/inventory/inventory.csv" in _stage("preprocess")["deps"]
+    assert "reports/inventory/inventory.csv" in _stage("split")["deps"]
+    assert "reports/inventory/cross_${key}.csv" in _stage("cross")["deps"]
+
+
 def test_every_interpolation_in_a_command_is_quoted():
     """A dataset path with a space cannot break a stage: no ${...} reaches the shell unquoted."""
-    for name in NOTEBOOK_STAGES:
+    for name in DVC["stages"]:
         cmd = _stage(name)["cmd"]
         quoted, unquoted = False, []
         for i, ch in enumerate(cmd):
@@ -257,7 +278,7 @@ def test_cross_dataset_stage_appears_once_a_dataset_is_named(tmp_path):
     write_params(tmp_path / "params.yaml", {"cross_dataset": {"other": str(tmp_path / "other set")}})
     out = subprocess.run([_dvc(), "stage", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "cross@other" in out.stdout
+    assert "cross@other" in out.stdout and "inventory_cross@other" in out.stdout
 
 
 def test_make_install_takes_a_cpu_wheel_index():

@@ -48,6 +48,24 @@ def test_coding_and_subsampling_are_read_from_the_header(tmp_path):
     assert file_properties(v)["format"] == "mp4" and file_properties(v)["file_bytes"] == 100
 
 
+def test_a_fifo_or_a_device_is_not_opened(tmp_path):
+    """A FIFO would block ``Image.open`` for ever and ``/dev/zero`` never ends: only regular files are read."""
+    import os
+    import signal
+
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("file_properties opened a FIFO or read /dev/zero"))
+    signal.alarm(20)
+    try:
+        rows = [file_properties(tmp_path / name) for name in ("fifo.jpg", "zero.png")]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert [r["format"] for r in rows] == ["jpg", "png"]
+    assert all(np.isnan(r["file_bytes"]) and np.isnan(r["pixels"]) for r in rows)
+
+
 def test_a_class_told_apart_by_its_files_is_a_warning(tmp_path):
     rng = np.random.default_rng(0)
     files, labels = [], []

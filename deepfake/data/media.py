@@ -282,6 +282,33 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a regular file's bytes, read only once it is known to be one.
+
+    The file is opened without blocking (``O_NONBLOCK``: opening a FIFO returns at once) and
+    checked on the open handle, so a FIFO, device or socket put in its place after a listing is
+    refused, never read. Raises ``BadInputError`` (``not_regular_file``, ``file_too_large``,
+    ``missing_file``, ``broken_link``, ``link_loop``, ``unreadable``) or ``EnvironmentFault``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise read_error(path, e) from e
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError(path, "not_regular_file", file_type(st.st_mode))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise BadInputError(path, "file_too_large", f"{st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB")
+        h = hashlib.sha256()
+        try:
+            while block := f.read(chunk):
+                h.update(block)
+        except OSError as e:
+            raise read_error(path, e) from e
+    return h.hexdigest()
+
+
 def to_rgb_array(item: Image.Image | np.ndarray, source: str = "<array>") -> np.ndarray:
     """A PIL image or an array (grey, RGB, RGBA; uint8 or floats in [0, 1]) as (H, W, 3) uint8 RGB."""
     if isinstance(item, Image.Image):

@@ -51,7 +51,7 @@ from .. import __version__
 from ..core import lifetime
 from ..core.config import section, setting
 from ..core.progress import progress as progress_bar
-from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir
+from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir, write_if_changed
 from .audit import phash_hex
 from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError, format_points
 from .faces import Crop, crop_frames, crop_image
@@ -535,18 +535,6 @@ def _by_extension(skipped: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows["detail"].value_counts().sort_index().items()}
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds it; True when written."""
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return True
-
-
 def _remove_stale(out: Path, keep: set[str]) -> int:
     """Delete crops in ``out`` that the new manifest does not list (earlier runs, crashed runs)."""
     n = 0
@@ -726,11 +714,11 @@ def preprocess(
         log.warning(f"{problem} (the split stage will refuse it)")
     # the manifest last: a run stopped before it leaves no manifest.csv, never a stale one
     changed = _remove_stale(out, set(manifest["path"])) > 0
-    changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
-    changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
-    changed |= _write_if_changed(out / STATE_NAME, _state_json(key, settings, records))
-    _write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
-    changed |= _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
+    changed |= write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
+    changed |= write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
+    changed |= write_if_changed(out / STATE_NAME, _state_json(key, settings, records))
+    write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
+    changed |= write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
     summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
     return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))

@@ -70,12 +70,20 @@ def jpeg_quality(table: list[int] | np.ndarray) -> float:
 
 
 def file_properties(path: str | os.PathLike) -> dict:
-    """Header properties of one file: format, pixels, bytes, and for JPEGs quality, progressive, subsampling."""
+    """Header properties of one file: format, pixels, bytes, and for JPEGs quality, progressive, subsampling.
+
+    Only a regular file is opened (``check_regular_file``): a FIFO would block, a device never
+    end; such a path keeps its format from the extension and no other property. Raises
+    ``EnvironmentFault`` when the machine is out of file handles or memory.
+    """
     p = Path(path)
     row: dict = {"format": p.suffix.lower().lstrip(".") or "none", "file_bytes": float("nan"), "pixels": float("nan")}
     row.update(jpeg_quality=float("nan"), progressive="n/a", subsampling="n/a")
     try:
-        row["file_bytes"] = float(p.stat().st_size)
+        row["file_bytes"] = float(check_regular_file(p, max_bytes=None))
+    except BadInputError:
+        return row
+    try:
         with Image.open(p) as im:
             row["format"] = (im.format or row["format"]).lower()
             row["pixels"] = float(im.size[0] * im.size[1])

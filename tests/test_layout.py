@@ -26,7 +26,7 @@ LAYERS: dict[str, list[str]] = {
     # scores and their measures (training's validation uses them)
     "metrics": ["calibration", "classification", "video_level"],
     # networks and checkpoints
-    "models": ["architectures", "checkpoint"],
+    "models": ["backbones", "architectures", "checkpoint"],
     # the loader, augmentation, self-blending, the scoring loop, the step, resume, train
     "training": ["augment", "blend", "loading", "distributed", "scoring", "steps", "resume", "train"],
     # the evaluate stage's measurements, robustness, tables, figures

@@ -127,6 +127,47 @@ def test_dilated_cnn_trains_through_the_same_path_and_reloads(tiny_dataset, tiny
     assert torch.equal(model.state_dict()["classifier.5.weight"], ckpt["model"]["classifier.5.weight"])
 
 
+def test_a_timm_model_trains_with_its_own_normalisation_frozen_head_first_and_resumes(
+    tiny_dataset, tiny_splits, tmp_path
+):
+    """test_resnet normalises inputs to [-1, 1] (timm's pretrained_cfg): training, its validation and
+    the evaluation all use it; its classifier (get_classifier) trains alone while the backbone is frozen."""
+    import timm
+
+    from deepfake.data.split import read_split
+    from deepfake.evaluation.evaluate import EvalConfig, evaluate
+
+    torch.manual_seed(5)
+    pretrained = timm.create_model("test_resnet").state_dict()
+    torch.save(pretrained, tmp_path / "pretrained.pt")
+    cfg = TrainConfig(
+        **{**FAST, "arch": "test_resnet", "weights": str(tmp_path / "pretrained.pt"), "freeze_backbone_epochs": 1}
+    )
+
+    def stop(epoch, step):
+        if (epoch, step) == (2, 1):
+            raise KeyboardInterrupt  # interrupted in epoch 2, after epoch 1's checkpoints
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_splits, tiny_dataset, tmp_path / "run", callback=stop)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["arch"] == "test_resnet" and ckpt["epoch"] == 1
+    assert ckpt["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and ckpt["preprocessing"]["std"] == [0.5, 0.5, 0.5]
+    assert ckpt["backbone"]["library"] == "timm" and ckpt["backbone"]["version"] == timm.__version__
+    assert torch.equal(ckpt["model"]["layer4.0.conv1.weight"], pretrained["layer4.0.conv1.weight"])  # frozen
+    # validation during training and the evaluation normalise alike: the same validation AUC
+    val = read_split(tiny_splits, "val")
+    quiet = dict(bootstrap=0, latency_images=0, robust_jpeg="", robust_blur="", robust_downscale="", robust_resize="")
+    ev = evaluate(tmp_path / "run" / "best.pt", val, tiny_dataset, EvalConfig(device="cpu", **quiet))
+    assert ev.metrics["roc_auc"] == pytest.approx(ckpt["history"][0]["val_auc"], abs=1e-9)
+    resumed = train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path / "run")
+    fresh = train(cfg, tiny_splits, tiny_dataset, tmp_path / "fresh")
+    assert list(resumed.history["epoch"]) == [1, 2] and resumed.history[METRICS].equals(fresh.history[METRICS])
+    assert resumed.summary["frozen_epochs"] == 1 and fresh.timings["train_images_per_second"] > 0
+    w = torch.load(fresh.last_checkpoint, weights_only=True)["model"]
+    assert not torch.equal(w["layer4.0.conv1.weight"], pretrained["layer4.0.conv1.weight"])  # unfrozen in epoch 2
+
+
 # ---------------------------------------------------------------- schedule, balance, freezing, early stopping
 
 

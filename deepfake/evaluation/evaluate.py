@@ -279,7 +279,9 @@ def evaluate(
     size = prep.input_size
 
     def score(f: pd.DataFrame, desc: str) -> np.ndarray:
-        return score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc)
+        return score_frame(
+            model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc, mean=prep.mean, std=prep.std
+        )
 
     val_preds = None
     if calibration is not None:
@@ -365,6 +367,8 @@ def evaluate(
         z,
         cfg.batch_size,
         cfg.num_workers,
+        prep.mean,
+        prep.std,
     )
     if len(robust) > 1:
         metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}

@@ -2,8 +2,10 @@
 
 A checkpoint (``models/best.pt``, ``last.pt``) is a dict of tensors and plain values:
 ``model`` (the state dict), ``arch``, ``image_size``, ``preprocessing`` (the contract of
-``deepfake.data.inputs``: how its training crops were made and how inputs are normalised), the
-resolved ``config``, ``epoch``, ``val_auc``, ``weights_used`` and, for resuming, the optimizer,
+``deepfake.data.inputs``: how its training crops were made and how inputs are normalised: for a
+timm model with its own ``pretrained_cfg`` mean and std), ``backbone`` (where the architecture
+comes from: library, version, pretrained tag, native input size), the resolved ``config``,
+``epoch``, ``val_auc``, ``weights_used`` and, for resuming, the optimizer,
 scheduler, RNG and progress states. ``torch.load`` runs with ``weights_only=True``: a file
 holding arbitrary Python objects is refused, not executed.
 """
@@ -22,6 +24,7 @@ from torch import nn
 from ..core.utils import atomic_path
 from ..data.inputs import Preprocessing, whole_image
 from .architectures import build_model
+from .backbones import UnknownArchError
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +104,34 @@ def preprocessing_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint
         raise CheckpointError(f"{path}: its preprocessing record {d!r} is invalid ({e})") from None
 
 
+def model_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> nn.Module:
+    """The untrained network a checkpoint's weights belong to (its ``arch``, built as training built it).
+
+    Raises:
+        CheckpointError: the architecture cannot be built here (a timm model the installed timm
+            lacks, or timm missing); the message names the file, the architecture and the timm
+            version it was trained with.
+    """
+    arch = ckpt["arch"]
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path}: its arch entry is {arch!r}, not an architecture name")
+    try:
+        return build_model(arch, weights="none", image_size=int(ckpt["image_size"]))[0]
+    except UnknownArchError as e:
+        backbone = ckpt.get("backbone") or {}
+        trained = (
+            f"it was trained with {backbone.get('library')} {backbone.get('version')}; install that version "
+            f"(pip install '{backbone.get('library')}=={backbone.get('version')}') or retrain"
+            if backbone.get("version")
+            else "install the timm version it was trained with, or retrain"
+        )
+        raise CheckpointError(f"{path}: its architecture cannot be built here: {e}; {trained}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns it in eval mode on ``device`` and the checkpoint dict."""
     ckpt = read_checkpoint(path)
-    model, _ = build_model(ckpt["arch"], weights="none")
+    model = model_of(ckpt, path)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..core.progress import progress
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD
 from . import distributed as D
 from .loading import finish_batch
 from .scoring import forward_logits
@@ -94,6 +95,7 @@ class StepOptions:
         show: show a progress bar (the main process).
         desc: the progress bar's label.
         on_step: called with the 1-based step number and the accumulator after each step.
+        mean, std: the model's input normalisation (its preprocessing contract's).
     """
 
     device: torch.device
@@ -107,6 +109,8 @@ class StepOptions:
     show: bool = True
     desc: str = "train"
     on_step: Callable[[int, EpochStats], None] | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 def train_one_epoch(
@@ -129,7 +133,7 @@ def train_one_epoch(
     stats = stats or EpochStats()
     bar = progress(total=int(sum(global_sizes)), desc=opts.desc, unit="images", disable=not opts.show, leave=False)
     for i, batch in enumerate(loader):
-        b = finish_batch(batch, opts.device, opts.augment, channels_last=opts.channels_last)  # images (B, 3, H, W)
+        b = finish_batch(batch, opts.device, opts.augment, opts.mean, opts.std, opts.channels_last)  # (B, 3, H, W)
         logits = forward_logits(model, b.images, opts.device, opts.amp)  # (B,)
         loss_sum = opts.loss_fn(logits, b.targets)
         loss = loss_sum * (opts.world_size / global_sizes[i])

@@ -43,8 +43,31 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .pipeline.params import load_params
 
-    params = load_params(args.params)
-    print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
+    params = load_params(args.params, preset=args.preset)
+    with_preset = f" with preset {args.preset}" if args.preset else ""
+    print(f"{params.file}: every section valid{with_preset} ({', '.join(params.SECTIONS)})")
+    return 0
+
+
+def _cmd_preset(args: argparse.Namespace) -> int:
+    from .pipeline.params import PRESETS_FILE, load_params, preset_flags, preset_names, preset_overrides
+
+    if not args.name:
+        for name in preset_names():
+            t = preset_overrides(name)["train"]
+            print(
+                f"{name:<16} {t['arch']} at {t['image_size']} px, {t['optimizer']} lr {t['lr']:g} "
+                f"({t['schedule']}), {t['epochs']} epochs"
+            )
+        print(f"(their values: {PRESETS_FILE}; python -m deepfake preset NAME prints one's)")
+        return 0
+    load_params(args.params, preset=args.name)  # valid with this params file, or a ConfigError naming why
+    flags = preset_flags(args.name)
+    print(f"preset {args.name}:")
+    for flag in flags:
+        print(f"  {flag}")
+    print("as a DVC experiment (preprocess, then every stage after it, with these values):")
+    print(f"  dvc exp run -n {args.name} " + " ".join(f"-S {flag}" for flag in flags))
     return 0
 
 
@@ -86,7 +109,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .pipeline.params import load_params
     from .pipeline.stages import run_train
 
-    params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))
+    params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]), preset=args.preset)
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
     result = run_train(
         params.train,
@@ -195,7 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
         "check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit"
     )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
+    p.add_argument("--preset", help="validate with a preset's values applied (python -m deepfake preset lists them)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "preset",
+        help="the field's baseline detectors as params blocks (xception, efficientnet_b4, resnet18): list them, "
+        "or print one's values and its dvc exp run -S command",
+    )
+    p.add_argument("name", nargs="?", help="a preset; none: list them")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file the preset is validated with")
+    p.set_defaults(func=_cmd_preset)
 
     p = sub.add_parser(
         "stage",
@@ -239,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a train key (YAML value), e.g. --set epochs=3",
+    )
+    p.add_argument(
+        "--preset",
+        help="a preset's train values first (--set overrides them); its preprocess.size needs the face cache "
+        "made at that size (python -m deepfake preset NAME)",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -99,6 +99,8 @@ def test_max_batches_caps_an_epoch(tiny_dataset, tiny_splits, tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"arch": "vgg"}, "arch"),
         ({"schedule": "step"}, "schedule"),
+        ({"optimizer": "sam"}, "optimizer"),
+        ({"momentum": 1.0}, "momentum"),
         ({"class_balance": "smote"}, "class_balance"),
         ({"patience": -1}, "patience"),
         ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg_quality_min"),
@@ -181,6 +183,21 @@ def test_learning_rate_schedule():
         and cos[19] == pytest.approx(0.0096, abs=1e-3)
     )
     assert lr_factor(0, 0, 10, "cosine") == 1.0
+    # linear (SBI's): constant for three quarters of the steps, then down to 0 at the end
+    lin = [lr_factor(s, 0, 100, "linear") for s in range(100)]
+    assert lin[:75] == [1.0] * 75 and lin[75] == 1.0 and lin[90] == pytest.approx(0.4) and lin[99] == 0.04
+    assert all(a > b for a, b in zip(lin[75:], lin[76:]))
+
+
+def test_sgd_with_momentum_is_the_optimizer_asked_for():
+    from torch import nn
+
+    from deepfake.training.train import make_optimizer
+
+    net = nn.Linear(2, 1)
+    sgd = make_optimizer(net, TrainConfig(optimizer="sgd", momentum=0.8, lr=0.01, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8 and sgd.defaults["weight_decay"] == 1e-4
+    assert isinstance(make_optimizer(net, TrainConfig()), torch.optim.Adam)
 
 
 def test_cosine_schedule_in_training(tiny_dataset, tiny_splits, tmp_path):

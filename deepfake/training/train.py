@@ -72,7 +72,8 @@ HISTORY_COLUMNS = (
     "val_auc",
     "lr",
 )
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "sgd")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
 
 
@@ -89,9 +90,12 @@ class TrainConfig:
         weights: ``auto`` | ``imagenet`` | ``none`` | path to weights (a state dict or checkpoint).
         epochs: passes over the training split (at most; see ``patience``).
         batch_size: images per optimisation step (all processes together under torchrun).
-        lr: Adam learning rate (peak, after warm-up).
-        weight_decay: Adam weight decay (L2).
-        schedule: ``constant`` or ``cosine`` (decay to 0 at the end of the last epoch), per step.
+        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
+        lr: learning rate (peak, after warm-up).
+        momentum: SGD's momentum (unused by Adam).
+        weight_decay: weight decay (L2, as both optimizers apply it).
+        schedule: ``constant``, ``cosine`` (decay to 0 at the end of the last epoch) or ``linear``
+            (constant, then down to 0 over the last quarter of the steps: SBI's), per step.
         warmup_epochs: linear learning-rate warm-up from ~0, in epochs (fractions allowed).
         freeze_backbone_epochs: train only the new head for this many first epochs, backbone
             BatchNorm statistics frozen too; needs pretrained weights (ignored, with a
@@ -137,7 +141,9 @@ class TrainConfig:
     weights: str = setting()
     epochs: int = setting(min=1)
     batch_size: int = setting(min=1)
+    optimizer: str = setting(choices=OPTIMIZERS)
     lr: float = setting(gt=0)
+    momentum: float = setting(min=0, lt=1)
     weight_decay: float = setting(min=0)
     schedule: str = setting(choices=SCHEDULES)
     warmup_epochs: float = setting(min=0)
@@ -428,7 +434,7 @@ def _train(
             stacklevel=2,
         )
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(net, cfg)
     steps_per_epoch = len(train_sampler)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.schedule)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
@@ -644,6 +650,13 @@ def crop_landmarks(frame: pd.DataFrame, contract: Preprocessing, image_size: int
         pts = parse_points(cell)
         out.append(None if pts is None else pts * scale)
     return out
+
+
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over every parameter of ``net`` (frozen ones get no gradient, hence no step)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _check_input_size(cfg: TrainConfig, contract: Preprocessing, model_inputs: dict) -> None:

@@ -128,6 +128,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .core.config import override_pairs
+    from .pipeline.compare import CompareConfig, compare_detectors
+    from .pipeline.params import load_params
+
+    params = load_params(args.params, override_pairs(args.set))
+    try:
+        cfg = CompareConfig(tuple(args.arch), args.epochs, args.image_size, not args.no_int8, args.robustness)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    faces = _user_path(args.faces_dir) if args.faces_dir else None
+    splits = _user_path(args.splits_dir) if args.splits_dir else None
+    try:
+        compare_detectors(params, cfg, _user_path(args.out), _user_path(args.models_dir), faces, splits)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print((paths.resolve(args.out) / "table.md").read_text(), end="")
+    return 0
+
+
 def _user_path(arg: str) -> Path:
     """A path given on the command line: as typed when it exists there, else from the project root."""
     return Path(arg) if Path(arg).exists() else paths.resolve(arg)
@@ -279,6 +301,38 @@ def build_parser() -> argparse.ArgumentParser:
         "made at that size (python -m deepfake preset NAME)",
     )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="train several detectors on the split stage's split, evaluate each as the evaluate stage does, and "
+        "write one table and figure (reports/compare/table.md)",
+    )
+    p.add_argument(
+        "--arch",
+        nargs="+",
+        required=True,
+        metavar="ARCH",
+        help="the detectors: resnet18, dilated_cnn or timm model names, e.g. resnet18 dilated_cnn efficientnet_b0",
+    )
+    p.add_argument("--epochs", type=int, help="epochs for every detector (default: train.epochs)")
+    p.add_argument("--image-size", type=int, dest="image_size", help="network input (default: train.image_size)")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file (validated whole)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a params override for every detector (YAML value), e.g. --set train.lr=3e-4 --set evaluate.bootstrap=200",
+    )
+    p.add_argument("--out", default="reports/compare", help="the table, figure and each detector's reports")
+    p.add_argument("--models-dir", default="build/compare", dest="models_dir", help="each detector's checkpoints")
+    p.add_argument("--faces-dir", dest="faces_dir", help="face cache (default: data.faces_dir)")
+    p.add_argument("--splits-dir", dest="splits_dir", help="train/val/test.csv (default: reports/split)")
+    p.add_argument("--no-int8", action="store_true", dest="no_int8", help="do not time the int8 runtime")
+    p.add_argument(
+        "--robustness", action="store_true", help="also re-score under the evaluate section's robustness levels"
+    )
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("predict", help="score images, videos and folders with a trained model")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")

@@ -30,11 +30,11 @@ LAYERS: dict[str, list[str]] = {
     # the loader, augmentation, self-blending, the scoring loop, the step, resume, train
     "training": ["augment", "blend", "loading", "distributed", "scoring", "steps", "resume", "train"],
     # the evaluate stage's measurements, robustness, tables, figures
-    "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark"],
+    "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark", "comparison"],
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget
     "inference": ["backends", "gradcam", "prediction", "predict", "cli_output", "widgets"],
     # the params file, tracking, quick-check fixtures, stage functions, the runner, exploring
-    "pipeline": ["params", "tracking", "quick", "stages", "runner", "explore"],
+    "pipeline": ["params", "tracking", "quick", "stages", "compare", "runner", "explore"],
 }  # fmt: skip
 #: At most this many modules in one sub-package: past it, the room wants dividing.
 MAX_MODULES = 12

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,10 +146,18 @@ TIMING_KEYS = ("latency_ms_median", "latency_ms_p90", "latency_images", "torch_t
 
 @torch.inference_mode()
 def measure_latency(
-    model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3
+    model: Callable[[torch.Tensor], torch.Tensor],
+    paths: list[Path],
+    prep: Preprocessing,
+    device: torch.device,
+    warmup: int = 3,
 ) -> dict:
-    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds."""
-    model.eval()
+    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds.
+
+    ``model``: the network (put in eval mode) or any runtime of it (``deepfake.inference.backends``).
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     paths = list(paths)
     if not paths:
         raise ValueError("no images to time")

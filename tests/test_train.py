@@ -469,10 +469,19 @@ def test_cpu_bf16_without_cpu_support_warns_and_trains_in_float32(monkeypatch, t
 
 
 @pytest.mark.gpu
-def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
+@pytest.mark.parametrize("arch, first", [("resnet18", "conv1.weight"), ("test_resnet", "conv1.0.weight")])
+def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path, arch, first):
     result = train(
         TrainConfig(
-            **{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}
+            **{
+                **FAST,
+                "arch": arch,
+                "device": "cuda",
+                "amp": True,
+                "channels_last": True,
+                "jpeg_prob": 0.5,
+                "blur_prob": 0.5,
+            }
         ),
         tiny_splits,
         tiny_dataset,
@@ -481,7 +490,7 @@ def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
     assert result.summary["device"].startswith("cuda")
     assert math.isfinite(result.history["train_loss"].iloc[-1])
     ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    assert ckpt["model"]["conv1.weight"].dtype == torch.float32  # AMP keeps float32 master weights
+    assert ckpt["model"][first].dtype == torch.float32  # AMP keeps float32 master weights
 
 
 @pytest.mark.gpu

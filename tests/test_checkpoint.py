@@ -92,6 +92,36 @@ def test_faults_name_the_file_and_never_suggest_unsafe_loading(tmp_path):
         preprocessing_of(read_checkpoint(tmp_path / "badprep.pt"), "badprep.pt")
 
 
+def test_a_timm_checkpoint_loads_and_one_whose_backbone_timm_lacks_is_named(tmp_path, capsys):
+    from deepfake.__main__ import main
+    from deepfake.models.architectures import input_config
+
+    torch.manual_seed(0)
+    model, _ = build_model("test_resnet", weights="none")
+    backbone = input_config("test_resnet")
+    path = save_checkpoint(tmp_path / "timm.pt", model=model.state_dict(), arch="test_resnet", image_size=32)
+    loaded, ckpt = load_checkpoint(path)
+    assert torch.equal(loaded.conv1[0].weight, model.conv1[0].weight) and ckpt["arch"] == "test_resnet"
+    gone = save_checkpoint(
+        tmp_path / "gone.pt",
+        model=model.state_dict(),
+        arch="resnet_of_the_future",
+        image_size=32,
+        backbone={**backbone, "version": "99.0"},
+    )
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(gone)
+    msg = str(e.value)
+    assert msg.startswith(f"{gone}: its architecture cannot be built here: unknown arch 'resnet_of_the_future'")
+    assert "trained with timm 99.0" in msg and "pip install 'timm==99.0'" in msg
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "gray").save(image)
+    assert main(["predict", str(image), "--checkpoint", str(gone), "--calibration", ""]) == 2
+    assert "gone.pt: its architecture cannot be built here" in capsys.readouterr().err
+
+
 class _Payload:
     def __reduce__(self):
         return (open, ("/tmp/deepfake-pwned-marker", "w"))
@@ -153,8 +183,8 @@ def _bad_checkpoints(folder):
             "its weights do not fit a dilated_cnn, the arch it records (52 of the 52 tensors it needs are missing",
         ),
         "unknown_arch.pt": (
-            lambda p: torch.save({"model": _state_dict("resnet18"), "arch": "efficientnet_b0", "image_size": 32}, p),
-            "records arch 'efficientnet_b0', which this version of deepfake cannot build",
+            lambda p: torch.save({"model": _state_dict("resnet18"), "arch": "no_such_net", "image_size": 32}, p),
+            "its architecture cannot be built here: unknown arch",
         ),
         "state_dict.pt": (lambda p: torch.save(_state_dict("resnet18"), p), "is a bare state dict (122 tensors)"),
         "bad_contract.pt": (

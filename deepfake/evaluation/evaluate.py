@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,10 +146,18 @@ TIMING_KEYS = ("latency_ms_median", "latency_ms_p90", "latency_images", "torch_t
 
 @torch.inference_mode()
 def measure_latency(
-    model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3
+    model: Callable[[torch.Tensor], torch.Tensor],
+    paths: list[Path],
+    prep: Preprocessing,
+    device: torch.device,
+    warmup: int = 3,
 ) -> dict:
-    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds."""
-    model.eval()
+    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds.
+
+    ``model``: the network (put in eval mode) or any runtime of it (``deepfake.inference.backends``).
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     paths = list(paths)
     if not paths:
         raise ValueError("no images to time")
@@ -279,7 +288,9 @@ def evaluate(
     size = prep.input_size
 
     def score(f: pd.DataFrame, desc: str) -> np.ndarray:
-        return score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc)
+        return score_frame(
+            model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc, mean=prep.mean, std=prep.std
+        )
 
     val_preds = None
     if calibration is not None:
@@ -365,6 +376,8 @@ def evaluate(
         z,
         cfg.batch_size,
         cfg.num_workers,
+        prep.mean,
+        prep.std,
     )
     if len(robust) > 1:
         metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}

@@ -1,15 +1,16 @@
 """Checkpoints: written atomically, read weights-only, checked before use.
 
-A checkpoint is a dict of tensors and plain values. ``models/best.pt``, the model that is
-scored with, holds ``model`` (the state dict), ``arch``, ``image_size``, ``preprocessing`` (the
-contract of ``deepfake.data.inputs``: how its training crops were made and how inputs are
-normalised), the resolved ``config``, ``epoch``, ``val_auc``, ``weights_used``,
-``package_version`` and ``world_size``. ``last.pt`` holds the same and, for resuming, the
-training state (``TRAINING_STATE_KEYS``: optimizer, scheduler, grad-scaler, progress and RNG
-states), which Adam's two moments make twice the size of the weights. Readers ignore keys they
-do not use, so a ``best.pt`` of an earlier version, written with the training state, loads everywhere.
-``torch.load`` runs with ``weights_only=True``: a file holding arbitrary Python objects is
-refused, not executed.
+A checkpoint is a dict of tensors and plain values. ``models/best.pt``, the model that is scored
+with, holds ``model`` (the state dict), ``arch``, ``image_size``, ``preprocessing`` (the contract
+of ``deepfake.data.inputs``: how its training crops were made and how inputs are normalised; for a
+timm model its own ``pretrained_cfg`` mean and std), ``backbone`` (where the architecture comes
+from: library, version, pretrained tag, native input size), the resolved ``config``, ``epoch``,
+``val_auc``, ``weights_used``, ``package_version`` and ``world_size``. ``last.pt`` holds the same
+and, for resuming, the training state (``TRAINING_STATE_KEYS``: optimizer, scheduler, grad-scaler,
+progress and RNG states), which Adam's two moments make twice the size of the weights. Readers
+ignore keys they do not use, so a ``best.pt`` of an earlier version, written with the training
+state, loads everywhere. ``torch.load`` runs with ``weights_only=True``: a file holding arbitrary
+Python objects is refused, not executed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch import nn
 from ..core.utils import atomic_path
 from ..data.inputs import Preprocessing, whole_image
 from ..data.media import looks_like_image, looks_like_video
-from .architectures import ARCHS, build_model
+from .architectures import build_model
+from .backbones import UnknownArchError
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +182,8 @@ def _check_entries(ckpt: Any, path: Path) -> None:
             f"{_USE_OURS}"
         )
     arch, size, state = ckpt["arch"], ckpt["image_size"], ckpt["model"]
-    if arch not in ARCHS:
-        version = ckpt.get("package_version")
-        raise CheckpointError(
-            f"{path} records arch {arch!r}, which this version of deepfake cannot build (it builds "
-            f"{', '.join(ARCHS)}); use a checkpoint of one of these"
-            + (f", or deepfake {version}, which wrote it" if version else "")
-        )
+    if not isinstance(arch, str) or not arch:
+        raise CheckpointError(f"{path}: its arch entry is {arch!r}, not an architecture name; {_USE_OURS}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise CheckpointError(
             f"{path} records image_size {size!r}, not a positive number of pixels: the file was edited or written by "
@@ -230,10 +227,34 @@ def preprocessing_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint
     return _contract(ckpt, path)
 
 
+def model_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> nn.Module:
+    """The untrained network a checkpoint's weights belong to (its ``arch``, built as training built it).
+
+    Raises:
+        CheckpointError: the architecture cannot be built here (a timm model the installed timm
+            lacks, or timm missing); the message names the file, the architecture and the timm
+            version it was trained with.
+    """
+    arch = ckpt["arch"]
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path}: its arch entry is {arch!r}, not an architecture name")
+    try:
+        return build_model(arch, weights="none", image_size=int(ckpt["image_size"]))[0]
+    except UnknownArchError as e:
+        backbone = ckpt.get("backbone") or {}
+        trained = (
+            f"it was trained with {backbone.get('library')} {backbone.get('version')}; install that version "
+            f"(pip install '{backbone.get('library')}=={backbone.get('version')}'), or train again (dvc repro train)"
+            if backbone.get("version")
+            else "install the timm version it was trained with, or train again (dvc repro train)"
+        )
+        raise CheckpointError(f"{path}: its architecture cannot be built here: {e}; {trained}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns it in eval mode on ``device`` and the checkpoint dict."""
     ckpt = read_checkpoint(path)
-    model, _ = build_model(ckpt["arch"], weights="none")
+    model = model_of(ckpt, path)
     problem = weights_mismatch(model, ckpt["model"])
     if problem:
         raise CheckpointError(

@@ -1,11 +1,23 @@
-"""The whole params file: every section read and validated into its config, before any work starts."""
+"""The whole params file: every section read and validated into its config, before any work starts.
+
+Presets (``presets.yaml`` beside this module) are the field's baseline detectors as params
+blocks: named sets of params values (network, input and crop size, optimiser, learning rate and
+schedule), applied like any override (``load_params(preset=...)``, ``dvc exp run -S`` with
+``preset_flags``), so every value a run used stays visible in params, ``dvc exp show`` and the
+checkpoint.
+"""
 
 from __future__ import annotations
 
+import copy
+import difflib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 from ..core import paths
 from ..core.config import BaseConfig, ConfigError, DataConfig, build, read_yaml, settings_of, unknown_keys
@@ -55,10 +67,50 @@ def _classes() -> dict[str, type]:
     }
 
 
+#: The presets: the field's baselines as params blocks (name -> section -> key -> value).
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+
+
+@functools.lru_cache(maxsize=1)
+def _presets() -> dict[str, dict[str, dict[str, Any]]]:
+    return yaml.safe_load(PRESETS_FILE.read_text())
+
+
+def preset_names() -> tuple[str, ...]:
+    """The presets' names (``xception``, ``efficientnet_b4``, ``resnet18``)."""
+    return tuple(_presets())
+
+
+def preset_overrides(name: str) -> dict[str, dict[str, Any]]:
+    """A preset's values as overrides (``{"preprocess": {"size": 299}, "train": {...}}``).
+
+    Raises:
+        ConfigError: no preset of that name (the closest is named).
+    """
+    presets = _presets()
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; the presets are {', '.join(presets)} ({PRESETS_FILE.name})")
+    return copy.deepcopy(presets[name])
+
+
+def preset_flags(name: str) -> list[str]:
+    """A preset as ``section.key=value`` items, the form of ``dvc exp run -S`` and ``--set``."""
+
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return [f"{sec}.{k}={text(v)}" for sec, values in preset_overrides(name).items() for k, v in values.items()]
+
+
 def load_params(
-    path: str | os.PathLike = paths.PARAMS_FILE, overrides: dict[str, dict[str, Any]] | None = None
+    path: str | os.PathLike = paths.PARAMS_FILE,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    preset: str | None = None,
 ) -> Params:
-    """Read ``path`` and validate every section, with ``overrides`` (``{"train": {"epochs": 1}}``) applied.
+    """Read ``path`` and validate every section, with ``preset``'s values and then ``overrides``
+    (``{"train": {"epochs": 1}}``) applied.
 
     Every key of every section must be known, present and valid; the first fault raises
     ``ConfigError`` naming the file and the key.
@@ -66,6 +118,11 @@ def load_params(
     file = paths.resolve(path)
     raw = read_yaml(file)
     overrides = overrides or {}
+    if preset:
+        layered = preset_overrides(preset)
+        for sec, extra in overrides.items():
+            layered[sec] = {**layered.get(sec, {}), **extra}
+        overrides = layered
     bad_sections = sorted((set(raw) | set(overrides)) - set(Params.SECTIONS))
     if bad_sections:
         raise ConfigError(f"{file}: unknown section(s) {bad_sections}; the sections are {', '.join(Params.SECTIONS)}")

@@ -243,10 +243,9 @@ def pool_start(folder: Path, work: Path, repeats: int = 2) -> float:
     """Seconds the stage takes with 2 workers on two 1-frame clips: starting the pool and loading the
     dlib models in each worker, which a 1-worker run in this process has already done."""
     photo, box, _ = portraits(1)[0]
-    frame = pan_zoom_frames(photo, 1, FRAME, scales=(150 / box.w, 150 / box.w))
-    for label in ("real", "fake"):
+    for label, width in (("real", 150), ("fake", 160)):  # two different clips (identical ones draw a warning)
         (folder / label).mkdir(parents=True, exist_ok=True)
-        write_clip(folder / label / "one.mp4", frame)
+        write_clip(folder / label / "one.mp4", pan_zoom_frames(photo, 1, FRAME, scales=(width / box.w,) * 2))
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -394,7 +393,7 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def report(args, clips, codec, frames, floor, runs, start, decode, photos, latency, loads, wall) -> str:
+def report_videos(clips, codec, frames, floor, runs, start, decode) -> list[str]:
     n = runs[("full", 1)]["summary"]["decoded"]  # frames per run
     med = {k: statistics.median(v["seconds"]) for k, v in runs.items()}
     rate = {k: n / med[k] for k in med}  # frames per second, all workers together
@@ -402,8 +401,6 @@ def report(args, clips, codec, frames, floor, runs, start, decode, photos, laten
     widths = [c["face_width"] for c in clips]
     fs, fc = frames["seconds"], frames["cpu"]
     lines = [
-        f"Machine: {machine()}.",
-        f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f}; whole run {wall / 60:.1f} min.",
         f"Clips: {len(clips)} x 1280x720, {codec}{' CRF 23' if codec == 'libx264' else ''}, 25 fps, "
         f"{min(c['frames'] for c in clips)}-{max(c['frames'] for c in clips)} frames, faces "
         f"{min(widths):.0f}-{max(widths):.0f} px wide (median {statistics.median(widths):.0f}); "
@@ -486,8 +483,11 @@ def report(args, clips, codec, frames, floor, runs, start, decode, photos, laten
         for label, sec in ((f"{clips[0]['frames']}-frame clips as here", a), ("20 s", b)):
             cells = " | ".join(minutes(1000 * sec / k) for k in (1, 2, 8, 32))
             lines.append(f"| {s} | {label} | {sec:.2f} | {cells} |")
-    lines += [
-        "",
+    return lines
+
+
+def report_photos(photos, latency) -> list[str]:
+    lines = [
         "### Photos",
         "",
         f"Detection as `crop_image` runs it (dlib_hog, no upsampling) on {photos['n']} photos: found "
@@ -509,48 +509,63 @@ def report(args, clips, codec, frames, floor, runs, start, decode, photos, laten
             f"| {s} | {latency['median'][s]:.1f} | {latency['p90'][s]:.1f} | {latency['cpu'][s]:.1f} | "
             f"{p['decode']:.1f} | {p['face']:.1f} | {p['model']:.1f} |"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", nargs="+", default=["videos", "photos"], choices=["videos", "photos"])
     ap.add_argument("--clips", type=int, default=20, help="720p test clips")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the stage runs")
     ap.add_argument("--photos", type=Path, default=SHARED_PHOTOS, help="a folder with real/ and fake/ photos")
     ap.add_argument("--latency-photos", type=int, default=60, help="photos the predictor is timed on")
     ap.add_argument("--detect-photos", type=int, default=0, help="photos the detection is compared on (0: all)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: ResNet18 with random weights at 96 px")
+    ap.add_argument("--torch-threads", type=int, default=0, help="threads of the predictor's model (0: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     t_start, loads = time.perf_counter(), [os.getloadavg()[0]]
+    lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("writing clips...", file=sys.stderr, flush=True)
-        clips, codec = make_clips(work / "clips", args.clips, args.seed)
-        print("faces found...", file=sys.stderr, flush=True)
-        frames = compare_frames(clips)
-        floor = noise_floor(clips)
-        print("decode cost...", file=sys.stderr, flush=True)
-        photo, box, _ = portraits(1)[0]
-        decode = decode_cost(work, photo, box, clips[0]["path"])
-        print("preprocess stage...", file=sys.stderr, flush=True)
-        runs = stage_throughput(work / "clips", work, args.repeats)
-        start = pool_start(work / "start", work)
-        files = sorted(p for lab in ("real", "fake") for p in (args.photos / lab).glob("*.jpg"))
-        if not files:  # no shared photos: rendered portraits written as JPEG
-            (work / "photos").mkdir()
-            for i in range(args.latency_photos):
-                rgb, _ = face_image(i)
-                cv2.imwrite(str(work / "photos" / f"{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            files = sorted((work / "photos").glob("*.jpg"))
-        print("photos...", file=sys.stderr, flush=True)
-        photos = compare_photos(files[:: max(1, len(files) // args.detect_photos)] if args.detect_photos else files)
-        picked = [files[i] for i in np.random.default_rng(args.seed).permutation(len(files))[: args.latency_photos]]
-        latency = predictor_latency(args.checkpoint, picked, work)
+        if "videos" in args.parts:
+            print("writing clips...", file=sys.stderr, flush=True)
+            clips, codec = make_clips(work / "clips", args.clips, args.seed)
+            print("faces found...", file=sys.stderr, flush=True)
+            frames = compare_frames(clips)
+            floor = noise_floor(clips)
+            print("decode cost...", file=sys.stderr, flush=True)
+            photo, box, _ = portraits(1)[0]
+            decode = decode_cost(work, photo, box, clips[0]["path"])
+            print("preprocess stage...", file=sys.stderr, flush=True)
+            runs = stage_throughput(work / "clips", work, args.repeats)
+            start = pool_start(work / "start", work)
+            lines += ["", *report_videos(clips, codec, frames, floor, runs, start, decode)]
+        if "photos" in args.parts:
+            files = sorted(p for lab in ("real", "fake") for p in (args.photos / lab).glob("*.jpg"))
+            if not files:  # no shared photos: rendered portraits written as JPEG
+                (work / "photos").mkdir()
+                for i in range(args.latency_photos):
+                    rgb, _ = face_image(i)
+                    cv2.imwrite(str(work / "photos" / f"{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                files = sorted((work / "photos").glob("*.jpg"))
+            print("photos...", file=sys.stderr, flush=True)
+            photos = compare_photos(files[:: max(1, len(files) // args.detect_photos)] if args.detect_photos else files)
+            picked = [files[i] for i in np.random.default_rng(args.seed).permutation(len(files))[: args.latency_photos]]
+            if args.torch_threads:
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
+            latency = predictor_latency(args.checkpoint, picked, work)
+            lines += ["", *report_photos(photos, latency)]
     loads.append(os.getloadavg()[0])
-    wall = time.perf_counter() - t_start
-    print(report(args, clips, codec, frames, floor, runs, start, decode, photos, latency, loads, wall))
+    head = [
+        f"Machine: {machine()}.",
+        f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f}; "
+        f"whole run {(time.perf_counter() - t_start) / 60:.1f} min.",
+    ]
+    print("\n".join(head + lines))
     return 0
 
 

@@ -168,7 +168,7 @@ class Crop:
 #: ``face_search: adaptive``: a photo is first searched only for faces at least this share of
 #: its shorter side (on a copy small enough that smaller faces cannot be found, which costs a
 #: fraction of the whole search); the whole search runs only when none is found.
-LARGE_FACE = 0.25
+LARGE_FACE = 0.3
 #: ``face_search: adaptive``: after a frame with a face, the next is first searched in a square
 #: window ``TRACK_WINDOW`` times the face's side around its box, ...
 TRACK_WINDOW = 2.5

@@ -7,7 +7,7 @@ One command prints the machine and the table (markdown):
 Every photo below ``real/`` and ``fake/`` is decoded once (not timed); then each detector
 (``haar``, ``dlib_hog``, ``dlib_cnn``: ``deepfake.data.detect.get_detector``, as the preprocess stage
 calls it, on one thread) searches every photo in turn, timed per image. The landmark rows time
-``deepfake.data.detect`` (5 and 68 points) in the faces dlib_hog found, and the ``align`` row the
+``deepfake.data.detect.get_landmarker`` (5 and 68 points) in the faces dlib_hog found, and the ``align`` row the
 aligned crop (landmarks, similarity transform, warp) against the plain square crop.
 """
 
@@ -26,14 +26,9 @@ from _machine import cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake.data.detect import (  # noqa: E402
-    DETECT_MAX_SIDE,
-    DETECTORS,
-    get_detector,
-    get_landmarker,  # noqa: E402
-)
-from deepfake.data.faces import crop_face
-from deepfake.data.inputs import Preprocessing, crop_around  # noqa: E402
+from deepfake.data.detect import DETECT_MAX_SIDE, DETECTORS, get_detector, get_landmarker  # noqa: E402
+from deepfake.data.faces import crop_around, crop_face  # noqa: E402
+from deepfake.data.inputs import Preprocessing  # noqa: E402
 from deepfake.data.media import kind_of, read_image  # noqa: E402
 
 

@@ -41,10 +41,57 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from .pipeline.params import load_params, write_check_record
+
+    params = load_params(args.params, preset=args.preset)
+    with_preset = f" with preset {args.preset}" if args.preset else ""
+    print(f"{params.file}: every section valid{with_preset} ({', '.join(params.SECTIONS)})")
+    if args.record:
+        write_check_record(params, paths.resolve(args.record))
+    return 0
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from .data.ingest import DatasetLayoutError
+    from .pipeline.inventory import run_inventory
     from .pipeline.params import load_params
 
-    params = load_params(args.params)
-    print(f"{params.file}: every section valid ({', '.join(params.SECTIONS)})")
+    params = load_params(args.params)  # every section validated: a faulty params.yaml stops here
+    try:
+        inv = run_inventory(params, args.cross or "", progress=not args.no_progress)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except DatasetLayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = inv.counts()
+    print(
+        f"{paths.shown(inv.file)}: {n['images']} image(s), {n['videos']} video(s), {n['left_out']} path(s) left out "
+        f"({'written' if inv.written else 'unchanged'})"
+    )
+    return 0
+
+
+def _cmd_preset(args: argparse.Namespace) -> int:
+    from .pipeline.params import PRESETS_FILE, load_params, preset_flags, preset_names, preset_overrides
+
+    if not args.name:
+        for name in preset_names():
+            t = preset_overrides(name)["train"]
+            print(
+                f"{name:<16} {t['arch']} at {t['image_size']} px, {t['optimizer']} lr {t['lr']:g} "
+                f"({t['schedule']}), {t['epochs']} epochs"
+            )
+        print(f"(their values: {PRESETS_FILE}; python -m deepfake preset NAME prints one's)")
+        return 0
+    load_params(args.params, preset=args.name)  # valid with this params file, or a ConfigError naming why
+    flags = preset_flags(args.name)
+    print(f"preset {args.name}:")
+    for flag in flags:
+        print(f"  {flag}")
+    print("as a DVC experiment (preprocess, then every stage after it, with these values):")
+    print(f"  dvc exp run -n {args.name} " + " ".join(f"-S {flag}" for flag in flags))
     return 0
 
 
@@ -86,7 +133,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .pipeline.params import load_params
     from .pipeline.stages import run_train
 
-    params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]))
+    params = load_params(args.params, override_pairs([f"train.{item}" for item in args.set]), preset=args.preset)
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
     result = run_train(
         params.train,
@@ -105,9 +152,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .core.config import override_pairs
+    from .pipeline.compare import CompareConfig, compare_detectors
+    from .pipeline.params import load_params
+
+    params = load_params(args.params, override_pairs(args.set))
+    try:
+        cfg = CompareConfig(tuple(args.arch), args.epochs, args.image_size, not args.no_int8, args.robustness)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    faces = _user_path(args.faces_dir) if args.faces_dir else None
+    splits = _user_path(args.splits_dir) if args.splits_dir else None
+    try:
+        compare_detectors(params, cfg, _user_path(args.out), _user_path(args.models_dir), faces, splits)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print((paths.resolve(args.out) / "table.md").read_text(), end="")
+    return 0
+
+
 def _user_path(arg: str) -> Path:
-    """A path given on the command line: as typed when it exists there, else from the project root."""
-    return Path(arg) if Path(arg).exists() else paths.resolve(arg)
+    """A path given on the command line: from the working directory when it exists there, else from the
+    project root (absolute either way: library code takes relative paths from the project root)."""
+    return Path(arg).absolute() if Path(arg).exists() else paths.resolve(arg)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -134,7 +204,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             int8_calibration=tuple(args.int8_calibration or ()),
         )
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
-    except Exception as e:  # missing, corrupt or foreign checkpoint, bad calibration file, bad settings
+    except (ValueError, FileNotFoundError) as e:  # checkpoint (CheckpointError), calibration file, settings
+        print(f"error: cannot load the model: {e}", file=sys.stderr)  # it names the file, the fault and the fix
+        return 2
+    except Exception as e:  # anything else: its type says more than nothing
         print(f"error: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     show_bar = not args.no_progress and (len(files) > 1 or any(Path(p).is_dir() for p in args.paths))
@@ -195,7 +268,38 @@ def build_parser() -> argparse.ArgumentParser:
         "check-params", help="validate every section of params.yaml (unknown keys, types, ranges) and exit"
     )
     p.add_argument("--params", default=str(paths.PARAMS_FILE))
+    p.add_argument(
+        "--record",
+        metavar="PATH",
+        help="on success, write this file (dvc.yaml's check_params stage: every stage depends on it); "
+        "its content names the sections, never their values",
+    )
+    p.add_argument("--preset", help="validate with a preset's values applied (python -m deepfake preset lists them)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "inventory",
+        help="list the dataset (data.raw_dir) as the preprocess stage reads it, each file with its size and "
+        "SHA-256 and every path left out with its reason, into reports/inventory/inventory.csv (rewritten only "
+        "when it changes; only new or changed files are read); dvc.yaml's stages depend on it, not on the folder",
+    )
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file (validated whole)")
+    p.add_argument(
+        "--cross",
+        metavar="NAME",
+        help="the cross-dataset test set NAME of cross_dataset instead (reports/inventory/cross_NAME.csv)",
+    )
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
+    p.set_defaults(func=_cmd_inventory)
+
+    p = sub.add_parser(
+        "preset",
+        help="the field's baseline detectors as params blocks (xception, efficientnet_b4, resnet18): list them, "
+        "or print one's values and its dvc exp run -S command",
+    )
+    p.add_argument("name", nargs="?", help="a preset; none: list them")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file the preset is validated with")
+    p.set_defaults(func=_cmd_preset)
 
     p = sub.add_parser(
         "stage",
@@ -240,7 +344,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a train key (YAML value), e.g. --set epochs=3",
     )
+    p.add_argument(
+        "--preset",
+        help="a preset's train values first (--set overrides them); its preprocess.size needs the face cache "
+        "made at that size (python -m deepfake preset NAME)",
+    )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="train several detectors on the split stage's split, evaluate each as the evaluate stage does, and "
+        "write one table and figure (reports/compare/table.md)",
+    )
+    p.add_argument(
+        "--arch",
+        nargs="+",
+        required=True,
+        metavar="ARCH",
+        help="the detectors: resnet18, dilated_cnn or timm model names, e.g. resnet18 dilated_cnn efficientnet_b0",
+    )
+    p.add_argument("--epochs", type=int, help="epochs for every detector (default: train.epochs)")
+    p.add_argument("--image-size", type=int, dest="image_size", help="network input (default: train.image_size)")
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file (validated whole)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a params override for every detector (YAML value), e.g. --set train.lr=3e-4 --set evaluate.bootstrap=200",
+    )
+    p.add_argument("--out", default="reports/compare", help="the table, figure and each detector's reports")
+    p.add_argument("--models-dir", default="build/compare", dest="models_dir", help="each detector's checkpoints")
+    p.add_argument("--faces-dir", dest="faces_dir", help="face cache (default: data.faces_dir)")
+    p.add_argument("--splits-dir", dest="splits_dir", help="train/val/test.csv (default: reports/split)")
+    p.add_argument("--no-int8", action="store_true", dest="no_int8", help="do not time the int8 runtime")
+    p.add_argument(
+        "--robustness", action="store_true", help="also re-score under the evaluate section's robustness levels"
+    )
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("predict", help="score images, videos and folders with a trained model")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders of them")

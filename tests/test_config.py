@@ -113,3 +113,18 @@ def test_code_only_options_and_base_keys_do_not_belong_in_a_section(tmp_path):
         load_params(write_params(tmp_path / "a.yaml", {"train": {"max_batches": 2}}))
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) split\.seed; the split section takes val_frac"):
         load_params(write_params(tmp_path / "b.yaml", {"split": {"seed": 3}}))  # the seed lives in base
+
+
+def test_an_unknown_arch_fails_check_params_in_seconds_with_the_closest_names(tmp_path, capsys):
+    import time
+
+    from deepfake.__main__ import main
+
+    params = write_params(tmp_path / "params.yaml", {"train": {"arch": "efficentnet_b0"}})
+    t0 = time.perf_counter()
+    assert main(["check-params", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert time.perf_counter() - t0 < 15
+    assert str(params) in err and "train.arch = 'efficentnet_b0'" in err and "did you mean efficientnet_b0" in err
+    good = write_params(tmp_path / "good.yaml", {"train": {"arch": "efficientnet_b4.ra2_in1k"}})
+    assert main(["check-params", "--params", str(good)]) == 0

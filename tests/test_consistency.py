@@ -139,3 +139,32 @@ def test_face_detected_photos_score_the_same_on_every_path(tmp_path):
     assert Predictor(ckpt, "cpu", PredictConfig(calibration_file="")).preprocessing.crop == "face"
     scores = _scores_four_ways(tmp_path, p, ckpt, calibration, ev, csv_path, lambda s: Path(s))
     _assert_agree(scores)
+
+
+def test_a_timm_detector_scores_the_same_on_every_path(tmp_path):
+    """A timm backbone (test_resnet: inputs normalised to [-1, 1] by its own pretrained_cfg) through the same
+    stages: its normalisation travels in the checkpoint, so every path scores alike without being told."""
+    raw = generate(
+        tmp_path / "raw", SynthConfig(n_identities=40, images_per_identity=1, image_size=64, workers=1), progress=False
+    )
+    overrides = {
+        "preprocess": {"size": 64, "workers": 1},
+        "train": {"arch": "test_resnet", "image_size": 48},
+        "split": {"val_frac": 0.25, "test_frac": 0.25, "dedupe": True},
+    }
+    p, ckpt, calibration, ev = _run_pipeline(tmp_path, raw, overrides)
+    predictor = Predictor(ckpt, "cpu", PredictConfig(calibration_file=str(calibration)))
+    assert predictor.arch == "test_resnet" and predictor.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert predictor.describe_preprocessing().endswith("normalised with mean 0.5, 0.5, 0.5 and std 0.5, 0.5, 0.5")
+    scores = _scores_four_ways(tmp_path, p, ckpt, calibration, ev, raw, lambda s: raw / s)
+    _assert_agree(scores)
+    # Grad-CAM at a stage of its feature_info; the int8 runtime runs on it
+    source = scores.index[0]
+    pred, cam, _ = predictor.explain(raw / source)
+    assert pred.probability == pytest.approx(scores.loc[source, "evaluate"], abs=TOL)
+    assert cam.layer in {d["module"] for d in predictor.model.feature_info} and min(cam.map_size) >= 6
+    fast = Predictor(
+        ckpt, "cpu", PredictConfig(calibration_file=str(calibration), backend="int8", int8_calibration=(str(raw),))
+    )
+    assert fast.describe()["backend"] == "int8"
+    assert fast.predict(raw / source).probability == pytest.approx(pred.probability, abs=0.25)

@@ -27,7 +27,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
 
 
 @pytest.mark.slow
-def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_dataset, tiny_splits, tmp_path):
+@pytest.mark.parametrize("arch", ["resnet18", "test_resnet"])  # torchvision's, and a timm backbone
+def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_dataset, tiny_splits, tmp_path, arch):
     """Two CPU processes under torchrun train what one process trains with the same global batch.
 
     The comparison uses a frozen pretrained backbone (its BatchNorm layers use their running
@@ -37,12 +38,17 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
     all-reduce; weight decay makes Adam's update sensitive to a wrong gradient scale), the
     schedule, and metrics over every image gathered from both ranks.
     """
-    from torchvision.models import resnet18
-
     torch.manual_seed(7)
-    torch.save(resnet18(weights=None).state_dict(), tmp_path / "pretrained.pt")
+    if arch == "resnet18":
+        from torchvision.models import resnet18
+
+        torch.save(resnet18(weights=None).state_dict(), tmp_path / "pretrained.pt")
+    else:
+        import timm
+
+        torch.save(timm.create_model(arch).state_dict(), tmp_path / "pretrained.pt")
     train_cfg = {
-        "arch": "resnet18",
+        "arch": arch,
         "weights": str(tmp_path / "pretrained.pt"),
         "freeze_backbone_epochs": 2,
         "epochs": 2,

@@ -1,4 +1,5 @@
 import concurrent.futures
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -8,8 +9,17 @@ from PIL import Image
 
 from deepfake.data import detect
 from deepfake.data.detect import DETECTORS, FaceBox, FaceModelError, HaarDetector, get_detector, nearest_box
-from deepfake.data.faces import crop_face, square_box
-from deepfake.pipeline.quick import face_image
+from deepfake.data.faces import (
+    LARGE_FACE,
+    crop_face,
+    crop_frames,
+    crop_image,
+    find_largest,
+    pyramid_scale,
+    square_box,
+)
+from deepfake.data.inputs import Preprocessing
+from deepfake.pipeline.quick import face_image, pan_zoom_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 
@@ -129,3 +139,113 @@ def test_detector_finds_faces_in_real_photos():
 def test_unknown_detector_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown face detector 'mtcnn'; the detectors are dlib_hog, dlib_cnn, haar"):
         get_detector("mtcnn")
+
+
+# --------------------------------------------------------------------------------------------
+# face_search: adaptive against full
+# --------------------------------------------------------------------------------------------
+
+#: Video frames as the preprocess stage crops them by default (dlib_hog, frames upsampled once).
+VIDEO = Preprocessing(
+    crop="face", detector="dlib_hog", margin=1.3, no_face="skip", crop_size=64, input_size=64, video_upsample=1
+)
+ADAPTIVE = replace(VIDEO, face_search="adaptive")
+
+
+def iou(a: FaceBox, b: FaceBox) -> float:
+    iw = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    ih = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return iw * ih / (a.area + b.area - iw * ih)
+
+
+def clip(n: int, width: float, centres=((0.35, 0.5), (0.6, 0.45))) -> list[np.ndarray]:
+    """``n`` 720p frames panning and zooming over a portrait whose face is about ``width`` px wide."""
+    photo, _ = face_image(0)
+    box = get_detector("dlib_hog").largest(photo)
+    s = width / box.w
+    return pan_zoom_frames(photo, n, (1280, 720), scales=(s, 1.1 * s), centres=centres)
+
+
+@pytest.fixture()
+def searched(monkeypatch):
+    """Pixels each dlib_hog search covers (the copy's area times its upsampling), in call order."""
+    pixels: list[int] = []
+    det = get_detector("dlib_hog")
+    find = det._find
+
+    def counting(rgb, upsample):
+        pixels.append(rgb.shape[0] * rgb.shape[1] * 4**upsample)
+        return find(rgb, upsample)
+
+    monkeypatch.setattr(det, "_find", counting)
+    return pixels
+
+
+def test_pyramid_scale_is_the_level_just_above_what_is_asked():
+    assert pyramid_scale(1.0, 0.5, 5 / 6) == pytest.approx((5 / 6) ** 3)  # 0.579 >= 0.5 > 0.482
+    assert pyramid_scale(1.0, (5 / 6) ** 2, 5 / 6) == pytest.approx((5 / 6) ** 2)
+    assert pyramid_scale(0.5, 0.7, 5 / 6) == pytest.approx(0.5 * 1.2**2)  # above the whole search's scale
+
+
+def test_adaptive_follows_the_same_face_as_the_full_search_searching_a_fraction(searched):
+    frames = clip(6, 150)
+    searched.clear()
+    full = crop_frames(frames, VIDEO)
+    whole = searched[0]  # one whole-frame search
+    searched.clear()
+    adaptive = crop_frames(frames, ADAPTIVE)
+    assert all(c.box is not None for c in full) and all(c.box is not None for c in adaptive)
+    ious = [iou(a.box, b.box) for a, b in zip(full, adaptive)]
+    assert min(ious) > 0.6 and np.median(ious) >= 0.8, ious  # 0.69: the same face one pyramid level apart
+    # frames 2-6: windows around the face, each a small part of a whole-frame search
+    assert all(p < 0.2 * whole for p in searched[-5:]) and sum(searched) < 0.3 * 6 * whole, (searched, whole)
+
+
+def test_a_face_lost_from_its_window_is_searched_for_in_the_whole_frame(searched):
+    frames = clip(2, 120, centres=((0.15, 0.5), (0.85, 0.5)))  # the face jumps across the frame
+    full = crop_frames(frames, VIDEO)
+    searched.clear()
+    adaptive = crop_frames(frames, ADAPTIVE)
+    assert all(c.box is not None for c in adaptive)
+    assert adaptive[1].box.x > 640 and iou(full[1].box, adaptive[1].box) > 0.6
+    assert searched[-1] == 640 * 360 * 4  # the second frame's last search: the whole frame, as full searches it
+
+
+def test_a_contract_without_face_search_searches_every_image_whole():
+    old = {k: v for k, v in ADAPTIVE.to_dict().items() if k != "face_search"}
+    prep = Preprocessing.from_dict(old)
+    assert prep == VIDEO and prep.face_search == "full"
+    det = get_detector("dlib_hog")
+    frames = clip(3, 100)
+    assert [c.box for c in crop_frames(frames, prep)] == [det.detect(f, 1)[0] for f in frames]
+    photo, _ = face_image(0)
+    assert crop_image(photo, prep).box == det.detect(photo, 0)[0]
+    with pytest.raises(ValueError, match="face_search must be one of"):
+        replace(VIDEO, face_search="fast")
+
+
+def test_a_photo_is_searched_for_large_faces_first(searched):
+    photo, source = face_image(0)
+    photo = cv2.resize(photo, (600, 600), interpolation=cv2.INTER_LINEAR)  # the size of the shared portraits
+    searched.clear()
+    full = find_largest(photo, replace(VIDEO, upsample=0))
+    full_pixels = sum(searched)
+    searched.clear()
+    fast = find_largest(photo, replace(ADAPTIVE, upsample=0))
+    assert len(fast) == 1 and iou(full[0], fast[0]) > 0.6, source  # 0.69: the same face one pyramid level apart
+    assert len(searched) == 1 and searched[0] < 0.5 * full_pixels  # one search, at a coarser level
+    assert fast[0].w >= LARGE_FACE * min(photo.shape[:2])
+
+
+def test_several_faces_skip_counts_every_face_even_with_adaptive():
+    photo, _ = face_image(0)
+    box = get_detector("dlib_hog").largest(photo)
+    canvas = np.full((640, 640, 3), 120, np.uint8)
+    for side, x in ((380, 10), (160, 440)):  # a large face, and a small one (well below LARGE_FACE of the side)
+        canvas[120 : 120 + side, x : x + side] = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+    assert box.w * 160 / photo.shape[1] < 0.8 * LARGE_FACE * 640
+    assert crop_image(canvas, replace(VIDEO, upsample=0)).n_faces == 2  # both found by the full search
+    largest = crop_image(canvas, replace(ADAPTIVE, upsample=0))
+    assert largest.box.x < 320 and largest.n_faces == 1  # the small face is not looked for
+    skip = crop_image(canvas, replace(ADAPTIVE, upsample=0, several_faces="skip"))
+    assert skip.n_faces == 2 and skip.reason == "several_faces" and skip.image is None

@@ -109,6 +109,26 @@ def test_the_deepest_block_with_a_fine_enough_map_is_explained():
     assert cam.layer == "layer4" and cam.map_size == (3, 3)
 
 
+def test_a_timm_model_is_explained_at_the_deepest_stage_of_its_feature_info_with_six_cells():
+    from deepfake.models.architectures import build_model
+
+    torch.manual_seed(0)
+    model, _ = build_model("test_efficientnet", "none")
+    model.eval()
+    stages = [(d["module"], d["reduction"]) for d in model.feature_info]
+    assert [n for n, _ in candidate_layers(model)] == [n for n, _ in stages]
+    chosen = []
+    for size in (96, 192):
+        want = [n for n, r in stages if size // r >= MIN_MAP_SIDE][-1]  # not a hard-coded block
+        cam = grad_cam(model, torch.randn(1, 3, size, size), np.zeros((size, size, 3), np.uint8))
+        assert cam.layer == want and min(cam.map_size) >= MIN_MAP_SIDE and cam.heatmap.shape == (size, size)
+        chosen.append(cam.layer)
+    assert chosen == ["blocks.3", "blocks.4"]  # a larger input: a deeper stage keeps six cells
+    vit, _ = build_model("test_vit", "none", image_size=48)
+    with pytest.raises(ValueError, match=r"none of its 6 blocks output a \(B, C, H, W\) feature map"):
+        grad_cam(vit.eval(), torch.randn(1, 3, 48, 48), np.zeros((48, 48, 3), np.uint8))
+
+
 def test_map_at_input_size_peaks_on_the_planted_evidence():
     x = torch.zeros(1, 3, 96, 96)
     x[:, :, 12:28, 60:76] = 1.0  # the only evidence: a bright patch, top right

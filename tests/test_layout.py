@@ -17,23 +17,25 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deepfake"
 LAYERS: dict[str, list[str]] = {
     # paths, typed configs, atomic writes and devices, process lifetime, progress lines
     "core": ["paths", "config", "utils", "lifetime", "progress"],
-    # decoding, listing, the synthetic set, faces and the crop, preprocess, splits and audits
+    # decoding, listing (and the benchmarks' own layouts), the synthetic set, faces and the crop,
+    # preprocess, splits and audits
     "data": [
-        "media", "video", "ingest", "synth", "detect", "inputs", "faces",
+        "media", "video", "ingest", "layouts", "synth", "detect", "inputs", "faces",
         "split", "audit", "shortcuts", "preprocess",
     ],
     # scores and their measures (training's validation uses them)
     "metrics": ["calibration", "classification", "video_level"],
     # networks and checkpoints
-    "models": ["architectures", "checkpoint"],
+    "models": ["backbones", "architectures", "checkpoint"],
     # the loader, augmentation, self-blending, the scoring loop, the step, resume, train
     "training": ["augment", "blend", "loading", "distributed", "scoring", "steps", "resume", "train"],
     # the evaluate stage's measurements, robustness, tables, figures
-    "evaluation": ["robustness", "evaluate", "tables", "plots"],
+    "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark", "comparison"],
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget
     "inference": ["backends", "gradcam", "prediction", "predict", "cli_output", "widgets"],
-    # the params file, tracking, quick-check fixtures, stage functions, the runner, exploring
-    "pipeline": ["params", "tracking", "quick", "stages", "runner", "explore"],
+    # the params file, the dataset's inventory (what DVC depends on), tracking, quick-check fixtures,
+    # stage functions, comparing detectors, the runner, exploring
+    "pipeline": ["params", "inventory", "tracking", "quick", "stages", "compare", "runner", "explore"],
 }  # fmt: skip
 #: At most this many modules in one sub-package: past it, the room wants dividing.
 MAX_MODULES = 12

@@ -112,7 +112,9 @@ def test_dilated_cnn_weights(tmp_path):
 # ---------------------------------------------------------------- freezing
 
 
-@pytest.mark.parametrize("arch, head", [("resnet18", "fc"), ("dilated_cnn", "classifier")])
+@pytest.mark.parametrize(
+    "arch, head", [("resnet18", "fc"), ("dilated_cnn", "classifier"), ("test_efficientnet", "classifier")]
+)
 def test_frozen_backbone_trains_only_the_head_and_keeps_bn_statistics(arch, head):
     from torch import nn
 

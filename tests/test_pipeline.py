@@ -1,7 +1,9 @@
 """The DVC pipeline: each stage is one papermill call that passes paths, and reads params.yaml itself."""
 
 import ast
+import hashlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepfake.__main__ import main
 from deepfake.core import config, paths
 from deepfake.data.split import SplitConfig
 from deepfake.pipeline import stages
@@ -49,13 +52,43 @@ def _words(cmd):
     return words
 
 
-NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s != "check_params")
+#: Stages that run a command of their own rather than a notebook.
+COMMAND_STAGES = ("check_params", "inventory", "inventory_cross")
+NOTEBOOK_STAGES = sorted(s for s in DVC["stages"] if s not in COMMAND_STAGES)
+
+
+CHECK_RECORD = "reports/params_checked.txt"
 
 
 def test_a_stage_checks_every_section_first():
     stage = DVC["stages"]["check_params"]
-    assert stage["cmd"] == "bin/python -m deepfake check-params"
-    assert set(stage["params"]) == set(RAW) - {"cross_dataset"}
+    assert stage["cmd"] == f"bin/python -m deepfake check-params --record {CHECK_RECORD}"
+    assert set(stage["params"]) == set(RAW)
+    assert stage["outs"] == [{CHECK_RECORD: {"cache": False}}]
+
+
+@pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
+def test_every_stage_waits_for_the_params_check(stage):
+    """DVC deletes a stage's outputs just before its command runs: the check must come first."""
+    assert CHECK_RECORD in _stage(stage)["deps"]
+
+
+def test_the_check_record_holds_no_value(tmp_path):
+    """A valid change rewrites the same bytes, so the stages that do not read it stay up to date."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a = write_params(tmp_path / "a" / "params.yaml", {})
+    b = write_params(tmp_path / "b" / "params.yaml", {"train": {"epochs": 2}, "synth": {"seed": 9}})
+    for params in (a, b):
+        assert main(["check-params", "--params", str(params), "--record", str(params.parent / "ok.txt")]) == 0
+    assert (tmp_path / "a" / "ok.txt").read_bytes() == (tmp_path / "b" / "ok.txt").read_bytes()
+    assert str(tmp_path) not in (tmp_path / "a" / "ok.txt").read_text()  # the same in every clone
+
+
+def test_a_failed_check_writes_no_record(tmp_path, capsys):
+    params = write_params(tmp_path / "params.yaml", {"train": {"epochs": "ten"}})
+    assert main(["check-params", "--params", str(params), "--record", str(tmp_path / "ok.txt")]) == 2
+    assert "train.epochs = 'ten'" in capsys.readouterr().err
+    assert not (tmp_path / "ok.txt").exists()
 
 
 @pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
@@ -78,9 +111,28 @@ def test_each_stage_passes_paths_not_settings(stage):
     assert set(passed) <= {"params_file", "quick", "name"}, f"{stage} passes settings one by one: {sorted(passed)}"
 
 
+def test_no_stage_depends_on_a_dataset_folder():
+    """DVC would hash every byte of a dataset folder before any stage runs, and hang on a FIFO in it: the
+    stages depend on the dataset's inventory, which an always-changed stage rewrites only when it changes."""
+    folders = {"${data.raw_dir}", "${item}"}
+    for name in DVC["stages"]:
+        assert not folders & set(_stage(name).get("deps", [])), f"{name} depends on a dataset folder"
+    for name, out in (
+        ("inventory", "reports/inventory/inventory.csv"),
+        ("inventory_cross", "reports/inventory/cross_${key}.csv"),
+    ):
+        stage = _stage(name)
+        assert stage["always_changed"] is True
+        assert stage["outs"] == [{out: {"cache": False, "persist": True}}]  # persist: DVC does not delete it first
+        assert _words(stage["cmd"])[:4] == ["bin/python", "-m", "deepfake", "inventory"]
+    assert "reports/inventory/inventory.csv" in _stage("preprocess")["deps"]
+    assert "reports/inventory/inventory.csv" in _stage("split")["deps"]
+    assert "reports/inventory/cross_${key}.csv" in _stage("cross")["deps"]
+
+
 def test_every_interpolation_in_a_command_is_quoted():
     """A dataset path with a space cannot break a stage: no ${...} reaches the shell unquoted."""
-    for name in NOTEBOOK_STAGES:
+    for name in DVC["stages"]:
         cmd = _stage(name)["cmd"]
         quoted, unquoted = False, []
         for i, ch in enumerate(cmd):
@@ -226,7 +278,7 @@ def test_cross_dataset_stage_appears_once_a_dataset_is_named(tmp_path):
     write_params(tmp_path / "params.yaml", {"cross_dataset": {"other": str(tmp_path / "other set")}})
     out = subprocess.run([_dvc(), "stage", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "cross@other" in out.stdout
+    assert "cross@other" in out.stdout and "inventory_cross@other" in out.stdout
 
 
 def test_make_install_takes_a_cpu_wheel_index():
@@ -249,3 +301,109 @@ def test_make_install_takes_a_cpu_wheel_index():
     package_line = next(i for i, line in enumerate(lines) if '-e ".[dev]"' in line)
     assert torch_line < package_line
     assert not any("--index-url" in line for line in recipe())
+
+
+# The real `dvc repro` on a tiny project: a faulty setting never costs an output
+
+#: A run of seconds per stage: the tiny dataset, one epoch, few bootstrap draws, one robustness level.
+TINY_RUN = {
+    "base": {"device": "cpu"},
+    "preprocess": {"size": 48, "workers": 1},
+    "split": {"val_frac": 0.25, "test_frac": 0.25},
+    "train": {"weights": "none", "epochs": 1, "min_epochs": 1, "patience": 0, "image_size": 48, "batch_size": 8},
+    "evaluate": {
+        "bootstrap": 20,
+        "latency_images": 2,
+        "robust_jpeg": "50",
+        "robust_blur": "",
+        "robust_downscale": "",
+        "robust_resize": "",
+    },
+}
+
+
+def _tiny_dvc_project(root: Path, raw: Path) -> dict[str, str]:
+    """A git + DVC repository at ``root`` with this checkout's pipeline, package and notebooks and the
+    dataset ``raw``; returns the environment its stages run in (this interpreter, this package copy)."""
+    root.mkdir()
+    for name in ("dvc.yaml", "bin"):
+        (shutil.copytree if (paths.ROOT / name).is_dir() else shutil.copy)(paths.ROOT / name, root / name)
+    ignore = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+    shutil.copytree(paths.ROOT / "deepfake", root / "deepfake", ignore=ignore)
+    shutil.copytree(paths.NOTEBOOKS_DIR, root / "notebooks", ignore=ignore)
+    shutil.copytree(raw, root / "data" / "raw")
+    write_params(root / "params.yaml", {**TINY_RUN, "cross_dataset": {"other": "data/raw"}})
+    env = {
+        **os.environ,
+        "DEEPFAKE_ROOT": str(root),
+        "DEEPFAKE_PYTHON": sys.executable,
+        "PYTHONPATH": str(root),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    for cmd in (["git", "init", "-q"], [_dvc(), "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, timeout=120)  # DVCLive needs a commit
+    return env
+
+
+def _dvc_run(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_dvc(), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _outputs(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under models/ and reports/ but the check's own record."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("models", "reports")
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file() and p.name != Path(CHECK_RECORD).name
+    }
+
+
+def _set(root: Path, section: str, key: str, value) -> None:
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    values[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_a_faulty_setting_stops_dvc_repro_of_one_stage_before_any_output_is_deleted(tiny_dataset, tmp_path):
+    root = tmp_path / "project"
+    env = _tiny_dvc_project(root, tiny_dataset)
+    first = _dvc_run(root, env, "repro", "cross@other")  # every stage but plots
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = _outputs(root)
+    made = {"models/best.pt", "models/last.pt", "reports/train/metrics.json", "reports/eval/metrics.json"}
+    assert made | {"reports/cross/other/metrics.json"} <= set(before)
+    lock = (root / "dvc.lock").read_bytes()
+    good = (root / "params.yaml").read_text()
+
+    faults = [
+        ("train", "train", "epochs", "ten", "train.epochs = 'ten'"),
+        ("evaluate", "evaluate", "bootstrap", -1, "evaluate.bootstrap = -1"),
+        ("cross@other", "preprocess", "margin", "wide", "preprocess.margin = 'wide'"),
+    ]
+    for target, section, key, value, message in faults:
+        _set(root, section, key, value)
+        run = _dvc_run(root, env, "repro", target)
+        assert run.returncode != 0, f"dvc repro {target} ran with {section}.{key}: {value!r}"
+        assert _outputs(root) == before, f"dvc repro {target} with a faulty {section}.{key} changed or deleted outputs"
+        assert message in run.stderr, run.stderr[-3000:]
+        assert "failed to reproduce 'check_params'" in run.stderr  # stopped by the check, before the stage
+        assert "Traceback" not in run.stdout + run.stderr
+        assert (root / "dvc.lock").read_bytes() == lock
+        (root / "params.yaml").write_text(good)
+
+    # a valid change of a setting no stage reads: the check runs again, and nothing else
+    _set(root, "synth", "seed", 11)
+    run = _dvc_run(root, env, "repro", "cross@other")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Running stage 'check_params'" in run.stdout
+    for stage in ("preprocess", "split", "train", "evaluate", "cross@other"):
+        assert f"Stage '{stage}' didn't change, skipping" in run.stdout, run.stdout
+    assert _outputs(root) == before
+    status = _dvc_run(root, env, "status", "--with-deps", "cross@other")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout

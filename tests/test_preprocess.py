@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from deepfake.data.ingest import Source
+from deepfake.data.inputs import read_contract
 from deepfake.data.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess
 from deepfake.data.split import SplitConfig, index_dataset
 from deepfake.data.synth import SynthConfig, make_image
@@ -393,7 +394,8 @@ def test_several_faces_and_faces_at_the_border(tmp_path):
     save(two_faces_photo(), raw / "real" / "two.png")
     save(np.ascontiguousarray(face_photo()[:172]), raw / "fake" / "cut.png")  # the chin cut by the bottom edge
     save(face_photo(), raw / "fake" / "one.png")
-    kept = preprocess(raw, tmp_path / "a", PreprocessConfig(detect=True, size=64, workers=1), progress=False)
+    cfg = PreprocessConfig(detect=True, size=64, workers=1, face_search="full")  # adaptive counts large faces only
+    kept = preprocess(raw, tmp_path / "a", cfg, progress=False)
     m = kept.manifest.set_index("source")
     assert m.loc["real/two.png", "n_faces"] == 2 and int(m.loc["real/two.png", "box"].split(",")[0]) < 200  # largest
     assert bool(m.loc["fake/cut.png", "at_border"]) and not bool(m.loc["fake/one.png", "at_border"])
@@ -410,7 +412,8 @@ def test_several_faces_and_faces_at_the_border(tmp_path):
     assert "2 face(s)" in strict.skipped.set_index("source").loc["real/two.png", "detail"]
 
 
-def test_a_video_follows_one_face_and_records_its_track(tmp_path):
+@pytest.mark.parametrize("face_search", ["full", "adaptive"])
+def test_a_video_follows_one_face_and_records_its_track(tmp_path, face_search):
     frames = []
     for t in range(6):  # the person on the left walks right; from frame 3 a larger face appears on the right
         canvas = np.full((360, 640, 3), 128, np.uint8)
@@ -423,14 +426,23 @@ def test_a_video_follows_one_face_and_records_its_track(tmp_path):
         frames.append(canvas)
     write_video(tmp_path / "raw" / "fake" / "walk.avi", frames)
     save(face_photo(), tmp_path / "raw" / "real" / "r.png")
-    cfg = PreprocessConfig(detect=True, size=64, frames_per_video=6, video_upsample=0, workers=1)
+    cfg = PreprocessConfig(
+        detect=True, size=64, frames_per_video=6, video_upsample=0, workers=1, face_search=face_search
+    )
     res = preprocess(tmp_path / "raw", tmp_path / "c", cfg, progress=False)
     v = res.manifest[res.manifest["kind"] == "video"].sort_values("frame")
     assert len(v) == 6
     centres = [int(b.split(",")[0]) + int(b.split(",")[2]) / 2 for b in v["box"]]
     assert all(c < 420 for c in centres), centres  # always the person on the left, never the larger newcomer
     assert np.all(np.diff(centres) > 0)  # moving right, as the person does
-    assert list(v["n_faces"]) == [1, 1, 1, 2, 2, 2]
+    # faces found in what was searched: the whole frame, or (adaptive) a window around the person followed
+    assert list(v["n_faces"]) == ([1, 1, 1, 2, 2, 2] if face_search == "full" else [1] * 6)
+    contract = json.loads((tmp_path / "c" / "preprocessing.json").read_text())
+    assert contract["face_search"] == face_search
+    assert read_contract(tmp_path / "c", 64) == cfg.contract()  # the cache's contract round-trips
+    del contract["face_search"]  # a cache written before the setting existed
+    (tmp_path / "c" / "preprocessing.json").write_text(json.dumps(contract))
+    assert read_contract(tmp_path / "c", 64).face_search == "full"
 
 
 def test_a_broken_landmark_model_stops_the_stage_and_marks_no_input_bad(tmp_path, monkeypatch):

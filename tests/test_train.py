@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from deepfake.models.architectures import build_model
+from deepfake.models.checkpoint import TRAINING_STATE_KEYS, load_checkpoint, preprocessing_of, read_checkpoint
 from deepfake.training import train as train_mod
-from deepfake.training.resume import check_resumable
+from deepfake.training.resume import ResumeError, check_resumable
 from deepfake.training.steps import lr_factor
 from deepfake.training.train import HISTORY_COLUMNS, TrainConfig, train
 
@@ -68,6 +69,76 @@ def test_checkpoint_holds_the_whole_training_state(tiny_dataset, tiny_splits, tm
     model.load_state_dict(ckpt["model"])
 
 
+#: What best.pt holds: the weights, the preprocessing contract and the metadata.
+MODEL_RECORD = {
+    "model",
+    "arch",
+    "image_size",
+    "preprocessing",
+    "config",
+    "epoch",
+    "val_auc",
+    "weights_used",
+    "package_version",
+    "world_size",
+}
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tiny_dataset, tiny_splits, tmp_path_factory):
+    """A ResNet18 trained for one batch through the real code path: its best.pt and last.pt."""
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1})
+    return cfg, train(cfg, tiny_splits, tiny_dataset, tmp_path_factory.mktemp("one_step"))
+
+
+def test_best_pt_holds_the_model_and_last_pt_the_training_state(one_step_run):
+    _, result = one_step_run
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert set(best) == MODEL_RECORD and not set(best) & set(TRAINING_STATE_KEYS)
+    assert set(last) == MODEL_RECORD | set(TRAINING_STATE_KEYS)
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])  # one epoch: the same
+    weights = sum(t.numel() * t.element_size() for t in best["model"].values())  # ResNet18: 44.8 MB
+    best_bytes, last_bytes = result.best_checkpoint.stat().st_size, result.last_checkpoint.stat().st_size
+    assert weights < best_bytes < weights * 1.01  # the weights and a few kilobytes of records
+    assert last_bytes > 2.9 * weights  # Adam keeps two moments per parameter
+    assert best_bytes < 0.4 * last_bytes, (best_bytes, last_bytes)
+
+
+def test_a_best_pt_with_the_training_state_inside_still_loads_and_scores_the_same(one_step_run, tiny_dataset, tmp_path):
+    """Earlier versions wrote best.pt as a copy of last.pt: such files load everywhere, with the same scores."""
+    from deepfake.inference.predict import PredictConfig, Predictor, clear_cache, get_predictor
+
+    _, result = one_step_run
+    old = tmp_path / "old_best.pt"
+    old.write_bytes(result.last_checkpoint.read_bytes())  # one epoch: that epoch's best.pt, as it was written
+    assert set(TRAINING_STATE_KEYS) <= set(read_checkpoint(old))
+    images = sorted(tiny_dataset.rglob("*.jpg"))[:6]
+    new = result.best_checkpoint
+    a, b = load_checkpoint(new)[0].state_dict(), load_checkpoint(old)[0].state_dict()  # evaluate's path
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert preprocessing_of(read_checkpoint(old)) == preprocessing_of(read_checkpoint(new))  # cross's path
+    cfg = PredictConfig(calibration_file="")
+    new_scores = [r.logit for r in Predictor(new, "cpu", cfg).predict(images)]
+    old_scores = [r.logit for r in get_predictor(old, "cpu", cfg).predict(images)]  # the widget's and predict's path
+    assert new_scores == old_scores and len(set(new_scores)) > 1
+    clear_cache()
+
+
+def test_resuming_from_a_folder_with_best_pt_only_asks_for_last_pt(one_step_run, tiny_dataset, tiny_splits, tmp_path):
+    cfg, result = one_step_run
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(result.best_checkpoint.read_bytes())
+    with pytest.raises(ResumeError, match=r"cannot resume: .*last.pt does not exist, and resuming needs it"):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, folder)
+    assert (folder / "best.pt").read_bytes() == result.best_checkpoint.read_bytes()  # nothing overwritten
+    assert not (folder / "last.pt").exists()
+    (folder / "last.pt").write_bytes(result.best_checkpoint.read_bytes())  # best.pt copied as last.pt
+    with pytest.raises(ResumeError, match=r"last.pt: it holds no training state \(optimizer, .*resuming needs"):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, folder)
+
+
 def test_training_changes_the_weights(tiny_dataset, tiny_splits, tmp_path):
     torch.manual_seed(0)
     result = train(TrainConfig(**{**FAST, "epochs": 1}), tiny_splits, tiny_dataset, tmp_path)
@@ -99,6 +170,8 @@ def test_max_batches_caps_an_epoch(tiny_dataset, tiny_splits, tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"arch": "vgg"}, "arch"),
         ({"schedule": "step"}, "schedule"),
+        ({"optimizer": "sam"}, "optimizer"),
+        ({"momentum": 1.0}, "momentum"),
         ({"class_balance": "smote"}, "class_balance"),
         ({"patience": -1}, "patience"),
         ({"jpeg_quality_min": 90, "jpeg_quality_max": 50}, "jpeg_quality_min"),
@@ -127,6 +200,47 @@ def test_dilated_cnn_trains_through_the_same_path_and_reloads(tiny_dataset, tiny
     assert torch.equal(model.state_dict()["classifier.5.weight"], ckpt["model"]["classifier.5.weight"])
 
 
+def test_a_timm_model_trains_with_its_own_normalisation_frozen_head_first_and_resumes(
+    tiny_dataset, tiny_splits, tmp_path
+):
+    """test_resnet normalises inputs to [-1, 1] (timm's pretrained_cfg): training, its validation and
+    the evaluation all use it; its classifier (get_classifier) trains alone while the backbone is frozen."""
+    import timm
+
+    from deepfake.data.split import read_split
+    from deepfake.evaluation.evaluate import EvalConfig, evaluate
+
+    torch.manual_seed(5)
+    pretrained = timm.create_model("test_resnet").state_dict()
+    torch.save(pretrained, tmp_path / "pretrained.pt")
+    cfg = TrainConfig(
+        **{**FAST, "arch": "test_resnet", "weights": str(tmp_path / "pretrained.pt"), "freeze_backbone_epochs": 1}
+    )
+
+    def stop(epoch, step):
+        if (epoch, step) == (2, 1):
+            raise KeyboardInterrupt  # interrupted in epoch 2, after epoch 1's checkpoints
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_splits, tiny_dataset, tmp_path / "run", callback=stop)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["arch"] == "test_resnet" and ckpt["epoch"] == 1
+    assert ckpt["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and ckpt["preprocessing"]["std"] == [0.5, 0.5, 0.5]
+    assert ckpt["backbone"]["library"] == "timm" and ckpt["backbone"]["version"] == timm.__version__
+    assert torch.equal(ckpt["model"]["layer4.0.conv1.weight"], pretrained["layer4.0.conv1.weight"])  # frozen
+    # validation during training and the evaluation normalise alike: the same validation AUC
+    val = read_split(tiny_splits, "val")
+    quiet = dict(bootstrap=0, latency_images=0, robust_jpeg="", robust_blur="", robust_downscale="", robust_resize="")
+    ev = evaluate(tmp_path / "run" / "best.pt", val, tiny_dataset, EvalConfig(device="cpu", **quiet))
+    assert ev.metrics["roc_auc"] == pytest.approx(ckpt["history"][0]["val_auc"], abs=1e-9)
+    resumed = train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path / "run")
+    fresh = train(cfg, tiny_splits, tiny_dataset, tmp_path / "fresh")
+    assert list(resumed.history["epoch"]) == [1, 2] and resumed.history[METRICS].equals(fresh.history[METRICS])
+    assert resumed.summary["frozen_epochs"] == 1 and fresh.timings["train_images_per_second"] > 0
+    w = torch.load(fresh.last_checkpoint, weights_only=True)["model"]
+    assert not torch.equal(w["layer4.0.conv1.weight"], pretrained["layer4.0.conv1.weight"])  # unfrozen in epoch 2
+
+
 # ---------------------------------------------------------------- schedule, balance, freezing, early stopping
 
 
@@ -140,6 +254,21 @@ def test_learning_rate_schedule():
         and cos[19] == pytest.approx(0.0096, abs=1e-3)
     )
     assert lr_factor(0, 0, 10, "cosine") == 1.0
+    # linear (SBI's): constant for three quarters of the steps, then down to 0 at the end
+    lin = [lr_factor(s, 0, 100, "linear") for s in range(100)]
+    assert lin[:75] == [1.0] * 75 and lin[75] == 1.0 and lin[90] == pytest.approx(0.4) and lin[99] == 0.04
+    assert all(a > b for a, b in zip(lin[75:], lin[76:]))
+
+
+def test_sgd_with_momentum_is_the_optimizer_asked_for():
+    from torch import nn
+
+    from deepfake.training.train import make_optimizer
+
+    net = nn.Linear(2, 1)
+    sgd = make_optimizer(net, TrainConfig(optimizer="sgd", momentum=0.8, lr=0.01, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8 and sgd.defaults["weight_decay"] == 1e-4
+    assert isinstance(make_optimizer(net, TrainConfig()), torch.optim.Adam)
 
 
 def test_cosine_schedule_in_training(tiny_dataset, tiny_splits, tmp_path):
@@ -327,9 +456,13 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
     resumed = train(TrainConfig(**{**cfg, "resume": True}), tiny_splits, tiny_dataset, tmp_path)
     assert resumed.history[METRICS].equals(uninterrupted.history[METRICS])
     assert resumed.summary["best_epoch"] == uninterrupted.summary["best_epoch"]
-    a = torch.load(resumed.last_checkpoint, weights_only=True)["model"]
-    b = torch.load(uninterrupted.last_checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    for got, want in [
+        (resumed.last_checkpoint, uninterrupted.last_checkpoint),
+        (resumed.best_checkpoint, uninterrupted.best_checkpoint),
+    ]:
+        a = torch.load(got, weights_only=True)["model"]
+        b = torch.load(want, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in b), got.name
 
 
 def test_resuming_a_finished_run_returns_its_result(tiny_dataset, tiny_splits, tmp_path):
@@ -411,10 +544,19 @@ def test_cpu_bf16_without_cpu_support_warns_and_trains_in_float32(monkeypatch, t
 
 
 @pytest.mark.gpu
-def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
+@pytest.mark.parametrize("arch, first", [("resnet18", "conv1.weight"), ("test_resnet", "conv1.0.weight")])
+def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path, arch, first):
     result = train(
         TrainConfig(
-            **{**FAST, "device": "cuda", "amp": True, "channels_last": True, "jpeg_prob": 0.5, "blur_prob": 0.5}
+            **{
+                **FAST,
+                "arch": arch,
+                "device": "cuda",
+                "amp": True,
+                "channels_last": True,
+                "jpeg_prob": 0.5,
+                "blur_prob": 0.5,
+            }
         ),
         tiny_splits,
         tiny_dataset,
@@ -423,7 +565,7 @@ def test_cuda_amp_channels_last_training(tiny_dataset, tiny_splits, tmp_path):
     assert result.summary["device"].startswith("cuda")
     assert math.isfinite(result.history["train_loss"].iloc[-1])
     ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
-    assert ckpt["model"]["conv1.weight"].dtype == torch.float32  # AMP keeps float32 master weights
+    assert ckpt["model"][first].dtype == torch.float32  # AMP keeps float32 master weights
 
 
 @pytest.mark.gpu

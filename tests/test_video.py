@@ -195,6 +195,29 @@ def test_close_frames_are_decoded_through_without_seeking(clips, ext, reader):
     assert s.how == "sequential" and s.seeks == () and s.frames_decoded == LONG
 
 
+def test_h264_frames_no_frame_refers_to_are_skipped_unless_sampled(tmp_path):
+    av = pytest.importorskip("av")
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception:
+        pytest.skip("this PyAV build has no H.264 encoder")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:  # x264's defaults: B-frames, most of which no frame refers to
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i in range(LONG):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")))
+        out.mux(stream.encode())
+    s = sample_video(path, 32)  # about 10 frames apart: read in order
+    want = sample_frame_indices(LONG, 32)
+    assert [i for i, _ in s.frames] == want and s.how == "sequential" and s.missing == ()
+    assert_labelled(s)
+    with av.open(str(path)) as c:  # every frame decoded: the sampled ones have the same pixels
+        everything = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all(np.array_equal(rgb, everything[i]) for i, rgb in s.frames)
+    assert s.frames_decoded < 0.8 * (want[-1] + 1), s.frames_decoded  # the skipped frames were not decoded
+
+
 @pytest.mark.parametrize("ext", list(CODECS))
 def test_short_clip_returns_every_frame(clips, ext, reader):
     s = sample_video(clips[(ext, 5)], 8)

@@ -320,23 +320,65 @@ class BaseConfig:
     device: str = setting()
 
 
+#: ``data.layout``: how the dataset folder is laid out (``deepfake.data.layouts``); ``auto`` recognises it.
+LAYOUTS = ("auto", "folders", "manifest", "ffpp", "celebdf", "dfdc")
+#: ``data.compression``: the FaceForensics++ download's compression levels (H.264 rate factor 0, 23, 40).
+COMPRESSIONS = ("raw", "c23", "c40")
+#: ``data.methods``: the FaceForensics++ manipulation folders that share its official split
+#: (``DeepFakeDetection`` has none: ``data.ffpp_dfd`` adds it).
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
+#: ``data.split``: the benchmark's own split (``official``), or one drawn by the split stage (``own``).
+SPLIT_MODES = ("official", "own")
+
+
 @dataclass(frozen=True)
 @section("data")
 class DataConfig:
-    """Where the data is.
+    """Where the data is, and how its folder is laid out.
 
     Attributes:
         raw_dir: the dataset (folder or CSV manifest) the preprocess stage reads.
         faces_dir: the face-crop cache the preprocess stage writes and later stages read.
+        layout: ``auto`` (recognised by its folders and index files), ``folders``, ``manifest``,
+            or a benchmark as its download lays it out: ``ffpp`` (FaceForensics++), ``celebdf``
+            (Celeb-DF v2), ``dfdc`` (DFDC or its preview); ``docs/benchmarks.md``.
+        compression: FaceForensics++ compression level read (``raw``, ``c23``, ``c40``).
+        methods: comma-separated FaceForensics++ manipulations read (``FFPP_METHODS``).
+        ffpp_dfd: also read FaceForensics++'s actors and their DeepFakeDetection fakes.
+        split: ``official`` (a benchmark's own split) or ``own`` (the split stage draws one by
+            groups); folders and manifests keep theirs with ``preprocess.keep_splits``.
     """
 
     raw_dir: str = setting()
     faces_dir: str = setting()
+    layout: str = setting(choices=LAYOUTS)
+    compression: str = setting(choices=COMPRESSIONS)
+    methods: str = setting()
+    ffpp_dfd: bool = setting()
+    split: str = setting(choices=SPLIT_MODES)
 
     def __post_init__(self) -> None:
         for key in ("raw_dir", "faces_dir"):
             if not getattr(self, key).strip():
                 raise ValueError(f"data.{key} is empty; name a folder")
+        methods = self.method_names
+        unknown = [m for m in methods if m not in FFPP_METHODS]
+        if unknown or not methods:
+            hint = " (DeepFakeDetection: set data.ffpp_dfd: true instead)" if "DeepFakeDetection" in unknown else ""
+            raise ValueError(
+                f"data.methods = {self.methods!r} names {unknown or 'no method'}; expected a comma-separated "
+                f"list of {', '.join(FFPP_METHODS)}{hint}"
+            )
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        """``methods`` as a tuple, in the order written."""
+        return comma_list(self.methods)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` as ``("a", "b", "c")``: the items of a comma-separated setting."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def override_pairs(items: list[str]) -> dict[str, dict[str, Any]]:

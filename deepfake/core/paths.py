@@ -18,6 +18,8 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 PARAMS_FILE = ROOT / "params.yaml"
 #: Face-crop caches of the cross-dataset test sets (``cache/cross/<name>``, a DVC output of stage ``cross@<name>``).
 CROSS_DIR = ROOT / "cache" / "cross"
+#: What the inventory stage keeps between runs: each listed file's stat and hash (not the inventory itself).
+INVENTORY_STATS = ROOT / "cache" / "inventory"
 #: Scratch space for quick-check runs of the notebooks (nbval, interactive use).
 QUICK_DIR = ROOT / "build" / "quick"
 
@@ -51,6 +53,15 @@ class Layout:
         return self.reports / "split"
 
     @property
+    def inventory(self) -> Path:
+        """The dataset's inventory (stage ``inventory``): what the preprocess and split stages depend on."""
+        return self.reports / "inventory" / "inventory.csv"
+
+    def cross_inventory(self, name: str) -> Path:
+        """The inventory of a cross-dataset test set (stage ``inventory_cross@<name>``)."""
+        return self.reports / "inventory" / f"cross_{name}.csv"
+
+    @property
     def preprocess_reports(self) -> Path:
         return self.reports / "preprocess"
 
@@ -77,6 +88,10 @@ class Layout:
     @property
     def calibration(self) -> Path:
         return self.eval_reports / "calibration.json"
+
+    @property
+    def benchmark_reports(self) -> Path:
+        return self.reports / "benchmark"
 
     def cross_reports(self, name: str) -> Path:
         return self.reports / "cross" / name

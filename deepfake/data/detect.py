@@ -10,7 +10,12 @@ Three detectors (``DETECTORS``), all behind ``get_detector(name)``:
 
 Every detector works on a copy downscaled so its longer side is at most
 ``DETECT_MAX_SIDE[name]`` (speed; boxes are mapped back to the full image), and ``upsample``
-enlarges that copy ``2**upsample`` times for small faces (video frames). The dlib model files
+enlarges that copy ``2**upsample`` times for small faces (video frames). ``Detector.search``
+searches any region of an image at any scale: how ``deepfake.data.faces`` looks for large faces
+first and follows a face from frame to frame (``face_search: adaptive``). A detector finds faces
+from about ``min_face`` pixels in the copy it searches up to the copy's size, scanning an image
+pyramid whose levels shrink by ``pyramid_step``; a search at scale ``s`` therefore finds faces
+from ``min_face / s`` pixels of the image up, and its cost grows with ``s**2``. The dlib model files
 come from the ``face-recognition-models`` wheel, located with ``importlib`` (its own
 ``__init__`` imports ``pkg_resources``, which current setuptools no longer ships).
 
@@ -151,9 +156,18 @@ def _cascade_path(name: str) -> Path:
 
 
 class Detector:
-    """Finds faces in RGB uint8 images. Not thread-safe: ``get_detector`` keeps one per thread."""
+    """Finds faces in RGB uint8 images. Not thread-safe: ``get_detector`` keeps one per thread.
+
+    Attributes:
+        min_face: about the smallest face box side, in pixels of the searched copy, the detector reports.
+        pyramid_step: the scale between successive levels of the detector's image pyramid.
+        stride: pixels of a pyramid level between the positions the detector tries (its grid).
+    """
 
     name = ""
+    min_face = 80
+    pyramid_step = 5 / 6
+    stride = 8
 
     def _find(self, rgb: np.ndarray, upsample: int) -> list[tuple[float, float, float, float, float]]:
         """Boxes ``(x, y, w, h, score)`` in ``rgb``'s pixels."""
@@ -167,17 +181,43 @@ class Detector:
             upsample: search a copy enlarged ``2**upsample`` times (finds smaller faces, costs
                 about ``4**upsample`` times more).
         """
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
         if not 0 <= upsample <= MAX_UPSAMPLE:
             raise ValueError(f"upsample must be between 0 and {MAX_UPSAMPLE}, got {upsample}")
+        return self.search(rgb, self.copy_scale(rgb.shape), upsample)
+
+    def copy_scale(self, shape: tuple[int, ...]) -> float:
+        """Scale of the copy ``detect`` searches in an image of ``shape`` (before upsampling)."""
+        return min(1.0, DETECT_MAX_SIDE[self.name] / max(shape[:2]))
+
+    def search(
+        self, rgb: np.ndarray, scale: float, upsample: int = 0, region: tuple[int, int, int, int] | None = None
+    ) -> list[FaceBox]:
+        """The faces in ``rgb`` (or in its ``region`` ``(x0, y0, x1, y1)``) found on a copy resized
+        ``scale`` times and upsampled ``2**upsample`` times by the detector; largest first, in
+        ``rgb``'s pixel coordinates.
+
+        Finds faces from about ``min_face / (scale * 2**upsample)`` pixels up; costs about
+        ``(scale * 2**upsample)**2`` times the searched area.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+        x0, y0 = 0, 0
+        if region is not None:
+            x0, y0, x1, y1 = region
+            rgb = rgb[y0:y1, x0:x1]
         h, w = rgb.shape[:2]
-        scale = min(1.0, DETECT_MAX_SIDE[self.name] / max(h, w))
         small = rgb
-        if scale < 1.0:
-            small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
         boxes = [
-            FaceBox(round(x / scale), round(y / scale), max(1, round(bw / scale)), max(1, round(bh / scale)), float(s))
+            FaceBox(
+                x0 + round(x / scale),
+                y0 + round(y / scale),
+                max(1, round(bw / scale)),
+                max(1, round(bh / scale)),
+                float(s),
+            )
             for x, y, bw, bh, s in self._find(np.ascontiguousarray(small), upsample)
         ]
         return sorted(boxes, key=lambda b: (b.area, b.score), reverse=True)
@@ -198,6 +238,8 @@ class HaarDetector(Detector):
     """
 
     name = "haar"
+    min_face = 24  # the cascade's window (its minimum size is also a share of the image: min_size_frac)
+    stride = 2
 
     def __init__(
         self,
@@ -207,6 +249,7 @@ class HaarDetector(Detector):
         min_size_frac: float = 0.1,
     ) -> None:
         self.scale_factor, self.min_neighbors, self.min_size_frac = scale_factor, min_neighbors, min_size_frac
+        self.pyramid_step = 1 / scale_factor
         self._cascade = cv2.CascadeClassifier(str(_cascade_path(cascade)))
         if self._cascade.empty():
             raise FaceModelError(f"OpenCV could not load the cascade {cascade}")
@@ -228,6 +271,7 @@ class DlibHogDetector(Detector):
     """dlib's HOG frontal face detector (no model file; the detector is compiled into dlib)."""
 
     name = "dlib_hog"
+    min_face = 73  # its 80 px window reports 73 px boxes on the finest level; 5/6 between levels
 
     def __init__(self) -> None:
         self._detector = import_dlib().get_frontal_face_detector()
@@ -241,6 +285,7 @@ class DlibCnnDetector(Detector):
     """dlib's MMOD CNN face detector (``mmod_human_face_detector.dat``)."""
 
     name = "dlib_cnn"
+    min_face = 80  # smallest box reported on the finest level; 5/6 between levels
 
     def __init__(self) -> None:
         dlib = import_dlib()

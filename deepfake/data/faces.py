@@ -5,7 +5,11 @@ Every path that turns a decoded image into a face crop (the preprocess stage, an
 sampled frames, following one face). The steps, each once, here:
 
 1. **detect** (``find_faces``): every face by the contract's detector (``deepfake.data.detect``),
-   largest first; the largest is kept (in a video, the box nearest the previous frame's);
+   largest first; the largest is kept (in a video, the box nearest the previous frame's). With
+   ``face_search: adaptive`` the search is cut to what decides that choice: a photo (or a video's
+   first frame with a face) is first searched for large faces only (``find_largest``), and each
+   later frame in a window around the last box at a scale where the face is a little above the
+   detector's smallest (``find_near``); either falls back to the whole image when it finds none;
 2. **landmarks** (``deepfake.data.detect``): 5 or 68 points inside the box, when asked for;
 3. **window or alignment**: the square window around the box enlarged by ``margin``
    (``crop_window``), or with ``align`` the similarity transform that takes the eyes and mouth to
@@ -16,6 +20,7 @@ sampled frames, following one face). The steps, each once, here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -156,9 +161,90 @@ class Crop:
     reason: str = ""
 
 
+# --------------------------------------------------------------------------------------------
+# 1. Detection
+# --------------------------------------------------------------------------------------------
+
+#: ``face_search: adaptive``: a photo is first searched only for faces at least this share of
+#: its shorter side (on a copy small enough that smaller faces cannot be found, which costs a
+#: fraction of the whole search); the whole search runs only when none is found.
+LARGE_FACE = 0.3
+#: ``face_search: adaptive``: after a frame with a face, the next is first searched in a square
+#: window ``TRACK_WINDOW`` times the face's side around its box, ...
+TRACK_WINDOW = 2.5
+#: ... at the scale where the face is ``TRACK_FACE`` times the detector's smallest face (so it may
+#: shrink by a third between sampled frames and still be found there).
+TRACK_FACE = 1.5
+
+
 def find_faces(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> list[FaceBox]:
     """Every face in ``rgb`` by the contract's detector, largest first (video frames upsampled as set)."""
-    return get_detector(prep.detector).detect(rgb, prep.video_upsample if video else prep.upsample)
+    return get_detector(prep.detector).detect(rgb, _upsample(prep, video))
+
+
+def find_largest(rgb: np.ndarray, prep: Preprocessing, video: bool = False) -> list[FaceBox]:
+    """The faces of ``rgb`` that decide which is largest, largest first.
+
+    ``face_search: full`` (or ``several_faces: skip``, which counts every face): ``find_faces``.
+    ``adaptive``: first the faces of at least ``LARGE_FACE`` of the shorter side, searched on a
+    copy at a level of the whole search's pyramid (so boxes fall on the same sizes and places);
+    when one is found, the largest face is among them. Otherwise ``find_faces``.
+    """
+    if _adaptive(prep):
+        det = get_detector(prep.detector)
+        full = det.copy_scale(rgb.shape) * 2 ** _upsample(prep, video)
+        scale = pyramid_scale(full, det.min_face / (LARGE_FACE * min(rgb.shape[:2])), det.pyramid_step)
+        if scale <= full * det.pyramid_step**2:  # a cheaper search than the whole one (< 1/2 its cost)
+            boxes = det.search(rgb, scale)
+            if boxes:
+                return boxes
+    return find_faces(rgb, prep, video)
+
+
+def find_near(rgb: np.ndarray, prep: Preprocessing, box: FaceBox, video: bool = True) -> list[FaceBox]:
+    """With ``face_search: adaptive``, the faces in a window around ``box`` (the face followed in
+    the previous frame), largest first; ``[]`` when none is found there, or with ``full``.
+
+    The window is ``TRACK_WINDOW`` times the box's longer side, searched at the level of the whole
+    search's pyramid where the face is about ``TRACK_FACE`` times the detector's smallest face:
+    a few per cent of the pixels the whole frame's search covers.
+    """
+    if not _adaptive(prep):
+        return []
+    det = get_detector(prep.detector)
+    full = det.copy_scale(rgb.shape) * 2 ** _upsample(prep, video)
+    side = max(box.w, box.h, 1)
+    scale = pyramid_scale(full, TRACK_FACE * det.min_face / side, det.pyramid_step)
+    # The window's corner on the grid of positions the whole search tries on the level where the
+    # face is expected and on the next finer one (they coincide every 1 / (1/step - 1) positions:
+    # 5 for dlib's 5/6 pyramids), so that both searches place a box alike on either level. Off
+    # that grid, a box moves by a position or a level as it does when the frame moves by a pixel.
+    step = det.pyramid_step
+    level = scale * step ** round(math.log(side * scale / det.min_face) / -math.log(step))
+    cell = round(step / (1 - step)) * det.stride / level  # in the image's pixels
+    cx, cy = box.center
+    half = TRACK_WINDOW * side / 2
+    h, w = rgb.shape[:2]
+    x0, y0 = (max(0, round(math.floor((c - half) / cell) * cell)) for c in (cx, cy))
+    x1, y1 = min(w, round(cx + half)), min(h, round(cy + half))
+    if min(x1 - x0, y1 - y0) * scale < det.min_face:  # the window (cut by the border) cannot hold the face
+        return []
+    return det.search(rgb, scale, region=(x0, y0, x1, y1))
+
+
+def pyramid_scale(full: float, least: float, step: float) -> float:
+    """The scale ``full * step**k`` (``k`` a whole number, maybe negative) nearest ``least`` from above:
+    a level of the image pyramid searched at scale ``full``, at least ``least``."""
+    k = math.floor(math.log(least / full) / math.log(step) + 1e-9)
+    return full * step**k
+
+
+def _adaptive(prep: Preprocessing) -> bool:
+    return prep.face_search == "adaptive" and prep.several_faces == "largest"
+
+
+def _upsample(prep: Preprocessing, video: bool) -> int:
+    return prep.video_upsample if video else prep.upsample
 
 
 def crop_image(rgb: np.ndarray, prep: Preprocessing) -> Crop:
@@ -168,27 +254,37 @@ def crop_image(rgb: np.ndarray, prep: Preprocessing) -> Crop:
         return Crop(None, "none", reason="too_small")
     if not prep.detect:
         return _whole(rgb, prep)
-    boxes = find_faces(rgb, prep)
+    boxes = find_largest(rgb, prep)
     return crop_around(rgb, boxes[0] if boxes else None, len(boxes), prep)
 
 
 def crop_frames(frames: list[np.ndarray], prep: Preprocessing) -> list[Crop]:
     """Crops of a video's sampled frames, following one face: the largest in the first frame
-    with a face, then in each frame the box nearest the previous one (the track is each crop's ``box``)."""
+    with a face, then in each frame the box nearest the previous one (the track is each crop's ``box``).
+
+    With ``face_search: adaptive`` a frame after one with a face is searched around that face
+    first (``find_near``), the whole frame only when it is not found there.
+    """
     if not prep.detect:
         return [
             Crop(None, "none", reason="too_small") if _too_small(rgb, prep) else _whole(rgb, prep) for rgb in frames
         ]
-    crops, previous = [], None
+    crops: list[Crop] = []
+    previous: FaceBox | None = None  # the face followed, as last seen
+    last: FaceBox | None = None  # its box in the frame just before, None when that frame had none
     for rgb in frames:
         if _too_small(rgb, prep):
             crops.append(Crop(None, "none", reason="too_small"))
+            last = None
             continue
-        boxes = find_faces(rgb, prep, video=True)
+        boxes = find_near(rgb, prep, last) if last is not None else []
+        if not boxes:
+            boxes = find_largest(rgb, prep, video=True) if previous is None else find_faces(rgb, prep, video=True)
         box = None
         if boxes:
             box = boxes[0] if previous is None else nearest_box(boxes, previous)[0]
             previous = box
+        last = box
         crops.append(crop_around(rgb, box, len(boxes), prep))
     return crops
 
@@ -225,7 +321,7 @@ def _whole(rgb: np.ndarray, prep: Preprocessing) -> Crop:
     image = rgb if prep.crop == "none" else crop_face(rgb, None, prep.crop_size)
     landmarks = None
     if prep.landmarks:
-        boxes = find_faces(image, prep)
+        boxes = find_largest(image, prep)
         if boxes:
             landmarks = get_landmarker(prep.landmarks).locate(image, boxes[0])
     return Crop(image, "full", landmarks=landmarks)

@@ -126,7 +126,7 @@ class Inventory:
     """What ``scan`` found: usable sources and the files skipped while listing."""
 
     root: Path
-    layout: str  # folders | manifest
+    layout: str  # folders | manifest, or a benchmark (deepfake.data.layouts): ffpp | celebdf | dfdc
     sources: list[Source]
     skipped: list[dict]
 
@@ -139,7 +139,8 @@ class Inventory:
         }
 
 
-def _skip(rel: str, reason: str, detail: str = "", label: str = "") -> dict:
+def skip_row(rel: str, reason: str, detail: str = "", label: str = "") -> dict:
+    """One row of an inventory's ``skipped`` list (``reason``: a key of ``deepfake.data.media.REASONS``)."""
     return {"source": rel, "frame": "", "label": label, "reason": reason, "detail": detail}
 
 
@@ -228,21 +229,21 @@ def _scan_folders(root: Path, cfg: IngestConfig) -> Inventory:
         idx = next((i for i, s in enumerate(parts) if s in names), None)
         label = names[parts[idx]] if idx is not None else ""
         if entry.problem:
-            skipped.append(_skip(rel.as_posix(), entry.problem, entry.detail, label))
+            skipped.append(skip_row(rel.as_posix(), entry.problem, entry.detail, label))
             continue
         kind = kind_of(p)
         if idx is None:
             ext = "" if kind else (p.suffix.lower() or "no extension")
-            skipped.append(_skip(rel.as_posix(), "no_label_folder", ext))
+            skipped.append(skip_row(rel.as_posix(), "no_label_folder", ext))
             continue
         if kind is None:
-            skipped.append(_skip(rel.as_posix(), "unsupported_extension", p.suffix.lower() or "no extension", label))
+            skipped.append(skip_row(rel.as_posix(), "unsupported_extension", p.suffix.lower() or "no extension", label))
             continue
         split = ""
         if cfg.keep_splits:
             split = next((SPLIT_FOLDERS[s] for s in parts[:idx] if s in SPLIT_FOLDERS), "")
             if not split:
-                skipped.append(_skip(rel.as_posix(), "no_split_folder", label=label))
+                skipped.append(skip_row(rel.as_posix(), "no_split_folder", label=label))
                 continue
         below = rel.parts[idx + 1 : -1]
         group = "/".join(below) if cfg.group_by == "folder" and below else rel.as_posix()
@@ -326,14 +327,14 @@ def _scan_manifest(csv: Path, cfg: IngestConfig) -> Inventory:
         try:
             check_regular_file(p, max_bytes=None)  # the byte cap is checked when the file is read
         except BadInputError as e:
-            skipped.append(_skip(rel, e.reason, e.detail, row["label"]))
+            skipped.append(skip_row(rel, e.reason, e.detail, row["label"]))
             continue
         if kind is None:
-            skipped.append(_skip(rel, "unsupported_extension", p.suffix.lower() or "no extension", row["label"]))
+            skipped.append(skip_row(rel, "unsupported_extension", p.suffix.lower() or "no extension", row["label"]))
             continue
         split = row.get("split", "") if cfg.keep_splits else ""
         if cfg.keep_splits and not split:
-            skipped.append(_skip(rel, "no_split_folder", "empty split column", row["label"]))
+            skipped.append(skip_row(rel, "no_split_folder", "empty split column", row["label"]))
             continue
         group = str(row.get("group", "") or "").strip() or rel
         extra = {c: row[c] for c in extra_cols}

@@ -19,7 +19,7 @@ it crops and normalises as training did, whatever the caller's defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,10 @@ CROPS = ("face", "center", "none")
 SEVERAL_FACES = ("largest", "skip")
 #: ``face_at_border``: ``keep`` | ``skip`` a face whose box touches the image's edge (cut off).
 FACE_AT_BORDER = ("keep", "skip")
+#: ``face_search``: ``full`` searches every photo and frame whole at the set upsampling (what
+#: contracts written before the setting existed did); ``adaptive`` looks for large faces first and
+#: follows a video's face in a window around its last box (``deepfake.data.faces``).
+FACE_SEARCHES = ("full", "adaptive")
 #: Name of the file beside a preprocess cache's manifest that records its contract.
 CONTRACT_FILE = "preprocessing.json"
 
@@ -66,6 +70,10 @@ class Preprocessing:
         several_faces: ``SEVERAL_FACES``; face_at_border: ``FACE_AT_BORDER``.
         min_side: an image (or frame) whose shorter side has fewer pixels is left out as
             ``too_small``: nothing can be told from it.
+        face_search: how the detector is run (``FACE_SEARCHES``): ``full`` (every image and frame
+            searched whole; the default, so contracts recorded before the setting existed crop as
+            they did) or ``adaptive`` (large faces first, a video's face followed in a window
+            around its last box; ``deepfake.data.faces``).
     """
 
     crop: str
@@ -84,6 +92,7 @@ class Preprocessing:
     several_faces: str = "largest"
     face_at_border: str = "keep"
     min_side: int = 32
+    face_search: str = "full"
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -106,6 +115,8 @@ class Preprocessing:
             raise ValueError(f"preprocessing crop_size must be positive with crop={self.crop!r}, got {self.crop_size}")
         if self.input_size < 1:
             raise ValueError(f"preprocessing input_size must be positive, got {self.input_size}")
+        if self.face_search not in FACE_SEARCHES:
+            raise ValueError(f"preprocessing face_search must be one of {FACE_SEARCHES}, got {self.face_search!r}")
         if self.min_side < 1:
             raise ValueError(f"preprocessing min_side must be at least 1 pixel, got {self.min_side}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -121,11 +132,18 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         """The contract a checkpoint or cache recorded (keys added since take their defaults: Haar
-        contracts from before dlib scored without upsampling, landmarks or alignment)."""
+        contracts from before dlib scored without upsampling, landmarks or alignment; contracts from
+        before ``face_search`` searched every image whole)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"it is a {type(d).__name__} ({d!r:.80}), not a mapping of settings")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown preprocessing keys {unknown} (written by a newer version of the package?)")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
         kwargs: dict[str, Any] = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()}
         return cls(**kwargs)
 

@@ -81,7 +81,9 @@ REASONS = {
     "no_face": "no face was detected (no_face: skip)",
     "several_faces": "more than one face was detected (several_faces: skip)",
     "face_at_border": "the face touches the image's edge, cut off (face_at_border: skip)",
-    "missing_file": "listed in the manifest but not on disk",
+    "missing_file": "listed in the manifest (or the dataset's own index) but not on disk",
+    "not_in_index": "on disk but not in the dataset's own index or official split, so its label or split is unknown",
+    "unexpected_name": "in a benchmark's video folder but not named as the dataset names its videos (identity unknown)",
     "no_label_folder": "not below a real/ or fake/ folder",
     "no_split_folder": "keep_splits is on but the file is not below a train/valid/test folder",
     "unsupported_extension": "below real/ or fake/ but neither an image nor a video extension",
@@ -119,7 +121,8 @@ class BadInputError(UnreadableImageError):
 # --------------------------------------------------------------------------------------------
 
 
-def _looks_like_image(head: bytes) -> bool:
+def looks_like_image(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 16 bytes) starts like an image format Pillow decodes."""
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
@@ -175,7 +178,7 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
         detail = f"{_pixels(int(sizes[0]))} > Pillow's limit of {_pixels(int(sizes[1]))}" if len(sizes) >= 2 else str(e)
         raise BadInputError(path, "too_large", detail) from e
     except UnidentifiedImageError as e:
-        raise BadInputError(path, "corrupt" if _looks_like_image(data[:16]) else "not_an_image") from e
+        raise BadInputError(path, "corrupt" if looks_like_image(data[:16]) else "not_an_image") from e
     except OSError as e:
         reason = (
             "truncated" if "truncated" in str(e).lower() else "corrupt"
@@ -276,6 +279,33 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def sha256_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_FILE_BYTES, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a regular file's bytes, read only once it is known to be one.
+
+    The file is opened without blocking (``O_NONBLOCK``: opening a FIFO returns at once) and
+    checked on the open handle, so a FIFO, device or socket put in its place after a listing is
+    refused, never read. Raises ``BadInputError`` (``not_regular_file``, ``file_too_large``,
+    ``missing_file``, ``broken_link``, ``link_loop``, ``unreadable``) or ``EnvironmentFault``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise read_error(path, e) from e
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError(path, "not_regular_file", file_type(st.st_mode))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise BadInputError(path, "file_too_large", f"{st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB")
+        h = hashlib.sha256()
+        try:
+            while block := f.read(chunk):
+                h.update(block)
+        except OSError as e:
+            raise read_error(path, e) from e
     return h.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Preprocess stage: decode every input once, crop the face, write a compact lossless cache.
 
-``preprocess(dataset, out_dir, cfg)`` lists the dataset (``deepfake.data.ingest.scan``), and for
+``preprocess(dataset, out_dir, cfg, layout=...)`` lists the dataset (``deepfake.data.layouts.scan_dataset``:
+real/ and fake/ folders, a manifest, or a benchmark as its download lays it out), and for
 each image (or each of ``frames_per_video`` frames of a video) decodes it, finds the largest
 face (``deepfake.data.detect``), crops a square enlarged by ``margin`` and resized to ``size``, and
 writes it as PNG: lossless, so the JPEG and blending traces detectors learn from are kept as
@@ -50,12 +51,13 @@ from .. import __version__
 from ..core import lifetime
 from ..core.config import section, setting
 from ..core.progress import progress as progress_bar
-from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir
+from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir, write_if_changed
 from .audit import phash_hex
 from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError, format_points
 from .faces import Crop, crop_frames, crop_image
-from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source, scan
-from .inputs import CONTRACT_FILE, FACE_AT_BORDER, SEVERAL_FACES, Preprocessing
+from .ingest import LABELS, MANIFEST_NAME, IngestConfig, Inventory, Source
+from .inputs import CONTRACT_FILE, FACE_AT_BORDER, FACE_SEARCHES, SEVERAL_FACES, Preprocessing
+from .layouts import LayoutConfig, scan_dataset
 from .media import REASONS, BadInputError, check_regular_file, decode_image, read_bytes, sha256_file
 from .split import conflicting_labels, label_problem
 from .video import sample_video
@@ -70,6 +72,7 @@ SKIPPED_NAME = "skipped.csv"
 SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
 _CODE = (
     "ingest.py",
+    "layouts.py",
     "media.py",
     "video.py",
     "detect.py",
@@ -91,6 +94,9 @@ class PreprocessConfig:
         detector: ``dlib_hog`` | ``dlib_cnn`` | ``haar`` (``deepfake.data.detect``).
         upsample: detector upsampling of photos (0-2; each step doubles the searched side).
         video_upsample: detector upsampling of video frames, whose faces are often small.
+        face_search: ``adaptive`` (large faces first, a video's face followed around its last box;
+            the whole image when that finds none) or ``full`` (every image and frame searched whole):
+            ``deepfake.data.faces``.
         landmarks: ``none``, 5 or 68 landmarks per crop, stored in the manifest in crop pixels.
         align: rotate and scale faces to canonical eye and mouth positions (needs landmarks).
         several_faces: ``largest`` (crop the largest face) or ``skip`` the image.
@@ -118,6 +124,7 @@ class PreprocessConfig:
     detector: str = setting(choices=DETECTORS)
     upsample: int = setting(min=0, max=MAX_UPSAMPLE)
     video_upsample: int = setting(min=0, max=MAX_UPSAMPLE)
+    face_search: str = setting(choices=FACE_SEARCHES)
     landmarks: int | str = setting(choices=("none", 5, 68))
     align: bool = setting()
     several_faces: str = setting(choices=SEVERAL_FACES)
@@ -162,6 +169,7 @@ class PreprocessConfig:
             frames_per_video=self.frames_per_video,
             upsample=self.upsample,
             video_upsample=self.video_upsample,
+            face_search=self.face_search,
             landmarks=0 if self.landmarks == "none" else int(self.landmarks),
             align=self.align,
             several_faces=self.several_faces,
@@ -330,14 +338,18 @@ _RUN_ONLY = ("workers", "retry_skipped")
 RETRIED = ("unreadable", "out_of_memory", "missing_file")
 
 
-def recorded_settings(cfg: PreprocessConfig) -> dict[str, Any]:
-    """The settings a cache records (those that decide its content)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+def recorded_settings(cfg: PreprocessConfig, layout: LayoutConfig | None = None) -> dict[str, Any]:
+    """The settings a cache records (those that decide its content): the preprocess section's and,
+    under ``data``, how the dataset was listed (its labels, groups and splits depend on it)."""
+    out = {k: v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+    if layout is not None:
+        out["data"] = asdict(layout)
+    return out
 
 
-def settings_key(cfg: PreprocessConfig) -> str:
+def settings_key(cfg: PreprocessConfig, layout: LayoutConfig | None = None) -> str:
     """Fingerprint of everything besides the inputs that decides the output: settings and code."""
-    h = hashlib.sha256(json.dumps(recorded_settings(cfg), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(recorded_settings(cfg, layout), sort_keys=True).encode())
     h.update(__version__.encode())
     here = Path(__file__).parent
     for name in _CODE:
@@ -523,18 +535,6 @@ def _by_extension(skipped: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows["detail"].value_counts().sort_index().items()}
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` atomically unless the file already holds it; True when written."""
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return True
-
-
 def _remove_stale(out: Path, keep: set[str]) -> int:
     """Delete crops in ``out`` that the new manifest does not list (earlier runs, crashed runs)."""
     n = 0
@@ -606,17 +606,17 @@ def _run_jobs(
         bar.close()
 
 
-def _state_json(key: str, cfg: PreprocessConfig, records: dict) -> str:
+def _state_json(key: str, settings: dict[str, Any], records: dict) -> str:
     """The cache's record (``STATE_NAME``): its settings' fingerprint and settings, and what each source gave."""
-    return json.dumps({"settings": key, "config": recorded_settings(cfg), "sources": records})
+    return json.dumps({"settings": key, "config": settings, "sources": records})
 
 
-def _save_partial(out: Path, key: str, cfg: PreprocessConfig, records: dict, stats: dict) -> None:
+def _save_partial(out: Path, key: str, settings: dict[str, Any], records: dict, stats: dict) -> None:
     """Record what an interrupted or failed run finished, so the next run does not do it again
     (best effort: the disk may be what failed). No manifest is written: the cache is incomplete."""
     try:
         with atomic_path(out / STATE_NAME) as tmp:
-            tmp.write_text(_state_json(key, cfg, records))
+            tmp.write_text(_state_json(key, settings, records))
         with atomic_path(out / STAT_NAME) as tmp:
             tmp.write_text(json.dumps(stats))
     except (EnvironmentFault, OSError) as e:
@@ -628,15 +628,23 @@ def preprocess(
     out_dir: str | os.PathLike,
     cfg: PreprocessConfig | None = None,
     progress: bool = True,
+    layout: LayoutConfig | None = None,
+    only_split: str = "",
 ) -> PreprocessResult:
     """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
 
     Args:
-        dataset: a folder (``real/``/``fake/`` or ``manifest.csv``) or a CSV manifest.
+        dataset: a folder (``real/``/``fake/``, ``manifest.csv``, or a benchmark's download) or a
+            CSV manifest.
         out_dir: the cache folder; created, or one this function wrote before.
         cfg: detection, cropping and parallelism settings (``retry_skipped`` decodes every
             skipped input again).
         progress: show a progress bar.
+        layout: how the dataset is listed (``params.yaml``'s ``data`` section by default:
+            ``layout: auto`` recognises the folder); part of the cache's fingerprint.
+        only_split: keep only the inputs of this split of the dataset's own (e.g. ``test``: a
+            benchmark's official test set, for a cross-dataset test) when the dataset has one;
+            the others are out of scope, neither decoded nor listed as skipped.
 
     Returns:
         The manifest and skip list (also written to ``out_dir``) and a summary with counts
@@ -649,11 +657,23 @@ def preprocess(
         deepfake.data.ingest.DatasetLayoutError: the dataset has no usable layout.
     """
     cfg = cfg or PreprocessConfig()
-    inv = scan(dataset, cfg.ingest)
+    layout = layout or LayoutConfig()
+    inv = scan_dataset(dataset, layout, cfg.ingest)
+    if only_split and any(s.split == only_split for s in inv.sources):
+        kept = [s for s in inv.sources if s.split == only_split]
+        log.info(
+            "%s: %d of %d input(s) are in its %s split; only those are used",
+            inv.root,
+            len(kept),
+            len(inv.sources),
+            only_split,
+        )
+        inv.sources = kept
     out = Path(out_dir)
     _check_out_dir(out, inv)
     prepare_output_dir(out, recursive=True)  # writable? leftovers of a killed run removed
-    key = settings_key(cfg)
+    key = settings_key(cfg, layout)
+    settings = recorded_settings(cfg, layout)
     keys = output_keys(inv.sources)
     state = _load_state(out)
     old = state["sources"] if state and state.get("settings") == key else {}
@@ -682,7 +702,7 @@ def preprocess(
         except BaseException:
             for (src, _, stat), rec in zip(todo, done):
                 records[src.rel], stats[src.rel] = rec, stat
-            _save_partial(out, key, cfg, records, stats)
+            _save_partial(out, key, settings, records, stats)
             raise
         seconds = time.perf_counter() - t0
         for (src, _, stat), rec in zip(todo, done):
@@ -694,11 +714,11 @@ def preprocess(
         log.warning(f"{problem} (the split stage will refuse it)")
     # the manifest last: a run stopped before it leaves no manifest.csv, never a stale one
     changed = _remove_stale(out, set(manifest["path"])) > 0
-    changed |= _write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
-    changed |= _write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
-    changed |= _write_if_changed(out / STATE_NAME, _state_json(key, cfg, records))
-    _write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
-    changed |= _write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
+    changed |= write_if_changed(out / SKIPPED_NAME, skipped.to_csv(index=False))
+    changed |= write_if_changed(out / CONTRACT_FILE, json.dumps(cfg.contract().to_dict(), indent=2) + "\n")
+    changed |= write_if_changed(out / STATE_NAME, _state_json(key, settings, records))
+    write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
+    changed |= write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
     summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
     return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))

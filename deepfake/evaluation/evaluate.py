@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,9 @@ from .robustness import ROBUSTNESS_COLUMNS, Perturbation, perturbation_grid, rob
 
 log = logging.getLogger(__name__)
 
+#: What a cross-dataset stage scores (``EvalConfig.cross_split``).
+CROSS_SPLITS = ("test", "all")
+
 
 @dataclass(frozen=True)
 @section("evaluate", base_keys=("device", "seed"))
@@ -76,6 +80,9 @@ class EvalConfig:
         robust_blur: Gaussian blur sigmas in pixels of the stored image.
         robust_downscale: down-and-up-scaling factors in (0, 1).
         robust_resize: network input sizes other than the training size.
+        cross_split: what a cross-dataset stage scores: ``test`` (the dataset's official test
+            split when its adapter gives one, e.g. Celeb-DF v2's test list; else every video) or
+            ``all``.
     """
 
     threshold: float = setting(gt=0, lt=1)
@@ -93,6 +100,7 @@ class EvalConfig:
     robust_blur: str = setting()
     robust_downscale: str = setting()
     robust_resize: str = setting()
+    cross_split: str = setting(choices=CROSS_SPLITS)
     num_workers: int = 0  # not a pipeline setting
 
     def __post_init__(self) -> None:
@@ -138,10 +146,18 @@ TIMING_KEYS = ("latency_ms_median", "latency_ms_p90", "latency_images", "torch_t
 
 @torch.inference_mode()
 def measure_latency(
-    model: nn.Module, paths: list[Path], prep: Preprocessing, device: torch.device, warmup: int = 3
+    model: Callable[[torch.Tensor], torch.Tensor],
+    paths: list[Path],
+    prep: Preprocessing,
+    device: torch.device,
+    warmup: int = 3,
 ) -> dict:
-    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds."""
-    model.eval()
+    """Time single stored crops end to end (decode, resize, normalise, forward), in milliseconds.
+
+    ``model``: the network (put in eval mode) or any runtime of it (``deepfake.inference.backends``).
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     paths = list(paths)
     if not paths:
         raise ValueError("no images to time")
@@ -272,7 +288,9 @@ def evaluate(
     size = prep.input_size
 
     def score(f: pd.DataFrame, desc: str) -> np.ndarray:
-        return score_frame(model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc)
+        return score_frame(
+            model, f, root, size, device, cfg.batch_size, cfg.num_workers, desc=desc, mean=prep.mean, std=prep.std
+        )
 
     val_preds = None
     if calibration is not None:
@@ -342,8 +360,8 @@ def evaluate(
     if unit is None:
         metrics["video_level"] = {"applicable": False, "note": reason}
     else:
-        videos = video_table(preds, unit)
-        metrics["video_level"] = video_metrics(videos, threshold, unit, reason)
+        videos = video_table(preds, unit, kind)
+        metrics["video_level"] = video_metrics(videos, threshold, unit, reason, cfg.bootstrap, cfg.ci_level, cfg.seed)
     metrics["video_level"]["frame_roc_auc"] = metrics["roc_auc"]
 
     robust = robustness_table(
@@ -358,6 +376,8 @@ def evaluate(
         z,
         cfg.batch_size,
         cfg.num_workers,
+        prep.mean,
+        prep.std,
     )
     if len(robust) > 1:
         metrics["robustness"] = {r.perturbation: _none_if_nan(r.roc_auc) for r in robust.itertuples()}

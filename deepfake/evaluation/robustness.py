@@ -26,6 +26,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from ..core.progress import progress
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ..metrics.calibration import calibrated
 from ..metrics.classification import binary_metrics
 from ..training.augment import jpeg_recompress
@@ -133,11 +134,14 @@ def robustness_table(
     clean_logits: np.ndarray,
     batch_size: int = 64,
     num_workers: int = 0,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> pd.DataFrame:
     """Re-score ``frame`` under each perturbation with a fixed temperature and threshold.
 
     The clean reference reuses ``clean_logits``. A network input size the model cannot take
-    is recorded in the ``error`` column instead of stopping the evaluation.
+    is recorded in the ``error`` column instead of stopping the evaluation. ``mean`` and ``std``:
+    the model's input normalisation.
     """
     y = frame["target"].to_numpy()
     rows, clean_auc = [], None
@@ -156,11 +160,9 @@ def robustness_table(
             z = (
                 clean_logits
                 if pert.kind == "none"
-                else score_frame(
-                    model, frame, root, size, device, batch_size, num_workers, perturb=pert, desc=pert.name
-                )
+                else score_frame(model, frame, root, size, device, batch_size, num_workers, pert, pert.name, mean, std)
             )
-        except RuntimeError as e:  # e.g. a fixed-size head fed another resolution
+        except (RuntimeError, AssertionError) as e:  # a fixed-size head (or timm's patch embedding) fed another size
             rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
             bar.update(len(frame))
             continue

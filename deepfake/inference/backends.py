@@ -5,18 +5,65 @@
 folded into convolutions, oneDNN kernels) or ``int8`` (post-training static quantisation,
 calibrated on images the caller gives). The last two run on a CPU only; their scores differ
 from the exact model's by the amounts ``benchmarks/bench_inference.py`` measures.
+
+Not every network compiles: TorchScript tracing or FX symbolic tracing (which int8 needs) can
+fail on a model's Python control flow. ``make_runtime`` then falls back to the exact model and
+records why (``Runtime.note``), so the predictor says what it actually runs.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 BACKENDS = ("eager", "jit", "int8")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend cannot compile this model (the message names the model, the step and the error)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What scores batches: the callable, the backend it is, and why it is not the one asked for (if not)."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    backend: str
+    asked: str
+    note: str = ""
+
+
+def make_runtime(
+    model: nn.Module,
+    backend: str,
+    example: torch.Tensor,
+    calibration_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
+    fallback: bool = True,
+) -> Runtime:
+    """``build_runner``, falling back to the exact model (with a warning and a recorded note) when
+    ``backend`` cannot compile this model; ``fallback=False`` raises ``BackendUnavailableError`` instead."""
+    try:
+        return Runtime(build_runner(model, backend, example, calibration_batches), backend, backend)
+    except BackendUnavailableError as e:
+        if not fallback:
+            raise
+        note = f"backend {backend} is unavailable for this model, running the exact (eager) model: {e}"
+        log.warning(note)
+        return Runtime(model, "eager", backend, note)
+
+
+def _failure(what: str, model: nn.Module, e: Exception) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"{what} failed on {type(model).__name__} ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
+    )
 
 
 def build_runner(
@@ -38,18 +85,29 @@ def build_runner(
 
 
 def torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """Traced, frozen and inference-optimised copy of ``model`` (batch norm folded, oneDNN)."""
+    """Traced, frozen and inference-optimised copy of ``model`` (batch norm folded, oneDNN).
+
+    Raises:
+        BackendUnavailableError: tracing failed on the model.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is in maintenance mode; tracing still works
         with torch.inference_mode(False), torch.no_grad():
-            traced = torch.jit.trace(model.eval(), example, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            try:
+                traced = torch.jit.trace(model.eval(), example, check_trace=False)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            except Exception as e:  # tracer errors come as RuntimeError, TypeError, AttributeError...
+                raise _failure("TorchScript tracing", model, e) from e
 
 
 def quantize_int8(model: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor]) -> torch.jit.ScriptModule:
     """Static post-training int8 quantisation (FX graph mode, x86 backend), calibrated on ``batches``.
 
     Convolutions run in int8 with per-channel weights; linear layers (the head) stay float.
+
+    Raises:
+        BackendUnavailableError: FX symbolic tracing, preparation or conversion failed on the model
+            (data-dependent Python control flow, modules FX cannot trace).
     """
     with warnings.catch_warnings():
         # torch.ao.quantization warns that it will move to torchao; its FX path still works
@@ -64,8 +122,14 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, batches: Iterable[tor
                 # most (ResNet18 fc: logit error 0.6 -> 0.05 on the benchmark photos)
                 mapping.set_module_name(name, None)
         with torch.inference_mode(False), torch.no_grad():
-            prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), mapping, (example,))
-            for x in batches:
+            try:
+                prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), mapping, (example,))
+            except Exception as e:
+                raise _failure("int8 static quantisation (FX symbolic tracing)", model, e) from e
+            for x in batches:  # the caller's errors (no calibration image) are not the backend's
                 prepared(x)
-            quantized = convert_fx(prepared)
-            return torch.jit.freeze(torch.jit.trace(quantized, example, check_trace=False))
+            try:
+                quantized = convert_fx(prepared)
+                return torch.jit.freeze(torch.jit.trace(quantized, example, check_trace=False))
+            except Exception as e:
+                raise _failure("int8 static quantisation (conversion)", model, e) from e

@@ -142,6 +142,8 @@ def health(
             )
             info["preprocessing"] = p.describe_preprocessing()
             ok = True
+        except ValueError as e:  # CheckpointError: the message names the file, the fault and the fix
+            info["model"] = f"present but does not load: {e}"
         except Exception as e:  # report any failure to load as unhealthy, with its reason
             info["model"] = f"present but does not load: {type(e).__name__}: {e}"
     info["calibration"], calibration_ok = describe_calibration(calibration_file, path if path.is_file() else None)

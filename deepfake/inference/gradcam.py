@@ -2,11 +2,15 @@
 
 The map is taken from the deepest convolutional block whose output still has at least
 ``MIN_MAP_SIDE`` cells a side, then upsampled smoothly (bicubic) to the input size: on a 96 px
-input, ResNet18's ``layer4`` is 3x3 (a colour wash over the face), ``layer3`` 6x6. The blocks
-considered are each top-level child that contains a ``Conv2d`` or, when it is a container
-(``nn.Sequential``...), its children that do (for ResNet18: ``conv1``, ``layer1.0`` ...
-``layer4.1``). A model can name its block instead (``model.gradcam_layer``: a module or a
-dotted name), and ``grad_cam(layer=...)`` overrides both.
+input, ResNet18's ``layer4`` is 3x3 (a colour wash over the face), ``layer3`` 6x6. For a timm
+model the blocks considered are its stages' outputs, as its ``feature_info`` lists them (for
+EfficientNet-B0 ``blocks.0`` ... ``blocks.6``: on 96 px, ``blocks.4`` is the deepest with 6x6
+cells). For other models they are each top-level child that contains a ``Conv2d`` or, when it
+is a container (``nn.Sequential``...), its children that do (for torchvision's ResNet18:
+``conv1``, ``layer1.0`` ... ``layer4.1``). A model can name its block instead
+(``model.gradcam_layer``: a module or a dotted name), and ``grad_cam(layer=...)`` overrides
+both. A model whose blocks output tokens rather than feature maps (a vision transformer) has
+no map to explain: the error says so.
 """
 
 from __future__ import annotations
@@ -59,8 +63,21 @@ def _contains_conv(m: nn.Module) -> bool:
     return any(isinstance(x, nn.Conv2d) for x in m.modules())
 
 
+def feature_info_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules of a timm model's ``feature_info`` (its stages' outputs, shallowest first); [] for other models."""
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, list):
+        return []
+    named = dict(model.named_modules())
+    names = [d.get("module") for d in info if isinstance(d, dict)]
+    return [(n, named[n]) for n in names if isinstance(n, str) and n in named]
+
+
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The blocks Grad-CAM may hook, in definition order (see the module docstring)."""
+    """The blocks Grad-CAM may hook, shallowest first (see the module docstring)."""
+    stages = feature_info_layers(model)
+    if stages:
+        return stages
     out: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         if not _contains_conv(child):
@@ -199,8 +216,10 @@ def grad_cam(
             logit = model(inp).reshape(-1)[0]
             seen = sorted(captured)
             if not seen:
+                which = f"layer {blocks[0][0]!r} does not" if len(blocks) == 1 else f"none of its {len(blocks)} blocks"
                 raise ValueError(
-                    f"layer {blocks[0][0]!r} does not output a (B, C, H, W) feature map; set model.gradcam_layer"
+                    f"{which} output a (B, C, H, W) feature map (a transformer's blocks output tokens), so "
+                    f"{type(model).__name__} has no Grad-CAM map here; set model.gradcam_layer to a convolutional block"
                 )
             chosen = seen[pick_layer([(captured[i].shape[-2], captured[i].shape[-1]) for i in seen], min_side)]
             act = captured[chosen]

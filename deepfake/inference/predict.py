@@ -36,13 +36,13 @@ from ..core.utils import resolve_device
 from ..data.detect import DETECTORS
 from ..data.faces import Crop, crop_frames, crop_image
 from ..data.ingest import LABELS
-from ..data.inputs import Preprocessing, resize_input, to_model_tensor
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_input, to_model_tensor
 from ..data.media import BadInputError, looks_like_video
 from ..data.video import read_video
 from ..metrics.calibration import Calibration
 from ..models.checkpoint import load_checkpoint, preprocessing_of
 from ..training.scoring import forward_logits
-from .backends import build_runner
+from .backends import make_runtime
 from .prediction import (
     DEFAULT_CALIBRATION,
     DEFAULT_CHECKPOINT,
@@ -131,9 +131,9 @@ class Predictor:
         )
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
         example = torch.zeros(1, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
-        self._runner: Callable[[torch.Tensor], torch.Tensor] = build_runner(
-            self.model, cfg.backend, example, self._calibration_batches
-        )
+        # a backend that cannot compile this network falls back to the exact model, recorded in backend_note
+        self.runtime = make_runtime(self.model, cfg.backend, example, self._calibration_batches)
+        self._runner: Callable[[torch.Tensor], torch.Tensor] = self.runtime.run
 
     def _applied_preprocessing(self, trained: Preprocessing) -> Preprocessing:
         """The checkpoint's contract with this predictor's overrides, each difference logged."""
@@ -434,7 +434,8 @@ class Predictor:
             "checkpoint": str(self.checkpoint),
             **self.meta,
             "device": str(self.device),
-            "backend": self.cfg.backend,
+            "backend": self.runtime.backend,
+            **({"backend_note": self.runtime.note} if self.runtime.note else {}),
             "face": self.preprocessing.crop,
             "preprocessing": self.preprocessing.to_dict(),
             "temperature": self.calibration.temperature,
@@ -451,7 +452,11 @@ class Predictor:
             "center": f"centre square, {p.crop_size} px crop",
             "none": "whole image",
         }[p.crop]
-        return f"{crop}, resized to {p.input_size} px"
+        norm = ""
+        if (p.mean, p.std) != (IMAGENET_MEAN, IMAGENET_STD):  # the model's own (timm's pretrained_cfg)
+            mean, std = (", ".join(f"{v:g}" for v in t) for t in (p.mean, p.std))
+            norm = f", normalised with mean {mean} and std {std}"
+        return f"{crop}, resized to {p.input_size} px{norm}"
 
 
 def _ordered_map(fn: Callable[[int], Any], indices: Iterable[int], workers: int) -> Iterator[Any]:

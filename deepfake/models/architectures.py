@@ -1,9 +1,16 @@
-"""Model construction: ResNet18 transfer learning and the compact dilated CNN.
+"""Model construction by name: ResNet18 (torchvision), the compact dilated CNN, and any timm model.
+
+``build_model(arch, weights)`` is the registry: ``resnet18`` (torchvision ResNet18, new head),
+``dilated_cnn`` (``DilatedCNN``), or any name of timm's registry (``timm.list_models()``, e.g.
+``efficientnet_b4``, ``legacy_xception``, or ``efficientnet_b4.ra2_in1k`` for a pretrained tag;
+``deepfake.models.backbones``). ``check_arch`` validates a name in seconds (params validation).
 
 Every model returns one logit per image, shape ``(B, 1)``, fake = positive. The sigmoid that
 turns it into a fake-probability is applied outside the model, by the loss
 (``BCEWithLogitsLoss``, numerically stable) and by ``train.predict``; a detector described
-with "a single sigmoid output" is this logit followed by that sigmoid.
+with "a single sigmoid output" is this logit followed by that sigmoid. ``input_config`` says
+how a model's inputs are normalised (timm's ``pretrained_cfg`` for timm models, ImageNet's
+statistics for the others); training records it in the checkpoint's preprocessing contract.
 """
 
 from __future__ import annotations
@@ -11,17 +18,30 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD
+from . import backbones
+from .backbones import UnknownArchError, WeightsUnavailableError
+
+#: The package's own architectures; every other name is looked up in timm's registry.
 ARCHS = ("resnet18", "dilated_cnn")
 WEIGHTS_CHOICES = ("auto", "imagenet", "none")
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded."""
+def is_timm(arch: str) -> bool:
+    """Whether ``arch`` names a timm model rather than one of the package's own (``ARCHS``)."""
+    return arch not in ARCHS
+
+
+def check_arch(arch: str) -> None:
+    """Raise ``UnknownArchError`` (a ``ValueError``) naming the closest names unless ``arch`` can be built."""
+    if is_timm(arch):
+        backbones.check_timm_name(arch, ARCHS)
 
 
 def imagenet_cache_file() -> Path:
@@ -165,32 +185,92 @@ def _build_dilated_cnn(weights: str, num_outputs: int) -> tuple[nn.Module, str]:
     return model, str(weights)
 
 
-def build_model(arch: str = "resnet18", weights: str = "auto", num_outputs: int = 1) -> tuple[nn.Module, str]:
+def _build_timm(arch: str, weights: str, num_outputs: int, image_size: int | None) -> tuple[nn.Module, str]:
+    backbones.check_timm_name(arch, ARCHS)
+    if weights in ("auto", "imagenet"):
+        label = backbones.weights_label(arch)
+        try:
+            return backbones.create_pretrained(arch, num_outputs, image_size), label
+        except WeightsUnavailableError as e:
+            if weights == "imagenet":
+                raise
+            warnings.warn(f"weights=auto: falling back to random initialisation. {e}", stacklevel=3)
+            return backbones.create(arch, num_outputs, image_size), f"none ({label} unavailable)"
+    model = backbones.create(arch, num_outputs, image_size)
+    if weights == "none":
+        return model, "none"
+    backbones.load_weights_file(model, arch, Path(weights))
+    return model, str(weights)
+
+
+def build_model(
+    arch: str = "resnet18", weights: str = "auto", num_outputs: int = 1, image_size: int | None = None
+) -> tuple[nn.Module, str]:
     """Build a detector that outputs one logit per image (fake = positive).
 
     Args:
-        arch: ``resnet18`` (torchvision, new head) or ``dilated_cnn`` (``DilatedCNN``).
-        weights: ``auto`` (ResNet18: ImageNet when cached or downloadable, else random init with
-            a warning; dilated_cnn: random init), ``imagenet`` (fail when unavailable),
-            ``none`` (random init), or a path to a state dict / checkpoint (for ResNet18 its
-            ``fc`` head is skipped; for dilated_cnn the whole model is loaded).
+        arch: ``resnet18`` (torchvision, new head), ``dilated_cnn`` (``DilatedCNN``), or a timm
+            model name (``efficientnet_b0``, ``legacy_xception``, ``efficientnet_b4.ra2_in1k``...).
+        weights: ``auto`` (pretrained weights when cached or downloadable, else random init with
+            a warning; dilated_cnn: random init), ``imagenet`` (the pretrained weights, failing
+            when unavailable; for a timm model its pretrained tag, ImageNet for most), ``none``
+            (random init), or a path to a state dict / checkpoint (for ResNet18 and timm models
+            their head is skipped; for dilated_cnn the whole model is loaded).
         num_outputs: size of the new head.
+        image_size: input side; needed by timm models with a fixed input size (vision transformers).
 
     Returns:
         The model and a string saying which weights were used (recorded in metrics).
+
+    Raises:
+        UnknownArchError: ``arch`` is not buildable (the message names the closest names).
+        WeightsUnavailableError: the weights asked for cannot be loaded.
     """
     if arch == "resnet18":
         return _build_resnet18(weights, num_outputs)
     if arch == "dilated_cnn":
         return _build_dilated_cnn(weights, num_outputs)
-    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+    try:
+        return _build_timm(arch, weights, num_outputs, image_size)
+    except UnknownArchError as e:
+        raise UnknownArchError(f"unknown arch {e}") from None
+
+
+def input_config(arch: str) -> dict[str, Any]:
+    """How architecture ``arch`` expects its inputs: normalisation ``mean``/``std``, ``native_input_size``
+    (the size it was pretrained at), and where that comes from (timm's ``pretrained_cfg`` for timm models)."""
+    if is_timm(arch):
+        return backbones.input_config(arch)
+    library = "torchvision" if arch == "resnet18" else "deepfake"
+    return {
+        "library": library,
+        "architecture": arch,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "native_input_size": 224,
+    }
 
 
 def head_module(model: nn.Module, arch: str) -> nn.Module:
-    """The classification head of ``model`` (trained from the first epoch even when the backbone is frozen)."""
-    if arch not in HEADS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
-    return getattr(model, HEADS[arch])
+    """The classification head of ``model`` (trained from the first epoch even when the backbone is
+    frozen): timm's classifier split (``get_classifier``) for timm models."""
+    if arch in HEADS:
+        return getattr(model, HEADS[arch])
+    get = getattr(model, "get_classifier", None)
+    if not callable(get):
+        raise ValueError(f"cannot find the head of a {arch} ({type(model).__name__} has no get_classifier)")
+    head = get()
+    if not isinstance(head, nn.Module) or not any(True for _ in head.parameters()):
+        raise ValueError(f"{arch}'s classifier ({type(head).__name__}) holds no parameters to train")
+    return head
+
+
+def convert_sync_batchnorm(model: nn.Module, arch: str) -> nn.Module:
+    """BatchNorm layers synchronised across processes; timm's own conversion for timm models (its
+    ``BatchNormAct2d`` layers keep their activation)."""
+    if is_timm(arch):
+        return backbones.timm_module().layers.convert_sync_batchnorm(model)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def set_backbone_frozen(model: nn.Module, arch: str, frozen: bool) -> None:

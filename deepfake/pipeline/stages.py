@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from ..core import paths, progress
+from ..core.config import DataConfig
 from ..core.utils import prepare_output_dir, write_json
+from ..data.layouts import LayoutConfig
 from ..data.preprocess import PreprocessConfig, PreprocessResult
 from ..data.shortcuts import ShortcutAudit, audit_shortcuts, sources_of
 from ..data.split import (
@@ -36,11 +38,17 @@ from ..evaluation.evaluate import EvalConfig, EvalResult
 from ..training.distributed import env_rank
 from ..training.train import TrainConfig, TrainResult
 from .params import Params, load_params
-from .quick import QUICK_OVERRIDES, ensure_quick_mixed_dataset, merge_overrides
+from .quick import (
+    QUICK_CROSS_NAME,
+    QUICK_OVERRIDES,
+    ensure_quick_cross_dataset,
+    ensure_quick_mixed_dataset,
+    merge_overrides,
+)
 
 log = logging.getLogger(__name__)
 
-STAGES = ("preprocess", "split", "train", "evaluate", "cross", "plots", "demo")
+STAGES = ("preprocess", "split", "train", "evaluate", "cross", "benchmark", "plots", "demo")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def ensure_upstream(stage: str, params: Any, where: paths.Layout) -> None:
     upto = order.index(stage) if stage in order else len(order) - 1
     ensure_quick_mixed_dataset(where.raw, replace(params.synth, workers=1))
     if upto > 0 and not (where.faces / "manifest.csv").is_file():
-        run_preprocess(where.raw, where.faces, where.preprocess_reports, params.preprocess, progress=False)
+        run_preprocess(where.raw, where.faces, where.preprocess_reports, params.preprocess, params.data, progress=False)
     if upto > 1 and not all((where.splits / f"{s}.csv").is_file() for s in ("train", "val", "test")):
         run_split(where.faces, where.splits, where.split_reports, params.split)
     if upto > 2 and not where.checkpoint.is_file():
@@ -90,6 +98,19 @@ def ensure_upstream(stage: str, params: Any, where: paths.Layout) -> None:
     needed = ("predictions.csv", "calibration.json", "robustness.csv", "reliability_calibrated.csv")
     if upto > 3 and not all((where.eval_reports / f).is_file() for f in needed):
         run_evaluate(params.evaluate, where.checkpoint, where.faces, where.splits, where.eval_reports)
+    if stage == "benchmark" and not (where.cross_reports(QUICK_CROSS_NAME) / "details.json").is_file():
+        data = ensure_quick_cross_dataset(where.raw.parent / "raw_cross")
+        run_cross_evaluate(
+            params.evaluate,
+            where.checkpoint,
+            where.calibration,
+            data,
+            where.cross_faces(QUICK_CROSS_NAME),
+            where.cross_reports(QUICK_CROSS_NAME),
+            params.preprocess,
+            figures=False,
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,9 +191,9 @@ def run_split(
         "identical_files_across_splits": len(report["identical_files_across_splits"]),
         "near_duplicates_across_splits": audit.summary.get("near_duplicate_pairs_across_splits", 0),
     }
-    shortcut_aucs = shortcuts.summary().get("auc") if shortcuts is not None else None
-    if shortcut_aucs:
-        headline["shortcut_max_auc"] = max(shortcut_aucs.values())
+    strongest = shortcuts.max_auc() if shortcuts is not None else None
+    if strongest is not None:  # properties without an AUC are left out; none with one: no headline
+        headline["shortcut_max_auc"] = strongest
     headline["warnings"] = len(warnings)
     write_json(out / "metrics.json", headline)
     return SplitResult(frame, report, table, manifests, audit.pairs, audit.summary, shortcuts, warnings)
@@ -209,16 +230,21 @@ def run_preprocess(
     out_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
     cfg: PreprocessConfig,
+    data: DataConfig | None = None,
     progress: bool = True,
 ) -> PreprocessResult:
     """Build the face-crop cache of ``raw_dir`` in ``out_dir``; write the summary, the skip list
-    and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``."""
+    and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``.
+
+    ``data`` (``params.yaml``'s ``data`` section) says how the dataset is laid out
+    (``deepfake.data.layouts``); by default, ``params.yaml``'s."""
     from ..data.preprocess import preprocess
     from ..evaluation import plots
     from . import tracking
 
     out = prepare_output_dir(paths.resolve(reports_dir))  # before the long work, not after it
-    result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress)
+    layout = LayoutConfig.of(data) if data is not None else LayoutConfig()
+    result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout)
     details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
     tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
@@ -378,18 +404,24 @@ def run_cross_evaluate(
     out = prepare_output_dir(paths.resolve(reports_dir))
     from ..data.preprocess import preprocess
 
-    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress)
+    # any layout the folder has (a benchmark's too), whatever the training data's was; with
+    # cross_split "test", only the dataset's official test split when its adapter gives one
+    only = "test" if cfg.cross_split == "test" else ""
+    layout = LayoutConfig(layout="auto")
+    cache = preprocess(data, paths.resolve(faces_dir), pcfg, progress=progress, layout=layout, only_split=only)
     cache.skipped.to_csv(out / "skipped.csv", index=False)  # its counts go into metrics.json
     if cache.manifest.empty:
         raise ValueError(f"no usable image in {data}: every input was skipped (see {out / 'skipped.csv'})")
     frame = index_dataset(paths.resolve(faces_dir), hashes=False)
+    official = only and "split" in frame.columns and frame["split"].eq("test").all()
     result = evaluate(
         ckpt_path, frame, paths.resolve(faces_dir), cfg, calibration=load_calibration(calib_path, checkpoint=ckpt_path)
     )
     counts = {k: cache.summary.get(k) for k in ("images", "videos", "faces_found", "no_face", "written", "skipped")}
+    what = "its official test split" if official else "all images"
     result.metrics = {
         "dataset": os.path.normpath(data),
-        "split": "all images (cross-dataset, nothing fitted on it)",
+        "split": f"{what} (cross-dataset, nothing fitted on it)",
         "calibration_from": os.path.normpath(calib_path),
         "preprocess": counts,
         **result.metrics,
@@ -436,6 +468,42 @@ def _draw(figs: dict, out: Path) -> dict[str, Path]:
     from ..evaluation import plots
 
     return {name: plots.save(make(), out / f"{name}.png") for name, make in figs.items()}
+
+
+def training_set_name(faces_dir: str | os.PathLike, raw_dir: str | os.PathLike) -> str:
+    """The training dataset's name in tables: the benchmark a dataset adapter recognised (the face
+    cache's ``dataset`` column, named as papers name it), else the dataset folder's name."""
+    from ..evaluation.benchmark import DISPLAY_NAMES
+
+    manifest = paths.resolve(faces_dir) / "manifest.csv"
+    if manifest.is_file():
+        head = pd.read_csv(manifest, nrows=0).columns
+        if "dataset" in head:
+            names = pd.read_csv(manifest, usecols=["dataset"], dtype=str, keep_default_na=False)["dataset"]
+            found = sorted(set(names) - {""})
+            if found:
+                return " + ".join(DISPLAY_NAMES.get(n, n) for n in found)
+    return paths.resolve(raw_dir).name
+
+
+def run_benchmark(
+    eval_reports: str | os.PathLike,
+    cross_reports: dict[str, Path],
+    out_dir: str | os.PathLike,
+    train_set: str,
+) -> pd.DataFrame:
+    """The benchmark table of the trained detector: its test split (``eval_reports``) and every
+    cross-dataset test set (``cross_reports``: name -> the cross stage's reports folder), written
+    to ``out_dir`` as ``table.csv`` (long: a row per test set, kind of fake and level),
+    ``table.md`` (papers' layout) and ``benchmark.png``/``.svg``. Returns the long table."""
+    from ..evaluation.benchmark import collect, write_benchmark
+
+    out = prepare_output_dir(paths.resolve(out_dir))
+    long = collect(paths.resolve(eval_reports), {k: paths.resolve(v) for k, v in cross_reports.items()}, train_set)
+    write_benchmark(long, out)
+    sets = ", ".join(dict.fromkeys(long["test_set"]))
+    log.info("benchmark table: %d row(s) over %s -> %s", len(long), sets, paths.shown(out / "table.md"))
+    return long
 
 
 def run_plots(

@@ -358,6 +358,8 @@ def make_batch_loader(
     pin_memory: bool = False,
     finish_in_workers: bool = False,
     seed: int = 0,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` driven by ``sampler``.
 
@@ -367,6 +369,7 @@ def make_batch_loader(
             ``finish_batch`` runs on the device.
         seed: seeds the loader's own generator (worker base seeds), so creating an iterator never
             draws from torch's global generator (that would change dropout masks on resume).
+        mean, std: the model's input normalisation (its preprocessing contract's).
     """
     from ..core.utils import worker_init_fn
 
@@ -377,7 +380,10 @@ def make_batch_loader(
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=Collate(
-            finish=finish_in_workers, augment=dataset.augment is not None and not dataset.augment_in_worker
+            finish=finish_in_workers,
+            augment=dataset.augment is not None and not dataset.augment_in_worker,
+            mean=mean,
+            std=std,
         ),
         pin_memory=pin_memory,
         worker_init_fn=worker_init_fn,

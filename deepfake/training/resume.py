@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.checkpoint import read_checkpoint
+from ..core.config import ConfigError
+from ..models.checkpoint import TRAINING_STATE_KEYS, read_checkpoint
 from . import distributed as D
 
 #: Config keys that may differ between an interrupted run and its resumption (they do not change the result).
@@ -64,13 +65,17 @@ def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) 
         loader_generator.set_state(state["loader"])
 
 
+class ResumeError(ConfigError):
+    """``resume=True`` cannot continue from what the model folder holds (the message says why and what to do)."""
+
+
 def check_resumable(saved: dict, cfg: Any, path: Path) -> None:
     """Raise when ``path`` was written by a run with a different config (beyond ``RESUME_FREE_KEYS``)."""
     now = asdict(cfg)
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_FREE_KEYS and saved.get(k) != now.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise ValueError(
+        raise ResumeError(
             f"cannot resume from {path}: it was trained with a different config ({detail}); "
             "use the same train params, or set resume=false (or another model_dir) to start afresh"
         )
@@ -91,16 +96,33 @@ class Progress:
 
 
 def load_resume(cfg: Any, last_path: Path) -> dict | None:
-    """The checkpoint to resume from, when ``cfg.resume`` and it exists (checked against ``cfg``)."""
+    """The checkpoint to resume from, when ``cfg.resume`` and it exists (checked against ``cfg``).
+
+    None when there is nothing to resume (no ``last.pt`` and no ``best.pt`` beside it: a first run).
+
+    Raises:
+        ResumeError: only ``best.pt`` is there (it holds the weights, not the training state), or
+            ``last.pt`` holds no training state, or was written with another config.
+    """
     if not cfg.resume:
         return None
+    best = last_path.with_name("best.pt")
+    if not last_path.is_file() and best.is_file():
+        raise ResumeError(
+            f"cannot resume: {last_path} does not exist, and resuming needs it (it keeps the optimizer, scheduler, "
+            f"progress and random states of the run's last step), while {best} holds the best epoch's model, not "
+            "a point to continue from; copy the run's last.pt there, or set resume=false to train afresh (which "
+            "replaces best.pt)"
+        )
     if not last_path.is_file():
         return None
     ckpt = read_checkpoint(last_path)
-    if "progress" not in ckpt or "optimizer" not in ckpt:
-        raise ValueError(
-            f"cannot resume from {last_path}: it holds no training state (written by an older version); set "
-            "resume=false"
+    missing = [k for k in TRAINING_STATE_KEYS if k not in ckpt and k != "scaler"]
+    if missing:
+        raise ResumeError(
+            f"cannot resume from {last_path}: it holds no training state ({', '.join(missing)} missing: a best.pt, "
+            "or written by an older version), and resuming needs the last.pt its run wrote; set resume=false to "
+            "train afresh"
         )
     check_resumable(ckpt["config"], cfg, last_path)
     return ckpt

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core.progress import progress
 from ..core.utils import autocast
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD
 from . import distributed as D
 from .loading import Batch, EpochBatchSampler, ImageDataset, finish_batch, make_batch_loader
 
@@ -43,11 +44,16 @@ def scoring_loader(
     num_workers: int = 0,
     perturb: Callable[[np.ndarray], np.ndarray] | None = None,
     on_cpu: bool = True,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> torch.utils.data.DataLoader:
-    """Batches of ``frame``'s images (``path`` relative to ``root``) as model inputs, in frame order."""
+    """Batches of ``frame``'s images (``path`` relative to ``root``) as model inputs, in frame order,
+    normalised with ``mean`` and ``std`` (the model's preprocessing contract's)."""
     dataset = ImageDataset(frame, root, image_size, perturb=perturb)
     sampler = EpochBatchSampler(len(frame), batch_size, shuffle=False)
-    return make_batch_loader(dataset, sampler, num_workers, pin_memory=not on_cpu, finish_in_workers=on_cpu)
+    return make_batch_loader(
+        dataset, sampler, num_workers, pin_memory=not on_cpu, finish_in_workers=on_cpu, mean=mean, std=std
+    )
 
 
 @torch.inference_mode()
@@ -61,11 +67,14 @@ def predict(
     desc: str = "predict",
     dist_info: D.DistInfo | None = None,
     show: bool = True,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Score ``loader`` (``Batch`` es of ``deepfake.training.loading``); returns mean BCE loss, labels and logits.
 
     Under torchrun each rank scores its share and the results come back gathered from every
-    rank, in the order of the split frame.
+    rank, in the order of the split frame. ``mean`` and ``std`` normalise batches the loader
+    left as uint8 (the model's preprocessing contract's; ``make_batch_loader`` takes the same).
     """
     model.eval()
     info = dist_info or D.DistInfo()
@@ -77,7 +86,7 @@ def predict(
     for i, batch in enumerate(progress(loader, desc=desc, unit="batches", disable=not show, leave=False)):
         if max_batches and i >= max_batches:
             break
-        b: Batch = finish_batch(batch, device, augment=False, channels_last=channels_last)
+        b: Batch = finish_batch(batch, device, False, mean, std, channels_last)
         logits = forward_logits(model, b.images, device, amp)  # (B,)
         total = total.to(logits.device) + loss_fn(logits, b.targets).double()
         ys.append(b.targets.cpu())
@@ -103,8 +112,11 @@ def score_frame(
     num_workers: int = 0,
     perturb: Callable[[np.ndarray], np.ndarray] | None = None,
     desc: str = "score",
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> np.ndarray:
-    """Fake-logit of every row of ``frame`` (same order)."""
-    loader = scoring_loader(frame, root, image_size, batch_size, num_workers, perturb, on_cpu=device.type == "cpu")
-    _, _, z = predict(model, loader, device, amp=device.type == "cuda", desc=desc)
+    """Fake-logit of every row of ``frame`` (same order), its images normalised with ``mean`` and ``std``."""
+    on_cpu = device.type == "cpu"
+    loader = scoring_loader(frame, root, image_size, batch_size, num_workers, perturb, on_cpu, mean, std)
+    _, _, z = predict(model, loader, device, amp=device.type == "cuda", desc=desc, mean=mean, std=std)
     return z

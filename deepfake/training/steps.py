@@ -17,11 +17,15 @@ import torch
 from torch import nn
 
 from ..core.progress import progress
+from ..data.inputs import IMAGENET_MEAN, IMAGENET_STD
 from . import distributed as D
 from .loading import finish_batch
 from .scoring import forward_logits
 
 CHECK_EVERY = 20  # batches between checks that the training loss is finite (each check syncs a GPU)
+#: ``linear`` schedule: constant until this share of the steps, then down to 0 at the last one
+#: (Shiohara & Yamasaki 2022, SBI: ``LinearDecayLR`` from epoch 75 of 100).
+LINEAR_DECAY_START = 0.75
 
 
 class EpochStats:
@@ -55,19 +59,23 @@ class EpochStats:
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning-rate multiplier at optimisation ``step`` (0-based): linear warm-up, then constant or cosine."""
+    """Learning-rate multiplier at optimisation ``step`` (0-based): linear warm-up, then ``constant``,
+    ``cosine`` (to 0 at the end) or ``linear`` (constant, then down to 0 over the last quarter of the steps)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "cosine":
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "linear":
+        start = max(warmup_steps, round(LINEAR_DECAY_START * total_steps))
+        return 1.0 if step < start else max(0.0, (total_steps - step) / max(total_steps - start, 1))
     return 1.0
 
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float, schedule: str
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: ``warmup_epochs`` of linear warm-up, then ``schedule`` (constant or cosine) to the end."""
+    """Per-step schedule: ``warmup_epochs`` of linear warm-up, then ``schedule`` (``lr_factor``) to the end."""
     warmup, total = round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch
 
     def factor(step: int) -> float:
@@ -94,6 +102,7 @@ class StepOptions:
         show: show a progress bar (the main process).
         desc: the progress bar's label.
         on_step: called with the 1-based step number and the accumulator after each step.
+        mean, std: the model's input normalisation (its preprocessing contract's).
     """
 
     device: torch.device
@@ -107,6 +116,8 @@ class StepOptions:
     show: bool = True
     desc: str = "train"
     on_step: Callable[[int, EpochStats], None] | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 def train_one_epoch(
@@ -129,7 +140,7 @@ def train_one_epoch(
     stats = stats or EpochStats()
     bar = progress(total=int(sum(global_sizes)), desc=opts.desc, unit="images", disable=not opts.show, leave=False)
     for i, batch in enumerate(loader):
-        b = finish_batch(batch, opts.device, opts.augment, channels_last=opts.channels_last)  # images (B, 3, H, W)
+        b = finish_batch(batch, opts.device, opts.augment, opts.mean, opts.std, opts.channels_last)  # (B, 3, H, W)
         logits = forward_logits(model, b.images, opts.device, opts.amp)  # (B,)
         loss_sum = opts.loss_fn(logits, b.targets)
         loss = loss_sum * (opts.world_size / global_sizes[i])

@@ -1,11 +1,12 @@
 """Training: one entry point for a CPU, a GPU or ``torchrun`` on N GPUs; resumable and checkpointed.
 
 ``train(cfg, splits_dir, data_root, out_dir)`` trains on ``train.csv``, selects on
-``val.csv`` (ROC-AUC) and writes ``last.pt`` (every epoch, and every ``checkpoint_every``
-batches) and ``best.pt`` (best validation epoch). Both are written atomically and hold
-everything needed to continue: model, optimizer, scheduler, grad-scaler, progress, RNG
-states and the resolved config; ``resume=True`` continues from ``last.pt`` to the result an
-uninterrupted run would have given (same seed, ``deterministic=True``).
+``val.csv`` (ROC-AUC) and writes ``best.pt`` (best validation epoch: the weights, the
+preprocessing contract, the resolved config and metadata) and ``last.pt`` (every epoch, and
+every ``checkpoint_every`` batches: the same record plus everything needed to continue:
+optimizer, scheduler, grad-scaler, progress and RNG states). Both are written atomically;
+``resume=True`` continues from ``last.pt`` to the result an uninterrupted run would have given
+(same seed, ``deterministic=True``).
 
 Run under ``torchrun --nproc_per_node=N -m deepfake train`` the same function trains with
 DistributedDataParallel: ``batch_size`` stays the global batch (images per optimisation
@@ -19,11 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,12 +35,21 @@ from torch import nn
 from .. import __version__
 from ..core import paths
 from ..core.config import section, setting
-from ..core.utils import amp_dtype, atomic_path, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
+from ..core.utils import amp_dtype, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
 from ..data.detect import parse_points
 from ..data.inputs import Preprocessing, load_input, read_contract
 from ..data.split import read_split
 from ..metrics.classification import binary_metrics
-from ..models.architectures import ARCHS, apply_train_mode, build_model, count_parameters, set_backbone_frozen
+from ..models.architectures import (
+    UnknownArchError,
+    apply_train_mode,
+    build_model,
+    check_arch,
+    convert_sync_batchnorm,
+    count_parameters,
+    input_config,
+    set_backbone_frozen,
+)
 from ..models.checkpoint import save_checkpoint
 from . import distributed as D
 from .augment import AugmentConfig
@@ -63,7 +72,8 @@ HISTORY_COLUMNS = (
     "val_auc",
     "lr",
 )
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "sgd")
 CLASS_BALANCE = ("auto", "loss", "sampler", "none")
 
 
@@ -75,13 +85,17 @@ class TrainConfig:
     Defaults are ``params.yaml``'s ``train`` section (``device`` and ``seed``: ``base``).
 
     Attributes:
-        arch: ``resnet18`` | ``dilated_cnn`` (see ``deepfake.models.architectures``).
-        weights: ``auto`` | ``imagenet`` | ``none`` | path to weights.
+        arch: ``resnet18`` | ``dilated_cnn`` | any timm model name (``efficientnet_b4``,
+            ``legacy_xception``...; see ``deepfake.models.architectures``).
+        weights: ``auto`` | ``imagenet`` | ``none`` | path to weights (a state dict or checkpoint).
         epochs: passes over the training split (at most; see ``patience``).
         batch_size: images per optimisation step (all processes together under torchrun).
-        lr: Adam learning rate (peak, after warm-up).
-        weight_decay: Adam weight decay (L2).
-        schedule: ``constant`` or ``cosine`` (decay to 0 at the end of the last epoch), per step.
+        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
+        lr: learning rate (peak, after warm-up).
+        momentum: SGD's momentum (unused by Adam).
+        weight_decay: weight decay (L2, as both optimizers apply it).
+        schedule: ``constant``, ``cosine`` (decay to 0 at the end of the last epoch) or ``linear``
+            (constant, then down to 0 over the last quarter of the steps: SBI's), per step.
         warmup_epochs: linear learning-rate warm-up from ~0, in epochs (fractions allowed).
         freeze_backbone_epochs: train only the new head for this many first epochs, backbone
             BatchNorm statistics frozen too; needs pretrained weights (ignored, with a
@@ -123,11 +137,13 @@ class TrainConfig:
         min_epochs: epochs always trained before early stopping may stop the run.
     """
 
-    arch: str = setting(choices=ARCHS)
+    arch: str = setting()  # ARCHS or a timm model name: checked by check_arch
     weights: str = setting()
     epochs: int = setting(min=1)
     batch_size: int = setting(min=1)
+    optimizer: str = setting(choices=OPTIMIZERS)
     lr: float = setting(gt=0)
+    momentum: float = setting(min=0, lt=1)
     weight_decay: float = setting(min=0)
     schedule: str = setting(choices=SCHEDULES)
     warmup_epochs: float = setting(min=0)
@@ -163,6 +179,10 @@ class TrainConfig:
     max_batches: int = 0  # not a pipeline setting: quick checks stop each epoch early
 
     def __post_init__(self) -> None:
+        try:
+            check_arch(self.arch)
+        except UnknownArchError as e:
+            raise ValueError(f"train.arch = {e}") from None
         if self.jpeg_quality_min > self.jpeg_quality_max:
             raise ValueError(
                 f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max "
@@ -308,7 +328,12 @@ def _train(
 
     # Data
     train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    contract = read_contract(data_root, cfg.image_size)
+    model_inputs = input_config(cfg.arch)  # normalisation and native size: timm's pretrained_cfg for timm models
+    contract = replace(
+        read_contract(data_root, cfg.image_size), mean=tuple(model_inputs["mean"]), std=tuple(model_inputs["std"])
+    )
+    if show:
+        _check_input_size(cfg, contract, model_inputs)
     blend = cfg.blend(contract.margin)
     caches = _decoded_caches(cfg, data_root, (train_df, val_df), info) if cfg.decode_cache else (None, None)
     train_set = ImageDataset(
@@ -368,6 +393,8 @@ def _train(
         pin_memory=cuda,
         finish_in_workers=on_cpu,
         seed=cfg.seed + info.rank,
+        mean=contract.mean,
+        std=contract.std,
     )
     val_loader = make_batch_loader(
         ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]),
@@ -376,13 +403,15 @@ def _train(
         pin_memory=cuda,
         finish_in_workers=on_cpu,
         seed=cfg.seed + info.rank,
+        mean=contract.mean,
+        std=contract.std,
     )
 
     # Model and optimisation
     last_path, best_path = out / "last.pt", out / "best.pt"
     resume_ckpt = load_resume(cfg, last_path)
     model_weights = "none" if resume_ckpt is not None else cfg.weights
-    net, weights_used = build_model(cfg.arch, model_weights)
+    net, weights_used = build_model(cfg.arch, model_weights, image_size=cfg.image_size)
     if resume_ckpt is not None:
         weights_used = resume_ckpt["weights_used"]
     if info.enabled:
@@ -397,7 +426,7 @@ def _train(
             )
         freeze_epochs = 0
     if info.enabled and cuda and cfg.sync_bn:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = convert_sync_batchnorm(net, cfg.arch)
     elif info.enabled and info.is_main and freeze_epochs < cfg.epochs:
         warnings.warn(
             "BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
@@ -405,7 +434,7 @@ def _train(
             stacklevel=2,
         )
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(net, cfg)
     steps_per_epoch = len(train_sampler)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.schedule)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
@@ -419,6 +448,7 @@ def _train(
         "weights_used": weights_used,
         "image_size": cfg.image_size,
         "preprocessing": contract.to_dict(),
+        "backbone": model_inputs,
         "package_version": __version__,
         "world_size": info.world_size,
     }
@@ -428,18 +458,21 @@ def _train(
         if show:
             log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
 
+    def model_record(p: Progress) -> dict[str, Any]:
+        """What ``best.pt`` holds: the weights, the preprocessing contract and the metadata."""
+        return {"model": net.state_dict(), "epoch": p.epoch, "val_auc": p.rows[-1]["val_auc"] if p.rows else math.nan}
+
     def checkpoint(path: Path, p: Progress) -> None:
+        """``last.pt``: the model record and the training state (``TRAINING_STATE_KEYS``) a run resumes from."""
         rngs = D.all_gather_objects(rng_state(train_loader.generator), info)
         if info.is_main:
             save_checkpoint(
                 path,
-                model=net.state_dict(),
+                **model_record(p),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,
-                epoch=p.epoch,
                 step=p.step,
-                val_auc=p.rows[-1]["val_auc"] if p.rows else math.nan,
                 history=p.rows,
                 progress=asdict(p),
                 rng=rngs,
@@ -448,6 +481,8 @@ def _train(
 
     frozen_state, model = None, net
     epoch_seconds: dict[int, float] = {}
+    train_seconds: dict[int, float] = {}  # the optimisation steps alone, without validation
+    train_images: dict[int, int] = {}
     for epoch in range(prog.epoch + 1, cfg.epochs + 1):
         if prog.stopped_early:
             break
@@ -489,14 +524,28 @@ def _train(
             show,
             f"epoch {epoch}/{cfg.epochs}",
             on_step,
+            contract.mean,
+            contract.std,
         )
-        stats = train_one_epoch(model, train_loader, optimizer, opts, train_sampler.global_sizes(), stats)
+        t_train = time.perf_counter()
+        sizes = train_sampler.global_sizes()
+        stats = train_one_epoch(model, train_loader, optimizer, opts, sizes, stats)
+        train_seconds[epoch], train_images[epoch] = time.perf_counter() - t_train, int(sum(sizes))
         loss_sum, y, p = stats.gathered(info)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss of epoch {epoch} is {loss_sum}; lower train.lr or disable amp")
         tr = (loss_sum / max(len(y), 1), y, p)
         va_loss, va_y, va_z = predict(
-            net, val_loader, device, use_amp, channels_last, desc="validate", dist_info=info, show=show
+            net,
+            val_loader,
+            device,
+            use_amp,
+            channels_last,
+            desc="validate",
+            dist_info=info,
+            show=show,
+            mean=contract.mean,
+            std=contract.std,
         )
         va = (va_loss, va_y, torch.sigmoid(torch.from_numpy(va_z)).numpy())
         row = {
@@ -515,10 +564,9 @@ def _train(
         prog.stopped_early = bool(
             cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs
         )
+        if improved and info.is_main:  # before last.pt: a run stopped between the two redoes this epoch
+            save_checkpoint(best_path, **model_record(prog), **meta)
         checkpoint(last_path, prog)
-        if improved and info.is_main:
-            with atomic_path(best_path) as tmp:
-                shutil.copyfile(last_path, tmp)
         epoch_seconds[epoch] = time.perf_counter() - t0
         if on_epoch is not None and info.is_main:
             on_epoch(dict(row))
@@ -540,6 +588,7 @@ def _train(
         "world_size": info.world_size,
         "precision": str(amp_dtype(device)).removeprefix("torch.") + " autocast" if use_amp else "float32",
         "parameters": count_parameters(net),
+        "backbone": model_inputs,
         "n_train": len(train_df),
         "n_train_items": len(train_set),
         **blend_counts,
@@ -555,9 +604,12 @@ def _train(
         "pos_weight": pos_weight,
         "frozen_epochs": freeze_epochs,
     }
+    step_seconds = sum(train_seconds.values())
     timings = {
         "epoch_seconds": {str(k): round(v, 2) for k, v in epoch_seconds.items()},
         "train_seconds": round(sum(epoch_seconds.values()), 2),
+        # images through the optimisation steps per second (all processes; validation not counted)
+        "train_images_per_second": round(sum(train_images.values()) / step_seconds, 2) if step_seconds else None,
     }
     return TrainResult(
         history=history,
@@ -600,6 +652,27 @@ def crop_landmarks(frame: pd.DataFrame, contract: Preprocessing, image_size: int
         pts = parse_points(cell)
         out.append(None if pts is None else pts * scale)
     return out
+
+
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over every parameter of ``net`` (frozen ones get no gradient, hence no step)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _check_input_size(cfg: TrainConfig, contract: Preprocessing, model_inputs: dict) -> None:
+    """Warn when the network is fed crops upsampled from the cache (``preprocess.size`` below
+    ``train.image_size``), and say when it runs at another size than it was pretrained at."""
+    if contract.crop_size and cfg.image_size > contract.crop_size:
+        log.warning(
+            f"train.image_size {cfg.image_size} exceeds the face cache's {contract.crop_size} px crops "
+            f"(preprocess.size): the network sees upsampled crops; set preprocess.size: {cfg.image_size} "
+            "(the presets set both)"
+        )
+    native = model_inputs.get("native_input_size")
+    if native and native != cfg.image_size:
+        log.info(f"{cfg.arch} was pretrained at {native} px; training at {cfg.image_size} px (train.image_size)")
 
 
 def _decoded_caches(

@@ -81,6 +81,7 @@ MODEL_RECORD = {
     "weights_used",
     "package_version",
     "world_size",
+    "backbone",
 }
 
 

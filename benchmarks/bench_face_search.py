@@ -25,6 +25,9 @@ One command prints the machine and every table (markdown):
    photo to a probability) timed on ``--latency-photos`` photos with two copies of a checkpoint
    whose contracts differ only by ``face_search`` (dlib_hog, no upsampling), calls alternating.
 
+``--videos FOLDER`` compares the two on one's own videos (a folder with ``real/`` and ``fake/``, as
+the preprocess stage reads it, e.g. FaceForensics++ c23) instead of the generated clips.
+
 Extrapolations (FaceForensics++ c23, 6,000 videos x 32 frames; per 1,000 videos on N cores) use
 the 1-worker rate per core and assume cores add up; the 2-worker row shows how far that holds here.
 """
@@ -51,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deepfake.data.detect import FaceBox, get_detector  # noqa: E402
 from deepfake.data.faces import crop_frames, find_largest  # noqa: E402
 from deepfake.data.inputs import Preprocessing  # noqa: E402
-from deepfake.data.media import read_image  # noqa: E402
+from deepfake.data.media import kind_of, read_image  # noqa: E402
 from deepfake.data.preprocess import PreprocessConfig, preprocess  # noqa: E402
 from deepfake.data.video import sample_video  # noqa: E402
 from deepfake.pipeline.quick import SHARED_PHOTOS, face_image, pan_zoom_frames  # noqa: E402
@@ -151,7 +154,9 @@ def compare_frames(clips: list[dict]) -> dict:
     counts = {"frames": 0, "both": 0, "full_only": 0, "adaptive_only": 0, "neither": 0, "n_faces_differ": 0}
     ious: list[float] = []
     for i, clip in enumerate(clips):
-        frames = [rgb for _, rgb in sample_video(clip["path"], FFPP_FRAMES).frames]
+        sample = sample_video(clip["path"], FFPP_FRAMES)
+        clip["frames"] = sample.n_frames
+        frames = [rgb for _, rgb in sample.frames]
         crops = {}
         for s in STRATEGIES if i % 2 == 0 else STRATEGIES[::-1]:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -171,7 +176,7 @@ def compare_frames(clips: list[dict]) -> dict:
                 counts["adaptive_only"] += 1
             else:
                 counts["neither"] += 1
-        print(f"  {clip['path'].name}: face {clip['face_width']:.0f} px, found {clip['found']}", file=sys.stderr)
+        print(f"  {clip['path'].name}: face {clip['face_width'] or '?'} px, found {clip['found']}", file=sys.stderr)
     return {**counts, "ious": np.array(ious), "seconds": seconds, "cpu": cpu}
 
 
@@ -255,19 +260,45 @@ def pool_start(folder: Path, work: Path, repeats: int = 2) -> float:
     return statistics.median(times)
 
 
-def decode_cost(folder: Path, photo: np.ndarray, box: FaceBox, short: Path, repeats: int = 3) -> dict:
-    """Seconds to sample 32 frames from a 20 s clip (500 frames) and from a short one."""
-    frames = pan_zoom_frames(photo, 20 * FPS, FRAME, scales=(150 / box.w, 170 / box.w))
+def decode_cost(folder: Path, short: Path, repeats: int = 3) -> dict:
+    """Seconds to sample 32 frames from a 20 s clip (500 frames) and from a short one, and from the
+    20 s clip decoding every frame (as before non-reference frames were skipped).
+
+    The 20 s clip pans over a mosaic of 24 portraits with a little noise: sharp detail everywhere,
+    so it costs the decoder more than the clips above (its bitrate is reported).
+    """
+    from deepfake.data import video
+
+    tiles = [cv2.resize(face_image(i)[0], (400, 400), interpolation=cv2.INTER_AREA) for i in range(24)]
+    mosaic = np.vstack([np.hstack(tiles[r * 6 : (r + 1) * 6]) for r in range(4)])  # 1600 x 2400
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(20 * FPS):
+        x, y = 2 * t, int(300 + 200 * np.sin(t / 60))
+        noisy = mosaic[y : y + FRAME[1], x : x + FRAME[0]] + rng.normal(0, 3, (FRAME[1], FRAME[0], 3))
+        frames.append(np.clip(noisy, 0, 255).astype(np.uint8))
     long = folder / "long.mp4"
     write_clip(long, frames)
+    every = video._decode_sampled
+
+    def decode_all(container, stream, sampled):
+        return every(container, stream, lambda packet: True)
+
     t: dict[str, list[float]] = {}
     for _ in range(repeats):
-        for name, path in (("long", long), ("short", short)):
+        for name, path in (("long", long), ("short", short), ("long_every_frame", long)):
+            if name == "long_every_frame":
+                video._decode_sampled = decode_all
             t0, c0 = time.perf_counter(), time.process_time()
-            sample_video(path, FFPP_FRAMES)
+            try:
+                sample_video(path, FFPP_FRAMES)
+            finally:
+                video._decode_sampled = every
             t.setdefault(name, []).append(time.perf_counter() - t0)
             t.setdefault(f"{name}_cpu", []).append(time.process_time() - c0)
-    return {k: statistics.median(v) for k, v in t.items()}
+    out = {k: statistics.median(v) for k, v in t.items()}
+    out["kbps"] = long.stat().st_size * 8 / 20 / 1000
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +421,13 @@ def machine() -> str:
 
 
 def minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds / 60:.1f} min"
+        if seconds < 600
+        else f"{seconds / 60:.0f} min"
+        if seconds < 5400
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def report_videos(clips, codec, frames, floor, runs, start, decode) -> list[str]:
@@ -398,13 +435,15 @@ def report_videos(clips, codec, frames, floor, runs, start, decode) -> list[str]
     med = {k: statistics.median(v["seconds"]) for k, v in runs.items()}
     rate = {k: n / med[k] for k in med}  # frames per second, all workers together
     cpu_rate = {s: n / statistics.median(runs[(s, 1)]["cpu"]) for s in STRATEGIES}  # per CPU-second, 1 worker
-    widths = [c["face_width"] for c in clips]
+    widths = [c["face_width"] for c in clips if c["face_width"]]
     fs, fc = frames["seconds"], frames["cpu"]
+    length = f"{min(c['frames'] for c in clips)}-{max(c['frames'] for c in clips)} frames"
     lines = [
-        f"Clips: {len(clips)} x 1280x720, {codec}{' CRF 23' if codec == 'libx264' else ''}, 25 fps, "
-        f"{min(c['frames'] for c in clips)}-{max(c['frames'] for c in clips)} frames, faces "
+        f"Clips: {len(clips)} x 1280x720, {codec}{' CRF 23' if codec == 'libx264' else ''}, 25 fps, {length}, faces "
         f"{min(widths):.0f}-{max(widths):.0f} px wide (median {statistics.median(widths):.0f}); "
-        f"{'shared real portraits' if SHARED_PHOTOS.is_dir() else 'rendered faces'}.",
+        f"{'shared real portraits' if SHARED_PHOTOS.is_dir() else 'rendered faces'}."
+        if widths
+        else f"Videos: {len(clips)} from {codec}, {length}.",
         "",
         "### Faces found on the clips (32 sampled frames each, in one process)",
         "",
@@ -447,30 +486,49 @@ def report_videos(clips, codec, frames, floor, runs, start, decode) -> list[str]
             f"- {s}: 2 workers {rate[(s, 2)] / rate[(s, 1)]:.2f}x the frames/s of 1 worker; "
             f"{steady / rate[(s, 1)]:.2f}x without the pool's start ({steady / 2:.1f} frames/s per core)."
         )
-    extra, extra_cpu = decode["long"] - decode["short"], decode["long_cpu"] - decode["short_cpu"]
-    lines += [
-        "",
-        "### Extrapolation to FaceForensics++ c23 (6,000 videos x 32 frames), 8 cores",
-        "",
-        f"Sampling 32 frames from a 20 s clip (500 frames) takes {decode['long']:.2f} s ({decode['long_cpu']:.2f} s "
-        f"CPU) against {decode['short']:.2f} s ({decode['short_cpu']:.2f} s CPU) from a {clips[0]['frames']}-frame "
-        f"clip: +{extra:.2f} s ({extra_cpu:.2f} s CPU) per video of 20 s.",
-        "",
-        "| face_search | rate from | s per video: these clips | 20 s | FF++ c23 on 8 cores: these clips | 20 s |",
-        "|:--|:--|--:|--:|--:|--:|",
-    ]
-    per_video = {}
-    for s in STRATEGIES:
-        for basis, r, x in (
-            ("wall clock, 1 worker", rate[(s, 1)], extra),
-            ("CPU time, 1 worker", cpu_rate[s], extra_cpu),
-        ):
-            a, b = FFPP_FRAMES / r, FFPP_FRAMES / r + x
-            per_video[(s, basis)] = (a, b)
+    per_video = {s: (FFPP_FRAMES / rate[(s, 1)], FFPP_FRAMES / cpu_rate[s]) for s in STRATEGIES}  # wall, CPU
+    lines += ["", "### Extrapolation to FaceForensics++ c23 (6,000 videos x 32 frames), 8 cores", ""]
+    if decode is None:  # the user's own videos: their own length
+        lines += [
+            "| face_search | s per video, wall clock | CPU time | FF++ c23 on 8 cores, wall clock | CPU time |",
+            "|:--|--:|--:|--:|--:|",
+        ]
+        for s in STRATEGIES:
+            a, c = per_video[s]
             lines.append(
-                f"| {s} | {basis} | {a:.2f} | {b:.2f} | {minutes(FFPP_VIDEOS * a / 8)} | "
-                f"{minutes(FFPP_VIDEOS * b / 8)} |"
+                f"| {s} | {a:.2f} | {c:.2f} | {minutes(FFPP_VIDEOS * a / 8)} | {minutes(FFPP_VIDEOS * c / 8)} |"
             )
+        longer = {s: per_video[s][0] for s in STRATEGIES}
+    else:
+        # a longer video adds decoding: today's path decoded every frame, the new one skips unreferenced ones
+        extra = {
+            "full": (
+                decode["long_every_frame"] - decode["short"],
+                decode["long_every_frame_cpu"] - decode["short_cpu"],
+            ),
+            "adaptive": (decode["long"] - decode["short"], decode["long_cpu"] - decode["short_cpu"]),
+        }
+        lines += [
+            f"Sampling 32 frames from a 20 s clip (500 frames of sharp detail, {decode['kbps']:.0f} kbit/s): "
+            f"{decode['long']:.2f} s ({decode['long_cpu']:.2f} s CPU), against {decode['long_every_frame']:.2f} s "
+            f"({decode['long_every_frame_cpu']:.2f} s CPU) decoding every frame as before; from a "
+            f"{clips[0]['frames']}-frame clip above: {decode['short']:.2f} s ({decode['short_cpu']:.2f} s CPU). "
+            "The 20 s columns add that difference to each video (today's path: full search, every frame decoded; "
+            "the new one: adaptive, unreferenced frames skipped).",
+            "",
+            "| face_search | rate from | s per video: these clips | 20 s videos | FF++ c23, 8 cores: these | 20 s |",
+            "|:--|:--|--:|--:|--:|--:|",
+        ]
+        for s in STRATEGIES:
+            for basis, base, x in (
+                ("wall clock, 1 worker", per_video[s][0], extra[s][0]),
+                ("CPU time, 1 worker", per_video[s][1], extra[s][1]),
+            ):
+                lines.append(
+                    f"| {s} | {basis} | {base:.2f} | {base + x:.2f} | {minutes(FFPP_VIDEOS * base / 8)} | "
+                    f"{minutes(FFPP_VIDEOS * (base + x) / 8)} |"
+                )
+        longer = {s: per_video[s][0] + extra[s][0] for s in STRATEGIES}
     lines += [
         "",
         "### Preprocessing time per 1,000 videos",
@@ -479,8 +537,10 @@ def report_videos(clips, codec, frames, floor, runs, start, decode) -> list[str]
         "|:--|:--|--:|--:|--:|--:|--:|",
     ]
     for s in STRATEGIES:
-        a, b = per_video[(s, "wall clock, 1 worker")]
-        for label, sec in ((f"{clips[0]['frames']}-frame clips as here", a), ("20 s", b)):
+        rows = [(f"{clips[0]['frames']}-frame clips as here" if decode else "these videos", per_video[s][0])]
+        if decode is not None:
+            rows.append(("20 s", longer[s]))
+        for label, sec in rows:
             cells = " | ".join(minutes(1000 * sec / k) for k in (1, 2, 8, 32))
             lines.append(f"| {s} | {label} | {sec:.2f} | {cells} |")
     return lines
@@ -497,18 +557,19 @@ def report_photos(photos, latency) -> list[str]:
         f"{photos['ms']['adaptive']:.1f} ({photos['cpu']['adaptive']:.1f} CPU): "
         f"{photos['ms']['full'] / photos['ms']['adaptive']:.2f}x.",
         "",
-        f"Predictor, a photo to a probability ({latency['note']}, torch {latency['threads']} threads), "
-        f"{latency['n']} photos, calls alternating:",
+        f"Predictor, a photo to a probability ({latency[0]['note']}), {latency[0]['n']} photos, calls alternating "
+        "(decode, face, model: the medians of the predictor's own timings):",
         "",
-        "| face_search | median ms | p90 ms | CPU ms (median) | decode | face | model |",
-        "|:--|--:|--:|--:|--:|--:|--:|",
+        "| torch threads | face_search | median ms | p90 ms | CPU ms (median) | decode | face | model |",
+        "|--:|:--|--:|--:|--:|--:|--:|--:|",
     ]
-    for s in STRATEGIES:
-        p = latency["parts"][s]
-        lines.append(
-            f"| {s} | {latency['median'][s]:.1f} | {latency['p90'][s]:.1f} | {latency['cpu'][s]:.1f} | "
-            f"{p['decode']:.1f} | {p['face']:.1f} | {p['model']:.1f} |"
-        )
+    for lat in latency:
+        for s in STRATEGIES:
+            p = lat["parts"][s]
+            lines.append(
+                f"| {lat['threads']} | {s} | {lat['median'][s]:.1f} | {lat['p90'][s]:.1f} | {lat['cpu'][s]:.1f} | "
+                f"{p['decode']:.1f} | {p['face']:.1f} | {p['model']:.1f} |"
+            )
     return lines
 
 
@@ -516,12 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["videos", "photos"], choices=["videos", "photos"])
     ap.add_argument("--clips", type=int, default=20, help="720p test clips")
+    ap.add_argument("--videos", type=Path, default=None, help="a folder with real/ and fake/ videos instead of clips")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the stage runs")
     ap.add_argument("--photos", type=Path, default=SHARED_PHOTOS, help="a folder with real/ and fake/ photos")
     ap.add_argument("--latency-photos", type=int, default=60, help="photos the predictor is timed on")
     ap.add_argument("--detect-photos", type=int, default=0, help="photos the detection is compared on (0: all)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: ResNet18 with random weights at 96 px")
-    ap.add_argument("--torch-threads", type=int, default=0, help="threads of the predictor's model (0: torch's)")
+    ap.add_argument(
+        "--torch-threads", type=int, nargs="+", default=[0, 1], help="threads of the predictor's model (0: torch's own)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -530,16 +594,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "videos" in args.parts:
-            print("writing clips...", file=sys.stderr, flush=True)
-            clips, codec = make_clips(work / "clips", args.clips, args.seed)
+            data = args.videos
+            if data is None:
+                print("writing clips...", file=sys.stderr, flush=True)
+                data = work / "clips"
+                clips, codec = make_clips(data, args.clips, args.seed)
+            else:  # the user's own videos, e.g. FaceForensics++ c23's
+                found = sorted(p for p in data.rglob("*") if kind_of(p) == "video")
+                clips, codec = [{"path": p, "face_width": None, "frames": 0} for p in found], str(data)
             print("faces found...", file=sys.stderr, flush=True)
             frames = compare_frames(clips)
             floor = noise_floor(clips)
             print("decode cost...", file=sys.stderr, flush=True)
-            photo, box, _ = portraits(1)[0]
-            decode = decode_cost(work, photo, box, clips[0]["path"])
+            decode = decode_cost(work, clips[0]["path"]) if args.videos is None else None
             print("preprocess stage...", file=sys.stderr, flush=True)
-            runs = stage_throughput(work / "clips", work, args.repeats)
+            runs = stage_throughput(data, work, args.repeats)
             start = pool_start(work / "start", work)
             lines += ["", *report_videos(clips, codec, frames, floor, runs, start, decode)]
         if "photos" in args.parts:
@@ -553,11 +622,12 @@ def main(argv: list[str] | None = None) -> int:
             print("photos...", file=sys.stderr, flush=True)
             photos = compare_photos(files[:: max(1, len(files) // args.detect_photos)] if args.detect_photos else files)
             picked = [files[i] for i in np.random.default_rng(args.seed).permutation(len(files))[: args.latency_photos]]
-            if args.torch_threads:
-                import torch
+            import torch
 
-                torch.set_num_threads(args.torch_threads)
-            latency = predictor_latency(args.checkpoint, picked, work)
+            latency = []
+            for threads in args.torch_threads:
+                torch.set_num_threads(threads or os.cpu_count() or 1)
+                latency.append(predictor_latency(args.checkpoint, picked, work))
             lines += ["", *report_photos(photos, latency)]
     loads.append(os.getloadavg()[0])
     head = [

@@ -241,16 +241,23 @@ def figure(long: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def write_benchmark(long: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``table.csv`` (the long table), ``table.md`` (papers' layout) and ``benchmark.png/svg``."""
+def write_table_outputs(
+    table: pd.DataFrame, text: str, fig: plt.Figure, out_dir: str | os.PathLike, figure_name: str
+) -> dict[str, Path]:
+    """Write a results table as ``table.csv`` (every number), its Markdown ``text`` as ``table.md`` and
+    ``fig`` as ``figure_name`` (PNG, with an SVG beside it) under ``out_dir``, each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"table": out / "table.csv", "markdown": out / "table.md"}
     with atomic_path(written["table"]) as tmp:
-        long.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(written["markdown"]) as tmp:
-        Path(tmp).write_text(markdown(wide_table(long)))
-    fig = figure(long)
-    written["figure"] = save(fig, out / "benchmark.png")
+        Path(tmp).write_text(text)
+    written["figure"] = save(fig, out / figure_name)
     plt.close(fig)
     return written
+
+
+def write_benchmark(long: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``table.csv`` (the long table), ``table.md`` (papers' layout) and ``benchmark.png/svg``."""
+    return write_table_outputs(long, markdown(wide_table(long)), figure(long), out_dir, "benchmark.png")

@@ -21,8 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.utils import atomic_path
-from .plots import save
+from .benchmark import write_table_outputs
 
 #: The fixed columns of ``table.csv``; one ``auc_<kind>`` column per kind of fake follows ``ci_level``.
 COLUMNS = [
@@ -209,14 +208,4 @@ def figure(table: pd.DataFrame) -> plt.Figure:
 
 def write_comparison(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``table.csv`` (every number), ``table.md`` and ``comparison.png``/``.svg`` under ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"table": out / "table.csv", "markdown": out / "table.md"}
-    with atomic_path(written["table"]) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(written["markdown"]) as tmp:
-        Path(tmp).write_text(markdown(table))
-    fig = figure(table)
-    written["figure"] = save(fig, out / FIGURE)
-    plt.close(fig)
-    return written
+    return write_table_outputs(table, markdown(table), figure(table), out_dir, FIGURE)

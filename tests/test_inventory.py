@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from deepfake.core import paths
 from deepfake.data.layouts import LayoutConfig
 from deepfake.data.media import BadInputError, sha256_regular_file
+from deepfake.pipeline import quick
 from deepfake.pipeline.inventory import take_inventory
 from deepfake.pipeline.quick import write_params
 
@@ -48,17 +48,6 @@ def hang_guard(seconds: int = 30) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def add_special_files(folder: Path) -> None:
-    """A FIFO, a link to /dev/zero, a UNIX socket, a broken link and a link loop in ``folder``/real."""
-    real = folder / "real"
-    os.mkfifo(real / "fifo.jpg")
-    os.symlink("/dev/zero", real / "zero.jpg")
-    os.symlink(folder / "nowhere.jpg", real / "broken.jpg")
-    os.symlink("loop.jpg", real / "loop.jpg")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(real / "socket.jpg"))  # the socket file stays after the socket is closed
-
-
 @pytest.fixture()
 def folders(tiny_dataset, tmp_path):
     """The tiny dataset as real/ and fake/ folders (no manifest.csv: every path below is listed)."""
@@ -73,7 +62,7 @@ def _inventory(root: Path, out: Path, stat: Path | None = None):
 
 
 def test_special_files_are_listed_with_their_reasons_never_opened(folders, tmp_path):
-    add_special_files(folders)
+    quick.add_special_files(folders)
     with hang_guard():
         inv = _inventory(folders, tmp_path / "inventory.csv", tmp_path / "stat.json")
     table = pd.read_csv(tmp_path / "inventory.csv", dtype=str, keep_default_na=False)
@@ -153,7 +142,7 @@ def _project(tmp_path: Path, raw: Path, **overrides: dict) -> tuple[Path, dict[s
 
 @pytest.mark.slow  # the command validates the whole params file: a few seconds of imports
 def test_the_command_writes_the_inventory_of_data_raw_dir(folders, tmp_path):
-    add_special_files(folders)
+    quick.add_special_files(folders)
     root, env = _project(tmp_path, folders)
     cmd = [sys.executable, "-m", "deepfake", "inventory", "--no-progress"]
     first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from deepfake.core import paths
+from deepfake.pipeline import quick
 
 pytestmark = pytest.mark.slow
 
@@ -86,13 +86,7 @@ def _copy_repository(dest: Path) -> None:
 
 def _add_special_files(raw: Path) -> None:
     """The five special paths in ``raw``/real, each also a row of the manifest."""
-    real = raw / "real"
-    os.mkfifo(real / "fifo.jpg")
-    os.symlink("/dev/zero", real / "zero.jpg")
-    os.symlink(raw / "nowhere.jpg", real / "broken.jpg")
-    os.symlink("loop.jpg", real / "loop.jpg")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(real / "socket.jpg"))  # the socket file stays after the socket is closed
+    quick.add_special_files(raw)
     manifest = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
     rows = pd.DataFrame({"file": list(SPECIAL), "label": "real", "group": "special"})
     pd.concat([manifest, rows], ignore_index=True).fillna("").to_csv(raw / "manifest.csv", index=False)

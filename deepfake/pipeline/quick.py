@@ -394,3 +394,18 @@ def pan_zoom_frames(
         a = cv2.warpAffine(cv2.resize(alpha, size, interpolation=interp), m, (w, h), flags=cv2.INTER_LINEAR)
         frames.append(cv2.blendLinear(img, wall, a, 1 - a))
     return frames
+
+
+def add_special_files(folder: str | os.PathLike) -> None:
+    """A FIFO, a link to /dev/zero, a UNIX socket, a broken link and a link loop in ``folder``/real:
+    the paths a dataset listing must name and never open (the tests of the user's own commands)."""
+    import socket
+
+    root = Path(folder)
+    real = root / "real"
+    os.mkfifo(real / "fifo.jpg")
+    os.symlink("/dev/zero", real / "zero.jpg")
+    os.symlink(root / "nowhere.jpg", real / "broken.jpg")
+    os.symlink("loop.jpg", real / "loop.jpg")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(real / "socket.jpg"))  # the socket file stays after the socket is closed

@@ -12,6 +12,7 @@ what is not a regular file. The tests run in order on that copy; the last one re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -194,6 +195,24 @@ def test_dvc_exp_run_finishes(project):
     # a preprocess setting changed (check_params reads every section); the crops are the same: nothing below runs
     assert ran == ["check_params", "inventory", "preprocess"], out
     assert _skipped(root) == SPECIAL  # tried again, each still listed, none opened
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "xception41", "convnext_atto"])
+def test_dvc_exp_run_with_a_timm_backbone_runs_every_stage(project, arch):
+    """A timm model by name through the user's command: train, evaluate and every stage after them run,
+    and the metrics, the checkpoint and its preprocessing contract are the new backbone's."""
+    root, env = project
+    out = run([DVC, "exp", "run", "-S", f"train.arch={arch}"], root, env)
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    for stage in ("train", "evaluate", "plots", "benchmark"):
+        assert stage in ran, out
+    assert "preprocess" not in ran and "split" not in ran  # the same crops and split as every detector
+    import torch
+
+    ckpt = torch.load(root / "models/best.pt", map_location="cpu", weights_only=False)
+    assert ckpt["arch"] == arch
+    metrics = json.loads((root / "reports/eval/metrics.json").read_text())
+    assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["n_images"] > 0
 
 
 def test_dvc_status_opens_no_file_of_the_dataset_even_when_each_is_a_fifo(project):

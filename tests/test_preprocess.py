@@ -696,3 +696,16 @@ def test_a_killed_shard_leaves_no_manifest_and_running_it_again_finishes_the_job
     assert main([*args, "--merge", "2"]) == 0
     assert main(["preprocess", "--params", str(_cli_params(tmp_path, raw, tmp_path / "one")), "--no-progress"]) == 0
     assert cache_files(faces) == cache_files(tmp_path / "one")
+
+
+def test_a_shard_leaves_other_processes_temporaries_and_the_merge_removes_them(tmp_path):
+    raw = small_dataset(tmp_path / "raw")
+    out = tmp_path / "faces"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = out / f".1-of-2.json.{int(dead.stdout)}.abcd1234.tmp"  # another machine's pid cannot be checked
+    leftover.write_text("{}")
+    run_shards(raw, out, 2)  # a folder holding only a temporary file is still an empty one to claim
+    assert leftover.exists()
+    preprocess(raw, out, FAST, progress=False)
+    assert not leftover.exists() and not (out / SHARDS_DIR).exists()

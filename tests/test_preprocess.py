@@ -556,9 +556,11 @@ def test_a_missing_stale_or_stopped_shard_is_named_and_no_manifest_written(tmp_p
     with pytest.raises(ShardsIncomplete, match=r"shard 1/3 has not finished.*shard 2/3 .*shard 3/3 "):
         preprocess(raw, out, FAST, progress=False, merge_shards=3)  # none has run: --merge says so
     run_shards(raw, out, 3, only=(1, 3))
+    before = cache_files(out)
     with pytest.raises(ShardsIncomplete, match=r"shard 2/3 has not finished \(no record") as e:
         preprocess(raw, out, FAST, progress=False)  # the plain run merges when it finds shards
     assert "1/3" not in str(e.value) and not (out / "manifest.csv").exists()
+    assert cache_files(out) == before  # a merge refused changes nothing
     preprocess(raw, out, replace(FAST, size=24, shard="2/3"), progress=False)
     with pytest.raises(ShardsIncomplete, match="shard 2/3 ran with other settings"):
         preprocess(raw, out, FAST, progress=False, merge_shards=3)

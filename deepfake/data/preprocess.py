@@ -843,30 +843,30 @@ def preprocess(
         inv.sources = kept
     out = Path(out_dir)
     _check_out_dir(out, inv)
-    # writable? leftovers of a killed run removed; but not by a shard: other shards may be writing,
-    # on other machines whose process ids this one cannot check (the merge removes them)
-    prepare_output_dir(out, recursive=True, clean=shard is None)
     key = settings_key(cfg, layout)
     settings = recorded_settings(cfg, layout)
     keys = output_keys(inv.sources)  # of the whole dataset: a crop's name never depends on the shards
+    shard_records = _shard_records(out)
+    merged = 0 if shard is not None else merge_shards or _shard_count(shard_records, key, out)
+    if merged:  # before anything is touched: a merge refused changes nothing
+        _check_shards(out, shard_records, merged, key, inv.sources)
+    # writable? leftovers of a killed run removed; but not by a shard: other shards may be writing,
+    # on other machines whose process ids this one cannot check (the merge removes them)
+    prepare_output_dir(out, recursive=True, clean=shard is None)
     state = _load_state(out)
     old = state["sources"] if state and state.get("settings") == key else {}
     old_stats = _load_stats(out)
-    shard_records = _shard_records(out)
-    merged = 0
     if shard is not None:  # its share only; its own earlier (perhaps stopped) run is reused
         mine = [(s, k) for s, k in zip(inv.sources, keys) if shard.holds(s.rel)]
         own = shard_records.get(shard, {})
         if own.get("settings") == key:
-            old, old_stats = {**old, **own["sources"]}, {**old_stats, **own["stats"]}
+            old, old_stats = {**old, **own.get("sources", {})}, {**old_stats, **own.get("stats", {})}
     else:
         mine = list(zip(inv.sources, keys))
-        merged = merge_shards or _shard_count(shard_records, key, out)
+        for index in range(1, merged + 1):
+            finished = shard_records[Shard(index, merged)]
+            old, old_stats = {**old, **finished.get("sources", {})}, {**old_stats, **finished.get("stats", {})}
         if merged:
-            _check_shards(out, shard_records, merged, key, inv.sources)
-            for index in range(1, merged + 1):
-                finished = shard_records[Shard(index, merged)]
-                old, old_stats = {**old, **finished["sources"]}, {**old_stats, **finished["stats"]}
             log.info("%s: merging the records of %d shards", out, merged)
 
     records: dict[str, dict] = {}

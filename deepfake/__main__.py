@@ -73,6 +73,51 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .data.ingest import DatasetLayoutError
+    from .data.layouts import LayoutConfig
+    from .data.preprocess import SHARDS_DIR, Shard, ShardsIncomplete, preprocess
+    from .pipeline.params import load_params
+
+    changes = {k: v for k, v in (("shard", args.shard), ("workers", args.workers)) if v is not None}
+    if args.merge is not None:
+        if args.merge < 1:
+            print(f"error: --merge {args.merge}: the number of shards is at least 1", file=sys.stderr)
+            return 2
+        changes["shard"] = ""  # the merge runs no shard, whatever params.yaml says
+    params = load_params(args.params, {"preprocess": changes})  # every section validated; --shard as the setting
+    cfg = params.preprocess
+    where = paths.layout(params.data.raw_dir, params.data.faces_dir)
+    try:
+        result = preprocess(
+            where.raw,
+            where.faces,
+            cfg,
+            progress=not args.no_progress,
+            layout=LayoutConfig.of(params.data),
+            merge_shards=args.merge or 0,
+        )
+    except (ShardsIncomplete, DatasetLayoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    s = result.summary
+    done = f"{s['processed_now']} decoded now, {s['reused']} reused"
+    shard = Shard.parse(cfg.shard)
+    if shard is not None:
+        print(
+            f"shard {shard}: {s['images']} image(s) and {s['videos']} video(s) of its share ({done}), {s['written']} "
+            f"crop(s); recorded in {paths.shown(where.faces / SHARDS_DIR / shard.file_name)}. Once all {shard.count} "
+            f"have finished: python -m deepfake preprocess --merge {shard.count}"
+        )
+    else:
+        merged = f"{s['merged_shards']} shards merged, " if s["merged_shards"] else ""
+        print(
+            f"{paths.shown(where.faces / 'manifest.csv')}: {s['written']} crop(s) of {s['images']} image(s) and "
+            f"{s['videos']} video(s), {s['skipped']} input(s) skipped ({merged}{done})"
+        )
+    return 0
+
+
 def _cmd_preset(args: argparse.Namespace) -> int:
     from .pipeline.params import PRESETS_FILE, load_params, preset_flags, preset_names, preset_overrides
 
@@ -291,6 +336,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
     p.set_defaults(func=_cmd_inventory)
+
+    p = sub.add_parser(
+        "preprocess",
+        help="build the face cache (data.faces_dir) as the preprocess stage does, without its reports; or one "
+        "shard of it (--shard K/N: several processes or machines share the work), or the merge of the shards",
+    )
+    p.add_argument("--params", default=str(paths.PARAMS_FILE), help="params file (validated whole)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only share K (1 to N) of N, by a hash of each input's path; writes its crops and "
+        "shards/K-of-N.json, never manifest.csv (default: preprocess.shard)",
+    )
+    how.add_argument(
+        "--merge",
+        type=int,
+        metavar="N",
+        help="merge shards 1/N to N/N into manifest.csv, refusing (exit 1, naming them) while any has not "
+        "finished for these settings and inputs (a plain run merges too when it finds shards' records)",
+    )
+    p.add_argument("--workers", type=int, help="processes (0: all cores; default: preprocess.workers)")
+    p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
+    p.set_defaults(func=_cmd_preprocess)
 
     p = sub.add_parser(
         "preset",

@@ -2,6 +2,12 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -10,12 +16,24 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from deepfake.__main__ import main
+from deepfake.core.config import ConfigError
 from deepfake.data.ingest import Source
 from deepfake.data.inputs import read_contract
-from deepfake.data.preprocess import PreprocessConfig, explain_reasons, output_keys, preprocess
+from deepfake.data.preprocess import (
+    SHARDS_DIR,
+    PreprocessConfig,
+    Shard,
+    ShardsIncomplete,
+    explain_reasons,
+    output_keys,
+    preprocess,
+    shard_of,
+)
 from deepfake.data.split import SplitConfig, index_dataset
 from deepfake.data.synth import SynthConfig, make_image
 from deepfake.pipeline import quick, stages
+from deepfake.pipeline.params import load_params
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-faces" / "yonsei-rffd"
 FACE_BOX = (120, 40, 160, 160)  # where the synthetic face is pasted on the canvas (x, y, w, h)
@@ -461,3 +479,235 @@ def test_a_broken_landmark_model_stops_the_stage_and_marks_no_input_bad(tmp_path
         with pytest.raises(FaceModelError, match="shape_predictor_68_face_landmarks.dat could not be loaded"):
             pool.submit(preprocess, tmp_path / "raw", tmp_path / "c", cfg, False).result()
     assert not (tmp_path / "c" / "skipped.csv").exists()  # nothing recorded as a bad input
+
+
+# --------------------------------------------------------------------------------------------
+# Shards: several processes share one dataset and one cache; their merge is a one-process run's cache
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = PreprocessConfig(detect=False, size=32, frames_per_video=3, workers=1)
+
+
+def small_dataset(root: Path, n: int = 6) -> Path:
+    """Noise images of both labels, a short video and an empty file: every kind of record, decoded fast."""
+    for i in range(n):
+        save(noise(48, 48, i), root / "real" / f"r{i}.png")
+        save(noise(48, 48, 100 + i), root / "fake" / f"f{i}.png")
+    write_video(root / "fake" / "clip.avi", [noise(48, 64, 200 + t) for t in range(6)])
+    (root / "real" / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def cache_files(out: Path) -> dict[str, bytes]:
+    """Every file of a cache by its relative path, with its bytes."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def run_shards(raw: Path, out: Path, count: int, cfg: PreprocessConfig = FAST, only: tuple[int, ...] = ()) -> None:
+    for k in only or range(1, count + 1):
+        preprocess(raw, out, replace(cfg, shard=f"{k}/{count}"), progress=False)
+
+
+def test_a_source_s_shard_is_a_stable_hash_of_its_path():
+    # SHA-256 of the relative path: the same on every machine, run and Python (never hash(), which is salted)
+    assert [shard_of(rel, 4) for rel in ("real/a.jpg", "fake/b.png", "x/y/z.mp4")] == [2, 3, 4]
+    rels = [f"real/{i:04d}.jpg" for i in range(400)]
+    sizes = [sum(shard_of(r, 4) == k for r in rels) for k in range(1, 5)]
+    assert sum(sizes) == 400 and min(sizes) > 70  # every share about a quarter
+    assert Shard.parse("2/4") == Shard(2, 4) and Shard.parse("") is None and str(Shard(1, 3)) == "1/3"
+
+
+@pytest.mark.parametrize("bad", ["2/1", "0/2", "abc", "3", "1/0", "-1/2", "1/2/3"])
+def test_a_faulty_shard_setting_is_refused_naming_it(tmp_path, bad):
+    with pytest.raises(ConfigError, match=r"preprocess\.shard"):
+        PreprocessConfig(shard=bad)
+    params = quick.write_params(tmp_path / "params.yaml", {"preprocess": {"shard": bad}})
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'params.yaml'}.*preprocess\.shard = '{bad}'"):
+        load_params(params)
+
+
+def test_shards_merge_to_the_bytes_of_one_process_run(messy, messy_result, tmp_path):
+    """Images, converted images, videos and every kind of bad input, in three shards run one after another."""
+    out = tmp_path / "faces"
+    cfg = PreprocessConfig(detect=True, size=64, frames_per_video=4, workers=1)  # messy_result's
+    first = preprocess(messy, out, replace(cfg, shard="1/3"), progress=False)
+    assert not (out / "manifest.csv").exists() and (out / SHARDS_DIR / "1-of-3.json").is_file()
+    before = cache_files(out)
+    run_shards(messy, out, 3, cfg, only=(2, 3))
+    after = cache_files(out)
+    assert {k: after[k] for k in before if not k.startswith(".")} == {
+        k: v for k, v in before.items() if not k.startswith(".")
+    }  # shards 2 and 3 changed nothing of shard 1's
+    assert not (out / "manifest.csv").exists()
+    merged = preprocess(messy, out, cfg, progress=False)
+    assert merged.summary["merged_shards"] == 3 and merged.summary["processed_now"] == 0
+    assert cache_files(out) == cache_files(messy_result.out_dir)  # shards/ removed too: nothing else differs
+    assert first.summary["shard"] == "1/3" and 0 < first.summary["images"] + first.summary["videos"] < 20
+    assert preprocess(messy, out, cfg, progress=False).up_to_date
+
+
+def test_a_missing_stale_or_stopped_shard_is_named_and_no_manifest_written(tmp_path, monkeypatch):
+    from deepfake.data import preprocess as pp
+
+    raw = small_dataset(tmp_path / "raw")
+    one = preprocess(raw, tmp_path / "one", FAST, progress=False)
+    out = tmp_path / "faces"
+    with pytest.raises(ShardsIncomplete, match=r"shard 1/3 has not finished.*shard 2/3 .*shard 3/3 "):
+        preprocess(raw, out, FAST, progress=False, merge_shards=3)  # none has run: --merge says so
+    run_shards(raw, out, 3, only=(1, 3))
+    before = cache_files(out)
+    with pytest.raises(ShardsIncomplete, match=r"shard 2/3 has not finished \(no record") as e:
+        preprocess(raw, out, FAST, progress=False)  # the plain run merges when it finds shards
+    assert "1/3" not in str(e.value) and not (out / "manifest.csv").exists()
+    assert cache_files(out) == before  # a merge refused changes nothing
+    preprocess(raw, out, replace(FAST, size=24, shard="2/3"), progress=False)
+    with pytest.raises(ShardsIncomplete, match="shard 2/3 ran with other settings"):
+        preprocess(raw, out, FAST, progress=False, merge_shards=3)
+
+    real, calls = pp.process_source, {"n": 0}
+
+    def stopped(job):  # a shard stopped after its first input (an interrupt: its record says how far it got)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    with monkeypatch.context() as m:
+        m.setattr(pp, "process_source", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            preprocess(raw, out, replace(FAST, shard="2/3"), progress=False)
+    with pytest.raises(ShardsIncomplete, match=r"shard 2/3 has not finished \(1 of its \d+ input\(s\) done"):
+        preprocess(raw, out, FAST, progress=False)
+    again = preprocess(raw, out, replace(FAST, shard="2/3"), progress=False)
+    assert again.summary["reused"] == 1  # the stopped run's work is kept
+    new = save(noise(48, 48, 999), raw / "real" / "late.png")  # a file added: only its own shard is stale
+    late = shard_of("real/late.png", 3)
+    with pytest.raises(ShardsIncomplete, match=rf"shard {late}/3 ran on another list of inputs \(1 new") as e:
+        preprocess(raw, out, FAST, progress=False)
+    assert sum(f"shard {k}/3" in str(e.value) for k in range(1, 4)) == 1
+    run_shards(raw, out, 3, only=(late,))
+    preprocess(raw, out, FAST, progress=False)
+    new.unlink()
+    preprocess(raw, out, FAST, progress=False)  # merged: the cache's own record again; the late file removed
+    assert cache_files(out) == cache_files(one.out_dir)
+
+
+def test_after_a_merge_shards_reuse_the_cache_and_decode_only_new_inputs(tmp_path):
+    raw = small_dataset(tmp_path / "raw")
+    out = tmp_path / "faces"
+    run_shards(raw, out, 2)
+    preprocess(raw, out, FAST, progress=False)
+    save(noise(48, 48, 999), raw / "fake" / "late.png")
+    runs = [preprocess(raw, out, replace(FAST, shard=f"{k}/2"), progress=False) for k in (1, 2)]
+    assert sorted(r.summary["processed_now"] for r in runs) == [0, 1]
+    assert not (out / "manifest.csv").exists()  # the shard that decoded removed the merged, now stale, manifest
+    merged = preprocess(raw, out, FAST, progress=False)
+    assert merged.summary["processed_now"] == 0 and len(merged.manifest) == len(
+        preprocess(raw, tmp_path / "one", FAST, progress=False).manifest
+    )
+    assert cache_files(out) == cache_files(tmp_path / "one")
+
+
+def test_the_stage_with_a_shard_merges_when_it_is_the_last(tmp_path):
+    raw = small_dataset(tmp_path / "raw")
+    out, reports = tmp_path / "faces", tmp_path / "reports"
+    with pytest.raises(ShardsIncomplete, match="shard 2/2 has not finished"):
+        stages.run_preprocess(raw, out, reports, replace(FAST, shard="1/2"), progress=False)
+    assert not (out / "manifest.csv").exists()
+    result = stages.run_preprocess(raw, out, reports, replace(FAST, shard="2/2"), progress=False)
+    assert result.summary["merged_shards"] == 2 and (out / "manifest.csv").is_file()
+    assert json.loads((reports / "timings.json").read_text())["merged_shards"] == 2
+    one = preprocess(raw, tmp_path / "one", FAST, progress=False)
+    assert cache_files(out) == cache_files(one.out_dir)
+
+
+def _cli_params(tmp_path: Path, raw: Path, faces: Path) -> Path:
+    data = {"raw_dir": str(raw), "faces_dir": str(faces), "layout": "folders"}
+    prep = {"detect": False, "size": 32, "frames_per_video": 3, "workers": 1}
+    return quick.write_params(tmp_path / f"params_{faces.name}.yaml", {"data": data, "preprocess": prep})
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+def test_two_shard_processes_at_once_merge_to_one_process_s_bytes(tmp_path, capsys):
+    raw = small_dataset(tmp_path / "raw", n=10)
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    p_one, p_sharded = _cli_params(tmp_path, raw, one), _cli_params(tmp_path, raw, sharded)
+    cmd = [sys.executable, "-m", "deepfake", "preprocess", "--params", str(p_sharded), "--no-progress", "--shard"]
+    procs = [
+        subprocess.Popen([*cmd, f"{k}/2"], env=_env(), cwd=tmp_path, text=True, stdout=subprocess.PIPE) for k in (1, 2)
+    ]
+    outs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert all("python -m deepfake preprocess --merge 2" in o for o in outs), outs
+    assert not (sharded / "manifest.csv").exists()
+    assert main(["preprocess", "--params", str(p_sharded), "--merge", "2", "--no-progress"]) == 0
+    assert "2 shards merged, 0 decoded now" in capsys.readouterr().out
+    assert main(["preprocess", "--params", str(p_one), "--no-progress"]) == 0
+    assert cache_files(sharded) == cache_files(one)
+
+
+KILLABLE = """
+import sys, time
+from deepfake import __main__
+from deepfake.data import preprocess as pp
+real, n = pp.process_source, [0]
+def slow(job):
+    n[0] += 1
+    if n[0] == 3:
+        print("midway", flush=True)
+        time.sleep(120)
+    return real(job)
+pp.process_source = slow
+sys.exit(__main__.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_shard_leaves_no_manifest_and_running_it_again_finishes_the_job(tmp_path, capsys):
+    raw = small_dataset(tmp_path / "raw", n=10)
+    faces = tmp_path / "faces"
+    params = _cli_params(tmp_path, raw, faces)
+    args = ["preprocess", "--params", str(params), "--no-progress"]
+    assert main([*args, "--shard", "2/2"]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLABLE), *args, "--shard", "1/2"],
+        env=_env(),
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+    )
+    watchdog = threading.Timer(60, proc.kill)  # a child that never gets midway fails the test, never hangs it
+    watchdog.start()
+    try:
+        assert proc.stdout.readline().strip() == "midway"
+        assert list((faces / "real").glob("*.png")) or list((faces / "fake").glob("*.png"))  # it wrote crops
+    finally:
+        watchdog.cancel()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert not (faces / "manifest.csv").exists() and not (faces / SHARDS_DIR / "1-of-2.json").exists()
+    capsys.readouterr()
+    assert main(args) == 1  # the merge refuses, naming the shard
+    assert "shard 1/2 has not finished" in capsys.readouterr().err and not (faces / "manifest.csv").exists()
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert main([*args, "--merge", "2"]) == 0
+    assert main(["preprocess", "--params", str(_cli_params(tmp_path, raw, tmp_path / "one")), "--no-progress"]) == 0
+    assert cache_files(faces) == cache_files(tmp_path / "one")
+
+
+def test_a_shard_leaves_other_processes_temporaries_and_the_merge_removes_them(tmp_path):
+    raw = small_dataset(tmp_path / "raw")
+    out = tmp_path / "faces"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = out / f".1-of-2.json.{int(dead.stdout)}.abcd1234.tmp"  # another machine's pid cannot be checked
+    leftover.write_text("{}")
+    run_shards(raw, out, 2)  # a folder holding only a temporary file is still an empty one to claim
+    assert leftover.exists()
+    preprocess(raw, out, FAST, progress=False)
+    assert not leftover.exists() and not (out / SHARDS_DIR).exists()

@@ -207,9 +207,17 @@ def clean_temporaries(folder: str | os.PathLike, recursive: bool = False) -> lis
     return removed
 
 
-def prepare_output_dir(folder: str | os.PathLike, recursive: bool = False) -> Path:
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of ``atomic_path``'s temporary files (or a write check's)."""
+    return bool(_TEMPORARY.match(name) or _OLD_TEMPORARY.match(name))
+
+
+def prepare_output_dir(folder: str | os.PathLike, recursive: bool = False, clean: bool = True) -> Path:
     """Create ``folder`` if needed, check that a file can be written in it, and remove the
     temporary files interrupted runs left there (``clean_temporaries``), before long work starts.
+
+    ``clean=False`` keeps them: for a writer that shares the folder with processes on other machines,
+    whose process ids this machine cannot check.
 
     Raises:
         OutputError: the folder cannot be created or written (permissions, read-only, full disk).
@@ -225,7 +233,7 @@ def prepare_output_dir(folder: str | os.PathLike, recursive: bool = False) -> Pa
             os.unlink(probe)
     except OSError as e:
         raise output_error(folder, e, "write to the output folder") from e
-    removed = clean_temporaries(folder, recursive)
+    removed = clean_temporaries(folder, recursive) if clean else []
     if removed:
         log.info(f"removed {len(removed)} temporary file(s) an interrupted run left in {folder}")
     return folder

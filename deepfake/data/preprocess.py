@@ -28,6 +28,18 @@ machine out of file handles stops the stage with an error naming the path, marks
 and keeps what was done for the next run. The output folder is checked writable, and temporary
 files of an interrupted run are removed, before any work starts; ``manifest.csv`` is written
 last, and removed while the cache is being changed, so a stopped run never looks complete.
+
+Shards: ``preprocess.shard: K/N`` (or ``python -m deepfake preprocess --shard K/N``) processes only
+the sources whose relative path hashes (SHA-256) to share K of N, so several processes or machines
+share one dataset and one cache folder; a source's share depends on its own path alone, not on the
+other files. A shard writes its crops and its record, ``shards/K-of-N.json`` (written as it
+finishes, and with ``"finished": false`` when it is stopped, so that running it again goes on from
+there), and never the manifest, the other records or another shard's crops. A run without a shard is
+the merge when it finds records of the current settings: it checks that every shard of the N has
+finished for these settings and these inputs (``ShardsIncomplete`` names each one that has not:
+missing, stopped, run with other settings or on another list of inputs), then writes the same files
+a one-process run writes, byte for byte, reusing the shards' crops, and removes ``shards/``.
+``merge_shards=N`` asks for that merge explicitly, refusing when no shard has run.
 """
 
 from __future__ import annotations
@@ -37,9 +49,11 @@ import json
 import logging
 import multiprocessing
 import os
+import re
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -51,7 +65,14 @@ from .. import __version__
 from ..core import lifetime
 from ..core.config import section, setting
 from ..core.progress import progress as progress_bar
-from ..core.utils import EnvironmentFault, atomic_path, output_error, prepare_output_dir, write_if_changed
+from ..core.utils import (
+    EnvironmentFault,
+    atomic_path,
+    is_temporary,
+    output_error,
+    prepare_output_dir,
+    write_if_changed,
+)
 from .audit import phash_hex
 from .detect import DETECTORS, MAX_UPSAMPLE, FaceModelError, format_points
 from .faces import Crop, crop_frames, crop_image
@@ -70,6 +91,7 @@ STATE_NAME = ".preprocess.json"  # what each source gave, by content: part of th
 STAT_NAME = ".source-stat.json"
 SKIPPED_NAME = "skipped.csv"
 SKIPPED_COLUMNS = ("source", "frame", "label", "reason", "detail")
+SHARDS_DIR = "shards"  # the shards' records (K-of-N.json) until the merge, which removes them
 _CODE = (
     "ingest.py",
     "layouts.py",
@@ -118,6 +140,9 @@ class PreprocessConfig:
             ``too_small``; recorded in the contract, so the predictor refuses them too.
         retry_skipped: decode again every input an earlier run skipped, even unchanged ones
             (not part of the settings' fingerprint: the cache's other crops are reused).
+        shard: ``""`` (the whole dataset, or the merge of finished shards) or ``K/N``: only share K
+            (1 to N) of N, by a hash of each source's path (not part of the fingerprint: shards and
+            their merge share one).
     """
 
     detect: bool = setting()
@@ -142,9 +167,11 @@ class PreprocessConfig:
     max_file_mb: float = setting(gt=0)
     min_side: int = setting(min=1)
     retry_skipped: bool = setting()
+    shard: str = setting()
 
     def __post_init__(self) -> None:
         _ = self.ingest  # validates real_dirs, fake_dirs, group_by
+        Shard.parse(self.shard)  # "K/N" with 1 <= K <= N, or ""
         if self.align and (not self.detect or self.landmarks == "none"):
             raise ValueError(
                 "preprocess.align = true needs detect: true and landmarks: 5 or 68 (alignment uses the eye and "
@@ -184,6 +211,57 @@ class PreprocessConfig:
     @property
     def max_bytes(self) -> int:
         return int(self.max_file_mb * 2**20)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` (1-based, as SLURM's ``--array=1-N``) of ``count``: the sources whose path hashes to it."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard | None:
+        """``"K/N"`` as a shard, ``""`` as none.
+
+        Raises:
+            ValueError: anything else, or K outside 1..N (the message names ``preprocess.shard``).
+        """
+        text = text.strip()
+        if not text:
+            return None
+        k, sep, n = text.partition("/")
+        if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+            raise ValueError(
+                f"preprocess.shard = {text!r} is not K/N; write e.g. 2/4 (share 2 of 4, numbered from 1) or '' for "
+                "the whole dataset"
+            )
+        index, count = int(k), int(n)
+        if count < 1 or not 1 <= index <= count:
+            raise ValueError(
+                f"preprocess.shard = {text!r}: K/N needs N >= 1 and 1 <= K <= N (shards are numbered 1 to N; "
+                "Kubernetes' 0-based JOB_COMPLETION_INDEX needs + 1)"
+            )
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.index}-of-{self.count}.json"
+
+    def holds(self, rel: str) -> bool:
+        return shard_of(rel, self.count) == self.index
+
+
+def shard_of(rel: str, count: int) -> int:
+    """The share (1 to ``count``) of a source's relative path: SHA-256, so the same on every machine and run."""
+    return int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big") % count + 1
+
+
+class ShardsIncomplete(RuntimeError):
+    """The merge found a shard that has not finished for the current settings and inputs."""
 
 
 @dataclass
@@ -333,7 +411,7 @@ def output_keys(sources: list[Source]) -> list[str]:
 
 
 #: Settings that change how a run goes, not what it writes: not in the fingerprint nor the state.
-_RUN_ONLY = ("workers", "retry_skipped")
+_RUN_ONLY = ("workers", "retry_skipped", "shard")
 #: Skip reasons that say nothing lasting about the file: tried again on every run.
 RETRIED = ("unreadable", "out_of_memory", "missing_file")
 
@@ -408,6 +486,92 @@ def _load_stats(out: Path) -> dict[str, list[int]]:
         return {}
 
 
+def _shard_records(out: Path) -> dict[Shard, dict]:
+    """The shard records in ``out/shards``; an unreadable one as ``{}`` (named by the merge, never ignored)."""
+    found: dict[Shard, dict] = {}
+    folder = out / SHARDS_DIR
+    if not folder.is_dir():
+        return found
+    for f in sorted(folder.iterdir()):
+        m = re.fullmatch(r"(\d+)-of-(\d+)\.json", f.name)
+        if not m or not 1 <= int(m[1]) <= int(m[2]):
+            continue
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            rec = {}
+        found[Shard(int(m[1]), int(m[2]))] = rec if isinstance(rec, dict) else {}
+    return found
+
+
+def _write_shard_record(
+    out: Path, shard: Shard, key: str, records: dict[str, dict], stats: dict[str, list[int]], finished: bool
+) -> bool:
+    """Write ``shards/K-of-N.json``: the settings' fingerprint, whether the shard finished, and what
+    each of its sources gave (with its stat, so that a run again reuses it). True when written."""
+    text = json.dumps({"shard": str(shard), "settings": key, "finished": finished, "sources": records, "stats": stats})
+    return write_if_changed(out / SHARDS_DIR / shard.file_name, text)
+
+
+def _shard_count(records: dict[Shard, dict], key: str, out: Path) -> int:
+    """N of the shards whose records hold the current settings (0: none); more than one N is an error."""
+    counts = sorted({s.count for s, rec in records.items() if rec.get("settings") == key})
+    if len(counts) > 1:
+        raise ShardsIncomplete(
+            f"{out / SHARDS_DIR} holds records of {' and '.join(map(str, counts))} shards for the current settings; "
+            "merge one set with python -m deepfake preprocess --merge N (the others' records are then removed)"
+        )
+    return counts[0] if counts else 0
+
+
+def _check_shards(out: Path, records: dict[Shard, dict], count: int, key: str, sources: list[Source]) -> None:
+    """Refuse to merge unless every shard of ``count`` finished with these settings on exactly its share.
+
+    Raises:
+        ShardsIncomplete: naming each shard that has not (no record, stopped, other settings or inputs).
+    """
+    shares: dict[int, set[str]] = {k: set() for k in range(1, count + 1)}
+    for src in sources:
+        shares[shard_of(src.rel, count)].add(src.rel)
+    problems = []
+    for k, want in shares.items():
+        shard = Shard(k, count)
+        rec = records.get(shard)
+        if rec is None:
+            problems.append(f"shard {shard} has not finished (no record {SHARDS_DIR}/{shard.file_name}: not run yet)")
+        elif rec.get("settings") != key:
+            problems.append(f"shard {shard} ran with other settings, code or versions (or its record is unreadable)")
+        elif not rec.get("finished"):
+            done = len(set(rec.get("sources", {})) & want)
+            problems.append(
+                f"shard {shard} has not finished ({done} of its {len(want)} input(s) done: stopped, failed or running)"
+            )
+        else:
+            have = set(rec.get("sources", {}))
+            new, gone = sorted(want - have), sorted(have - want)
+            if new or gone:
+                example = f", e.g. {(new or gone)[0]}"
+                problems.append(
+                    f"shard {shard} ran on another list of inputs ({len(new)} new since, {len(gone)} gone{example})"
+                )
+    if problems:
+        raise ShardsIncomplete(
+            f"cannot merge the {count} shards in {out}: {'; '.join(problems)}. No manifest.csv was written; run each "
+            f"shard named again (python -m deepfake preprocess --shard K/{count}), then merge"
+        )
+
+
+def _remove_shard_records(out: Path) -> bool:
+    folder = out / SHARDS_DIR
+    if not folder.exists():
+        return False
+    try:
+        shutil.rmtree(folder)
+    except OSError as e:
+        raise output_error(folder, e, "remove the merged shards' records") from e
+    return True
+
+
 def _check_out_dir(out: Path, inv: Inventory) -> None:
     """Refuse an output folder that is not ours, or that overlaps the dataset.
 
@@ -422,7 +586,7 @@ def _check_out_dir(out: Path, inv: Inventory) -> None:
             f"the cache folder {out} overlaps the dataset folder {inv.root}; choose a separate folder (e.g. "
             "cache/faces)"
         )
-    if out.exists() and any(out.iterdir()) and not (out / STATE_NAME).is_file():
+    if out.exists() and any(not is_temporary(p.name) for p in out.iterdir()) and not (out / STATE_NAME).is_file():
         raise FileExistsError(
             f"{out} is not empty and holds no {STATE_NAME}: it is not a preprocess cache; "
             f"choose an empty or new folder (its files would be replaced)"
@@ -630,8 +794,9 @@ def preprocess(
     progress: bool = True,
     layout: LayoutConfig | None = None,
     only_split: str = "",
+    merge_shards: int = 0,
 ) -> PreprocessResult:
-    """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``.
+    """Build (or bring up to date) the face-crop cache of ``dataset`` in ``out_dir``, or one shard of it.
 
     Args:
         dataset: a folder (``real/``/``fake/``, ``manifest.csv``, or a benchmark's download) or a
@@ -645,19 +810,26 @@ def preprocess(
         only_split: keep only the inputs of this split of the dataset's own (e.g. ``test``: a
             benchmark's official test set, for a cross-dataset test) when the dataset has one;
             the others are out of scope, neither decoded nor listed as skipped.
+        merge_shards: N: merge the records of shards 1/N to N/N (refused unless each has finished
+            for these settings and inputs). Without it, a run finding records of the current
+            settings merges them as well; ``cfg.shard`` ``K/N`` runs one shard instead.
 
     Returns:
-        The manifest and skip list (also written to ``out_dir``) and a summary with counts
-        (faces found, skipped by reason) and throughput.
+        The manifest and skip list (also written to ``out_dir``; a shard's: of its share, not
+        written) and a summary with counts (faces found, skipped by reason) and throughput.
 
     Raises:
         deepfake.core.utils.OutputError: ``out_dir`` or a crop cannot be written (permissions,
             read-only or full disk); the work finished so far is kept for the next run.
         deepfake.core.utils.EnvironmentFault: the machine ran out of file handles or memory.
         deepfake.data.ingest.DatasetLayoutError: the dataset has no usable layout.
+        ShardsIncomplete: a merge found a shard that has not finished (no manifest is written).
     """
     cfg = cfg or PreprocessConfig()
     layout = layout or LayoutConfig()
+    shard = Shard.parse(cfg.shard)
+    if shard is not None and merge_shards:
+        raise ValueError(f"preprocess.shard = {cfg.shard!r} runs one shard; a merge of {merge_shards} runs without one")
     inv = scan_dataset(dataset, layout, cfg.ingest)
     if only_split and any(s.split == only_split for s in inv.sources):
         kept = [s for s in inv.sources if s.split == only_split]
@@ -671,18 +843,36 @@ def preprocess(
         inv.sources = kept
     out = Path(out_dir)
     _check_out_dir(out, inv)
-    prepare_output_dir(out, recursive=True)  # writable? leftovers of a killed run removed
     key = settings_key(cfg, layout)
     settings = recorded_settings(cfg, layout)
-    keys = output_keys(inv.sources)
+    keys = output_keys(inv.sources)  # of the whole dataset: a crop's name never depends on the shards
+    shard_records = _shard_records(out)
+    merged = 0 if shard is not None else merge_shards or _shard_count(shard_records, key, out)
+    if merged:  # before anything is touched: a merge refused changes nothing
+        _check_shards(out, shard_records, merged, key, inv.sources)
+    # writable? leftovers of a killed run removed; but not by a shard: other shards may be writing,
+    # on other machines whose process ids this one cannot check (the merge removes them)
+    prepare_output_dir(out, recursive=True, clean=shard is None)
     state = _load_state(out)
     old = state["sources"] if state and state.get("settings") == key else {}
     old_stats = _load_stats(out)
+    if shard is not None:  # its share only; its own earlier (perhaps stopped) run is reused
+        mine = [(s, k) for s, k in zip(inv.sources, keys) if shard.holds(s.rel)]
+        own = shard_records.get(shard, {})
+        if own.get("settings") == key:
+            old, old_stats = {**old, **own.get("sources", {})}, {**old_stats, **own.get("stats", {})}
+    else:
+        mine = list(zip(inv.sources, keys))
+        for index in range(1, merged + 1):
+            finished = shard_records[Shard(index, merged)]
+            old, old_stats = {**old, **finished.get("sources", {})}, {**old_stats, **finished.get("stats", {})}
+        if merged:
+            log.info("%s: merging the records of %d shards", out, merged)
 
     records: dict[str, dict] = {}
     stats: dict[str, list[int]] = {}
     todo: list[tuple[Source, str, list[int]]] = []
-    for src, k in zip(inv.sources, keys):
+    for src, k in mine:
         rec, stat = old.get(src.rel), _stat(src.path)
         if rec is not None and _reusable(rec, k, stat, old_stats.get(src.rel), src, out, cfg.retry_skipped):
             records[src.rel], stats[src.rel] = rec, stat
@@ -702,11 +892,18 @@ def preprocess(
         except BaseException:
             for (src, _, stat), rec in zip(todo, done):
                 records[src.rel], stats[src.rel] = rec, stat
-            _save_partial(out, key, settings, records, stats)
+            if shard is None:
+                _save_partial(out, key, settings, records, stats)
+            else:
+                _save_shard_partial(out, shard, key, records, stats)
             raise
         seconds = time.perf_counter() - t0
         for (src, _, stat), rec in zip(todo, done):
             records[src.rel], stats[src.rel] = rec, stat
+    workers_used = workers if todo else 0
+    if shard is not None:
+        share = [s for s, _ in mine]
+        return _finish_shard(out, shard, key, inv, share, records, stats, cfg, todo, seconds, workers_used)
     records = {s.rel: records[s.rel] for s in inv.sources}  # the dataset's order, however much was reused
     manifest, skipped = _tables(inv, records)
     problem = label_problem(manifest, "the cache") if len(manifest) else ""
@@ -719,9 +916,44 @@ def preprocess(
     changed |= write_if_changed(out / STATE_NAME, _state_json(key, settings, records))
     write_if_changed(out / STAT_NAME, json.dumps({s.rel: stats[s.rel] for s in inv.sources}))
     changed |= write_if_changed(out / MANIFEST_NAME, manifest.to_csv(index=False))
+    changed |= _remove_shard_records(out)  # merged (or of other settings): the cache's own record holds it all
     decoded_now = sum(records[s.rel]["decoded"] for s, _, _ in todo)
-    summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers if todo else 0)
+    summary = _summary(inv, records, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers_used)
+    summary["merged_shards"] = merged
     return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or changed))
+
+
+def _save_shard_partial(out: Path, shard: Shard, key: str, records: dict, stats: dict) -> None:
+    """A stopped shard's record, ``"finished": false`` (best effort, as ``_save_partial``)."""
+    try:
+        _write_shard_record(out, shard, key, records, stats, finished=False)
+    except (EnvironmentFault, OSError) as e:
+        log.warning(f"could not record the finished part of shard {shard} in {out}: {e}")
+
+
+def _finish_shard(
+    out: Path,
+    shard: Shard,
+    key: str,
+    inv: Inventory,
+    sources: list[Source],
+    records: dict[str, dict],
+    stats: dict[str, list[int]],
+    cfg: PreprocessConfig,
+    todo: list[tuple[Source, str, list[int]]],
+    seconds: float,
+    workers: int,
+) -> PreprocessResult:
+    """Write a shard's record, finished, and return its share's tables (not written: the merge writes them)."""
+    own = {s.rel: records[s.rel] for s in sources}
+    written = _write_shard_record(out, shard, key, own, {s.rel: stats[s.rel] for s in sources}, finished=True)
+    share = replace(inv, sources=sources, skipped=[])  # the listing's own skips are the merge's
+    manifest, skipped = _tables(share, own)
+    decoded_now = sum(own[s.rel]["decoded"] for s, _, _ in todo)
+    summary = _summary(share, own, manifest, skipped, cfg, len(todo), seconds, decoded_now, workers)
+    summary["shard"] = str(shard)
+    log.info("shard %s of %s: %d input(s), %d decoded now", shard, out, len(sources), len(todo))
+    return PreprocessResult(out, manifest, skipped, summary, up_to_date=not (todo or written))
 
 
 def _remove_manifest(out: Path) -> None:

@@ -222,7 +222,7 @@ FACE_CHECK_FIGURE = "faces.png"
 
 
 #: What a preprocess run did this time (decoded or reused, how fast): ``timings.json``, not the metrics.
-PREPROCESS_RUN_KEYS = ("processed_now", "reused", "workers", "seconds", "images_per_second")
+PREPROCESS_RUN_KEYS = ("processed_now", "reused", "workers", "seconds", "images_per_second", "merged_shards")
 
 
 def run_preprocess(
@@ -237,14 +237,27 @@ def run_preprocess(
     and the face check figure (``faces.png``: crops with landmarks, photos without a face) to ``reports_dir``.
 
     ``data`` (``params.yaml``'s ``data`` section) says how the dataset is laid out
-    (``deepfake.data.layouts``); by default, ``params.yaml``'s."""
-    from ..data.preprocess import preprocess
+    (``deepfake.data.layouts``); by default, ``params.yaml``'s.
+
+    With ``cfg.shard`` ``K/N`` the stage runs that shard, then merges the N shards when this one was
+    the last to finish; otherwise it stops with ``ShardsIncomplete`` naming the shards still to run
+    (a stage that ended without its manifest must not look done to DVC).
+    """
+    from ..data.preprocess import Shard, preprocess
     from ..evaluation import plots
     from . import tracking
 
     out = prepare_output_dir(paths.resolve(reports_dir))  # before the long work, not after it
     layout = LayoutConfig.of(data) if data is not None else LayoutConfig()
-    result = preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout)
+    shard = Shard.parse(cfg.shard)
+    if shard is not None:
+        preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout)
+        log.info(f"shard {shard} finished; merging the {shard.count} shards if every one has")
+        cfg = replace(cfg, shard="")
+    merge = shard.count if shard is not None else 0
+    result = preprocess(
+        paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout, merge_shards=merge
+    )
     details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
     tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
@@ -400,6 +413,7 @@ def run_cross_evaluate(
         frames_per_video=prep.frames_per_video,
         min_side=prep.min_side,
         keep_splits=False,
+        shard="",  # the whole second dataset: shards are the preprocess stage's
     )
     out = prepare_output_dir(paths.resolve(reports_dir))
     from ..data.preprocess import preprocess

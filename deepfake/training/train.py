@@ -459,10 +459,12 @@ def _train(
         prog = restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
         if show:
             saved_world = int(resume_ckpt.get("world_size", 1))
-            log.info(
-                f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done"
-                + (f" by {saved_world} process(es), continued by {info.world_size}" if saved_world != info.world_size else "")
+            by = (
+                f" by {saved_world} process(es), continued by {info.world_size}"
+                if saved_world != info.world_size
+                else ""
             )
+            log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done{by}")
 
     def model_record(p: Progress) -> dict[str, Any]:
         """What ``best.pt`` holds: the weights, the preprocessing contract and the metadata."""

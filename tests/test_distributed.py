@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +141,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_nodes(procs: list[subprocess.Popen]) -> None:
+    """End the torchrun agents still running: SIGTERM, on which an agent stops its workers (they
+    run in process groups of their own), then SIGKILL for any that did not end within 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 def run_two_nodes(args: list, folders: list[Path], timeout: float = 300) -> list[tuple[int, str, str]]:
     """``args`` under torchrun as two "nodes" of one process each, on 127.0.0.1, each started in its
     own folder; ``(exit status, stdout, stderr)`` per node. The nodes meet through a c10d rendezvous
@@ -160,11 +175,11 @@ def run_two_nodes(args: list, folders: list[Path], timeout: float = 300) -> list
     deadline = time.monotonic() + timeout
     try:
         codes = [p.wait(timeout=max(deadline - time.monotonic(), 1)) for p in procs]
+    except subprocess.TimeoutExpired:
+        logs = "\n".join(f"{f.name}:\n{(f / 'node.err').read_text()[-2000:]}" for f in folders)
+        pytest.fail(f"the two nodes did not finish within {timeout} s\n{logs}")
     finally:
-        for p in procs:
-            if p.poll() is None:  # the agent and its worker: their own process group
-                os.killpg(p.pid, 9)
-                p.wait()
+        stop_nodes(procs)
     return [(c, (f / "node.out").read_text(), (f / "node.err").read_text()) for c, f in zip(codes, folders)]
 
 

@@ -78,6 +78,8 @@ def test_ranks_split_every_global_batch_between_them():
         assert sorted(whole) == sorted(r0 + r1) and abs(len(r0) - len(r1)) <= 1
     small = [EpochBatchSampler(35, 8, seed=5, rank=r, world_size=2, drop_last=True) for r in range(2)]
     assert len(small[0]) == 4  # a final batch of 3 cannot give each rank 2 images: dropped
+    assert small[0].steps_per_epoch() == 4 and small[0].steps_per_epoch(1) == 5  # one process keeps it
+    assert single.steps_per_epoch(2) == single.steps_per_epoch() == 5
     with pytest.raises(ValueError, match="smaller than the number of processes"):
         EpochBatchSampler(10, 2, world_size=4)
 

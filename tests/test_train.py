@@ -481,6 +481,50 @@ def test_resume_refuses_a_different_config(tiny_dataset, tiny_splits, tmp_path):
     check_resumable({**cfg.__dict__}, replace(cfg, num_workers=2, resume=True), tmp_path / "last.pt")  # free keys
 
 
+def test_resume_with_another_world_size_is_refused_only_when_an_epoch_changes_length(
+    tiny_dataset, tiny_splits, tmp_path
+):
+    """The 24 training images make global batches of 10, 10 and 4: the last is kept for up to 2
+    processes (2 images each) and dropped for 3. The checkpoint's ``world_size`` is set as a run of
+    2 or 3 processes would have written it (this test runs one process)."""
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "batch_size": 10})
+    first = train(cfg, tiny_splits, tiny_dataset, tmp_path)
+    assert first.summary["n_train"] == 24
+    last = torch.load(first.last_checkpoint, weights_only=True)
+    torch.save({**last, "world_size": 3}, first.last_checkpoint)
+    with pytest.raises(
+        ResumeError,
+        match=r"cannot resume from .*last.pt with 1 process\(es\): it was written by a run of 3, and an epoch has 2 "
+        r"optimisation steps with 3 process\(es\) but 3 with 1 .* resume with 3 process\(es\)",
+    ):
+        train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path)
+    torch.save({**last, "world_size": 2}, first.last_checkpoint)  # 3 steps per epoch with 2 processes too
+    again = train(replace(cfg, resume=True), tiny_splits, tiny_dataset, tmp_path)
+    assert again.history.equals(first.history)
+
+
+def test_the_decoded_cache_is_built_once_per_node_before_the_nodes_other_processes_open_it(monkeypatch, tmp_path):
+    """Rank 0 first; then the first process of every other node (its disk may be its own); then the rest."""
+    from deepfake.training import distributed as D
+
+    turn, built = [0], []
+    monkeypatch.setattr(D, "barrier", lambda info: turn.__setitem__(0, turn[0] + 1))
+
+    def build(paths, size, cache_dir, num_workers=0, show=True):
+        built.append((rank, turn[0], num_workers, show))
+        return object()
+
+    monkeypatch.setattr(train_mod.DecodedCache, "build", build)
+    frame = pd.DataFrame({"path": ["a.png"], "target": [0]})
+    cfg = TrainConfig(**{**FAST, "num_workers": 3})
+    for rank, local_rank in [(0, 0), (1, 1), (2, 0), (3, 1)]:  # two nodes of two processes
+        turn[0] = 0
+        caches = train_mod._decoded_caches(cfg, tmp_path, (frame, frame), D.DistInfo(rank, local_rank, 4))
+        assert len(caches) == 2
+    assert built == [(0, 0, 3, True)] * 2 + [(1, 2, 0, False)] * 2 + [(2, 1, 3, False)] * 2 + [(3, 2, 0, False)] * 2
+    assert turn[0] == 2  # every process passes the same barriers
+
+
 def test_resume_without_a_checkpoint_starts_afresh(tiny_dataset, tiny_splits, tmp_path):
     cfg = TrainConfig(**{**FAST, "epochs": 1, "max_batches": 1, "deterministic": True})
     fresh = train(cfg, tiny_splits, tiny_dataset, tmp_path / "a")

@@ -1,9 +1,11 @@
-"""Multi-process training helpers (``torchrun --nproc_per_node=N``), no-ops in a single process.
+"""Multi-process training helpers (``torchrun``, on one machine or several), no-ops in a single process.
 
-``torchrun`` starts N copies of the same entry point with ``RANK``, ``LOCAL_RANK`` and
-``WORLD_SIZE`` in their environment; ``setup`` joins them into a process group (NCCL on
-CUDA, gloo on CPU). Rank 0 logs and writes files; metrics are computed on everything the
-ranks saw, gathered with ``gather_arrays``.
+``torchrun`` starts copies of the same entry point with ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE`` in their environment (on several machines, ``torchrun --nnodes`` on each, met
+through a rendezvous); ``setup`` joins them into a process group (NCCL on CUDA, gloo on CPU).
+``LOCAL_RANK``, a process's number on its machine, selects its GPU and nothing else: data
+shares, seeds and the one writer use the global rank. Rank 0 logs and writes files; metrics are
+computed on everything the ranks saw, gathered with ``gather_arrays``.
 """
 
 from __future__ import annotations

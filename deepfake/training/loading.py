@@ -310,8 +310,12 @@ class EpochBatchSampler(Sampler):
         """Select the epoch to draw, and skip its first ``start_batch`` batches (resume)."""
         self.epoch, self.start = epoch, start_batch
 
-    def global_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Every global batch of the current epoch as ``(indices, seeds)`` arrays."""
+    def global_batches(self, world_size: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every global batch of the current epoch as ``(indices, seeds)`` arrays.
+
+        Args:
+            world_size: the number of processes ``drop_last`` counts with (default: this sampler's).
+        """
         rng = np.random.default_rng([self.seed, self.epoch])
         if not self.shuffle:
             order = np.arange(self.n)
@@ -322,9 +326,15 @@ class EpochBatchSampler(Sampler):
         seeds = rng.integers(0, 2**62, size=self.n)
         cuts = range(0, self.n, self.batch_size)
         batches = [(order[i : i + self.batch_size], seeds[i : i + self.batch_size]) for i in cuts]
-        if self.drop_last and len(batches) > 1 and len(batches[-1][0]) < 2 * self.world_size:
+        if self.drop_last and len(batches) > 1 and len(batches[-1][0]) < 2 * (world_size or self.world_size):
             batches = batches[:-1]
         return batches[: self.max_batches] if self.max_batches else batches
+
+    def steps_per_epoch(self, world_size: int | None = None) -> int:
+        """Global batches (optimisation steps) of a whole epoch with ``world_size`` processes (default: this
+        sampler's). The same for every world size except where ``drop_last`` keeps the last, small batch for
+        one and drops it for the other."""
+        return len(self.global_batches(world_size))
 
     def global_sizes(self) -> list[int]:
         """Images per global batch, from ``start_batch`` on (the loss of a step is averaged over them)."""

@@ -4,6 +4,11 @@ Every checkpoint holds a ``Progress`` (epochs and steps done, the history, the b
 early-stopping state, the statistics of an unfinished epoch) and the random states of every
 process (``rng_state``); ``load_resume`` and ``restore`` bring a run back to exactly where it
 stopped, so that a resumed run ends where an uninterrupted one would have.
+
+A run may continue with another number of processes (more nodes under torchrun, or one process):
+the state is counted in global batches, which do not depend on it. Only the per-process random
+states are then left behind (a warning says so), and ``check_world_size`` refuses the one case
+where an epoch's number of steps changes with the world size.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +87,36 @@ def check_resumable(saved: dict, cfg: Any, path: Path) -> None:
         )
 
 
+def check_world_size(ckpt: dict, path: Path, world_size: int, steps_per_epoch: Callable[[int], int]) -> None:
+    """Raise when ``path``, written by another number of processes, cannot be continued with ``world_size``.
+
+    What a checkpoint holds does not depend on the number of processes (the weights, optimizer and
+    scheduler state, the progress in global batches: each epoch's global batches are a function of
+    the seed and the epoch alone), so a run continues with another world size, except when an epoch
+    has another number of optimisation steps with it: the last, small global batch of an epoch is
+    dropped when it has fewer than 2 images per process (``EpochBatchSampler``), so the schedule and
+    the position in the epoch would not carry over.
+
+    Args:
+        ckpt: the checkpoint ``load_resume`` returned.
+        path: where it was read (named in the message).
+        world_size: processes of this run.
+        steps_per_epoch: optimisation steps of an epoch for a number of processes.
+    """
+    saved = int(ckpt.get("world_size", 1))
+    if saved == world_size:
+        return
+    then, now = steps_per_epoch(saved), steps_per_epoch(world_size)
+    if then != now:
+        raise ResumeError(
+            f"cannot resume from {path} with {world_size} process(es): it was written by a run of {saved}, and an "
+            f"epoch has {then} optimisation steps with {saved} process(es) but {now} with {world_size} (the last "
+            "global batch of an epoch is dropped when it has fewer than 2 images per process), so the learning-rate "
+            f"schedule and the position in the epoch do not carry over; resume with {saved} process(es) (torchrun's "
+            "--nnodes times --nproc-per-node), or set resume=false to train afresh"
+        )
+
+
 @dataclass
 class Progress:
     """Where a run is: stored in every checkpoint, restored by ``resume``."""
@@ -141,8 +177,9 @@ def restore(
         set_rng_state(rngs[info.rank], loader_gen)
     elif info.is_main:
         warnings.warn(
-            f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
-            "random states (dropout) are not restored, the result will differ slightly",
+            f"the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: the weights, "
+            "optimizer, schedule and data order carry over, the per-process random states (dropout) do not: the "
+            "result will differ slightly from an uninterrupted run",
             stacklevel=3,
         )
     p = dict(ckpt["progress"])

@@ -56,7 +56,7 @@ from .augment import AugmentConfig
 from .blend import MODES as BLEND_MODES
 from .blend import BlendConfig, self_blend
 from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
-from .resume import Progress, load_resume, restore, rng_state
+from .resume import Progress, check_world_size, load_resume, restore, rng_state
 from .scoring import predict
 from .steps import EpochStats, StepOptions, make_scheduler, train_one_epoch
 
@@ -410,6 +410,8 @@ def _train(
     # Model and optimisation
     last_path, best_path = out / "last.pt", out / "best.pt"
     resume_ckpt = load_resume(cfg, last_path)
+    if resume_ckpt is not None:
+        check_world_size(resume_ckpt, last_path, info.world_size, train_sampler.steps_per_epoch)
     model_weights = "none" if resume_ckpt is not None else cfg.weights
     net, weights_used = build_model(cfg.arch, model_weights, image_size=cfg.image_size)
     if resume_ckpt is not None:
@@ -456,7 +458,13 @@ def _train(
     if resume_ckpt is not None:
         prog = restore(resume_ckpt, net, optimizer, scheduler, scaler, train_loader.generator, info)
         if show:
-            log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done")
+            saved_world = int(resume_ckpt.get("world_size", 1))
+            by = (
+                f" by {saved_world} process(es), continued by {info.world_size}"
+                if saved_world != info.world_size
+                else ""
+            )
+            log.info(f"resuming from {last_path}: {prog.epoch} epoch(s) and {prog.step} batch(es) done{by}")
 
     def model_record(p: Progress) -> dict[str, Any]:
         """What ``best.pt`` holds: the weights, the preprocessing contract and the metadata."""
@@ -678,14 +686,20 @@ def _check_input_size(cfg: TrainConfig, contract: Preprocessing, model_inputs: d
 def _decoded_caches(
     cfg: TrainConfig, data_root: Path, frames: tuple[pd.DataFrame, ...], info: D.DistInfo
 ) -> list[DecodedCache]:
-    """Rank 0 builds (or finds) the decoded-image cache of each frame; the other ranks then open them."""
+    """The decoded-image cache of each frame: rank 0 builds (or finds) it; then the first process of each
+    other node, whose ``build/cache/`` may be on a disk of its own, finds it there or builds it; then the
+    node's other processes open it. No two processes of a node decode the same images."""
     cache_dir = paths.ROOT / "build" / "cache"
     lists = [[data_root / p for p in f["path"]] for f in frames]
-    if info.is_main:
-        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, cfg.num_workers) for ps in lists]
-    D.barrier(info)
-    if not info.is_main:
-        caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, 0, show=False) for ps in lists]
+    first_on_node = info.local_rank == 0
+    turns = (info.is_main, first_on_node and not info.is_main, not first_on_node and not info.is_main)
+    caches: list[DecodedCache] = []
+    for k, mine in enumerate(turns):
+        if k:
+            D.barrier(info)
+        if mine:
+            workers = cfg.num_workers if first_on_node else 0
+            caches = [DecodedCache.build(ps, cfg.image_size, cache_dir, workers, show=info.is_main) for ps in lists]
     return caches
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,34 @@ def test_a_failed_pull_in_a_fresh_clone_stops_before_anything_else(pushed):
     assert "deepfake: dvc pull failed: the remote refused the credentials" in out, out
     assert not (third / "data").exists()  # make stopped: the dataset was not rendered
     assert subprocess.run(["git", "status", "--porcelain"], cwd=third, capture_output=True, text=True).stdout == ""
+
+
+@pytest.mark.slow
+def test_a_shared_folder_remote_pushes_and_pulls_and_a_missing_one_is_named(tmp_path):
+    """``make remote-dir``'s remote on a tiny DVC repository: what one clone pushes, a clone of it pulls."""
+    first, store = tmp_path / "first", tmp_path / "store"
+    first.mkdir()
+    # this checkout's package, run on the tiny repository (DEEPFAKE_ROOT: where DVC runs)
+    env = {**clone_env(first, tmp_path), "PYTHONPATH": str(remote.paths.ROOT), "DEEPFAKE_ROOT": str(first)}
+    subprocess.run(["git", "init", "-q"], cwd=first, check=True)
+    dvc(first, env, "init", "-q")
+    (first / "models").mkdir()
+    (first / "models" / "best.pt").write_bytes(os.urandom(4096))
+    dvc(first, env, "add", "-q", "models")
+    cli = [sys.executable, "-m", "deepfake", "remote"]
+    run([*cli, "add", str(store)], first, env)
+    quick.git_commit(first, "a model and the shared folder")
+    assert re.search(r"\d+ files? pushed", run([*cli, "push"], first, env))
+
+    second = tmp_path / "second"
+    subprocess.run(["git", "clone", "-q", str(first), str(second)], check=True)
+    env2 = {**env, "DEEPFAKE_ROOT": str(second)}
+    run([*cli, "pull"], second, env2)
+    assert (second / "models" / "best.pt").read_bytes() == (first / "models" / "best.pt").read_bytes()
+
+    dvc(second, env2, "remote", "modify", "--local", remote.REMOTE, "url", str(tmp_path / "unmounted"))
+    (second / "models" / "best.pt").unlink()
+    shutil.rmtree(second / ".dvc" / "cache")
+    out = run([*cli, "pull"], second, env2, ok=False)
+    assert "ERROR:" in out and "deepfake: dvc pull failed:" in out, out
+    assert "the remote lacks some files" in out.splitlines()[-1] and "url" in out.splitlines()[-1], out

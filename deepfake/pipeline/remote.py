@@ -75,7 +75,8 @@ DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
     ),
     (
         re.compile(r"missing cache files|failed to pull data from the cloud|cache files do not exist", re.I),
-        "the remote lacks some files of this commit: run make push in the clone that produced them, then pull again",
+        "the remote lacks some files of this commit: check that its url is the lab's (dvc remote list; a shared "
+        "folder must be mounted), or run make push in the clone that produced them, then pull again",
     ),
     (
         re.compile(r"No such file or directory|FileNotFoundError|does not exist", re.I),

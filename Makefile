@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Empty (the default, and what CI uses: CI reaches PyPI only): torch and torchvision come from PyPI.
 TORCH_INDEX ?=
 
-.PHONY: install data repro test lint cross screenshot clean-quick
+.PHONY: install data repro test lint cross screenshot clean-quick remote-s3 remote-ssh remote-dir push pull
 
 install: $(VENV)/.deepfake-installed
 
@@ -75,3 +75,38 @@ cross: install
 
 clean-quick:
 	rm -rf build/quick
+
+# A shared DVC remote (docs/remote.md): one clone pushes the face cache and the models, every other pulls them.
+#   make remote-s3 URL=s3://BUCKET/PATH [ENDPOINT=http://HOST:9000]   AWS S3; MinIO or Ceph through ENDPOINT
+#   make remote-ssh URL=ssh://USER@HOST/PATH                           a server reached by SSH
+#   make remote-dir DIR=/shared/deepfake-dvc                           a folder every machine mounts (NFS, SMB)
+#   make push      dvc push: cache/faces and models as dvc.lock names them
+#   make pull      dvc pull, then make data (the default dataset rendered when absent, its inventory):
+#                  the demo works, and dvc repro runs the inventory and nothing else
+# Each remote-* target makes its remote the default, named shared, in the committed .dvc/config (URL and
+# endpoint only); credentials go to the git-ignored .dvc/config.local: dvc remote modify --local shared ...
+# The plugin of an s3:// or ssh:// remote is installed when missing, through the package's extra.
+URL ?=
+ENDPOINT ?=
+DIR ?=
+
+remote-s3: install
+	@test -n "$(URL)" || { echo "set URL=s3://BUCKET/PATH (and ENDPOINT=http://HOST:PORT for MinIO or Ceph)"; exit 2; }
+	$(BIN)/python -c "import dvc_s3" 2>/dev/null || $(BIN)/python -m pip install -e ".[s3]"
+	$(BIN)/python -m deepfake remote add "$(URL)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)")
+
+remote-ssh: install
+	@test -n "$(URL)" || { echo "set URL=ssh://USER@HOST/PATH"; exit 2; }
+	$(BIN)/python -c "import dvc_ssh" 2>/dev/null || $(BIN)/python -m pip install -e ".[ssh]"
+	$(BIN)/python -m deepfake remote add "$(URL)"
+
+remote-dir: install
+	@test -n "$(DIR)" || { echo "set DIR=/a/folder/every/machine/mounts"; exit 2; }
+	$(BIN)/python -m deepfake remote add "$(DIR)"
+
+push: install
+	$(BIN)/python -m deepfake remote push
+
+pull: install
+	$(BIN)/python -m deepfake remote pull
+	@$(MAKE) --no-print-directory data

@@ -38,6 +38,14 @@ SKIP = {
     "make lint": "part of make test, which CI runs itself (.ci/run)",
     "make install TORCH_INDEX=": "CI cannot reach PyTorch's wheel index; it installs PyPI's wheels (plain make)",
     "torchrun": "several processes: tests/test_distributed.py runs the same under torchrun",
+    # a lab's remote: tests/test_remote.py runs these commands against moto's S3 server on 127.0.0.1
+    "make remote-": "needs a lab's remote: tests/test_remote.py runs it against moto's S3 server",
+    "make push": "needs a lab's remote: tests/test_remote.py runs it against moto's S3 server",
+    "make pull": "needs a lab's remote: tests/test_remote.py runs it against moto's S3 server",
+    ".venv/bin/dvc remote modify --local": "a lab's credentials: tests/test_remote.py sets moto's",
+    "git clone": "the lab's repository: CI runs these commands in its own clone",
+    ".venv/bin/dvc add data/raw": "opt-in: a lab's real dataset through the remote",
+    "git add data/raw.dvc": "opt-in: a lab's real dataset through the remote",
 }
 
 #: The tiny configuration: the same stages and settings, a smaller dataset and run.
@@ -84,6 +92,11 @@ def bash_commands(*files: Path) -> list[str]:
             pending = ""
             lines.append(text)
     return lines
+
+
+def skip_reason(cmd: str) -> str | None:
+    """Why ``cmd`` is not run (``SKIP``), or None."""
+    return next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
 
 
 def shrink_params(params: Path) -> None:
@@ -173,7 +186,7 @@ def main() -> int:
     for file in pages(clone):
         plan += [(file.relative_to(clone).as_posix(), c) for c in bash_commands(file)]
     commands = [c for _, c in plan]
-    activated = [c for c in commands if c.startswith(".venv/bin/dvc ") and " exp run" not in c]
+    activated = [c for c in commands if c.startswith(".venv/bin/dvc ") and " exp run" not in c and not skip_reason(c)]
     plan += [
         ("activated environment", "source .venv/bin/activate && " + c.removeprefix(".venv/bin/"))
         for c in dict.fromkeys(activated)  # each once, in order
@@ -183,7 +196,7 @@ def main() -> int:
         if page != shown:
             print(f"== {page}", flush=True)
             shown = page
-        skip = next((why for start, why in SKIP.items() if cmd.startswith(start)), None)
+        skip = skip_reason(cmd)
         if skip:
             print(f"skip  {cmd}\n      ({skip})", flush=True)
             continue

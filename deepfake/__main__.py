@@ -289,6 +289,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_remote(args: argparse.Namespace) -> int:
+    from .pipeline.remote import RemoteError, add_remote, transfer
+
+    try:
+        if args.action == "add":
+            if not args.targets or len(args.targets) > 1:
+                usage = "s3://BUCKET/PATH, ssh://USER@HOST/PATH or a folder"
+                print(f"error: remote add takes one URL: {usage}", file=sys.stderr)
+                return 2
+            return add_remote(args.targets[0], args.endpoint)
+        if args.endpoint:
+            print(f"error: --endpoint is a setting of remote add, not of remote {args.action}", file=sys.stderr)
+            return 2
+        return transfer(args.action, args.targets, args.jobs)
+    except RemoteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepfake", description="Deepfake detection toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -486,6 +505,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", dest="no_progress", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "remote",
+        help="the shared DVC remote (docs/remote.md): add one, push or pull the face cache and the models, or "
+        "compare with it; DVC's own output, and on failure one line naming the setting to check",
+    )
+    p.add_argument(
+        "action",
+        choices=("add", "push", "pull", "status"),
+        help="add URL: make it the default remote 'shared'; push / pull: dvc push / dvc pull; "
+        "status: dvc status --cloud",
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="ARG",
+        help="add: the URL (s3://BUCKET/PATH, ssh://USER@HOST/PATH or a folder); push / pull / status: DVC "
+        "targets (default: every cached output: cache/faces, models)",
+    )
+    p.add_argument("--endpoint", help="add: the S3 API's endpointurl (MinIO, Ceph: http://HOST:PORT); none for AWS")
+    p.add_argument("-j", "--jobs", type=int, help="push / pull / status: parallel transfers (DVC's default without)")
+    p.set_defaults(func=_cmd_remote)
 
     p = sub.add_parser(
         "info", help="versions, device, and whether a trained model is present and loads (exit 1 if not)"

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from deepfake.core import paths
 from deepfake.pipeline import quick
 
 pytestmark = pytest.mark.slow
@@ -41,48 +39,8 @@ SPECIAL = {
     "real/broken.jpg": "broken_link",
     "real/loop.jpg": "link_loop",
 }
-TINY = {
-    "synth": {"n_identities": 24, "images_per_identity": 1, "image_size": 48, "family_size": 2},
-    "preprocess": {"size": 48, "workers": 1},
-    "split": {"val_frac": 0.25, "test_frac": 0.25},
-    "train": {"epochs": 1, "min_epochs": 1, "image_size": 48, "batch_size": 8, "weights": "none"},
-    "evaluate": {
-        "bootstrap": 20,
-        "latency_images": 2,
-        "robust_jpeg": "50",
-        "robust_blur": "",
-        "robust_downscale": "",
-        "robust_resize": "",
-    },
-}
 VENV = Path(sys.executable).parent.parent
 DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def _copy_repository(dest: Path) -> None:
-    """The checkout's files as they are (committed or not, git-ignored ones left out), in a new git repository."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=paths.ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for rel in filter(None, listed.split("\0")):
-        src = paths.ROOT / rel
-        if src.is_file() and not src.is_symlink() and rel != ".venv":
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    # never newer than the environment's install marker: make must not reinstall the shared environment
-    os.utime(dest / "pyproject.toml", (1, 1))
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for section, changes in TINY.items():
-        params[section].update(changes)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=dest, check=True)
 
 
 def _add_special_files(raw: Path) -> None:
@@ -113,7 +71,7 @@ def project(tmp_path_factory):
         pytest.skip(f"{VENV} was not installed by make install: make repro would install it")
     root = tmp_path_factory.mktemp("user") / "deepfake"
     root.mkdir()
-    _copy_repository(root)
+    quick.copy_repository(root, quick.TINY_PROJECT)
     env = {
         **os.environ,
         "PYTHONPATH": str(root),  # this copy's package, also in the commands DVC starts

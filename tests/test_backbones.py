@@ -84,6 +84,8 @@ def test_input_config_is_timm_pretrained_cfg():
     assert xc["native_input_size"] == 299 and xc["library"] == "timm" and xc["version"] == timm.__version__
     assert input_config("efficientnet_b4")["native_input_size"] == 320
     assert input_config("resnet18")["mean"] == [0.485, 0.456, 0.406]  # torchvision's, as before
+    assert input_config("resnet18")["native_input_size"] == 224
+    assert input_config("dilated_cnn")["native_input_size"] is None  # never pretrained
 
 
 def test_pretrained_weights_load_through_timm_from_the_hub_cache(no_network):

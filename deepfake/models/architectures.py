@@ -241,13 +241,14 @@ def input_config(arch: str) -> dict[str, Any]:
     (the size it was pretrained at), and where that comes from (timm's ``pretrained_cfg`` for timm models)."""
     if is_timm(arch):
         return backbones.input_config(arch)
-    library = "torchvision" if arch == "resnet18" else "deepfake"
+    torchvision = arch == "resnet18"
     return {
-        "library": library,
+        "library": "torchvision" if torchvision else "deepfake",
         "architecture": arch,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "native_input_size": 224,
+        # the dilated CNN has no pretrained weights, hence no size it was pretrained at
+        "native_input_size": 224 if torchvision else None,
     }
 
 

@@ -679,7 +679,7 @@ def _check_input_size(cfg: TrainConfig, contract: Preprocessing, model_inputs: d
             "(the presets set both)"
         )
     native = model_inputs.get("native_input_size")
-    if native and native != cfg.image_size:
+    if native and native != cfg.image_size and cfg.weights != "none":
         log.info(f"{cfg.arch} was pretrained at {native} px; training at {cfg.image_size} px (train.image_size)")
 
 

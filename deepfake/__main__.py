@@ -126,7 +126,7 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
         return 0
     shown = table.drop(columns=[c for c in ("kind", "rev", "baseline", "created") if c in table.columns])
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.4g}".format):
-        print(shown.to_string(index=False))
+        print(shown.to_string(index=False, na_rep=""))  # a queued experiment has no metrics yet
     print(table.attrs.get("message", ""))
     return 0
 

@@ -164,11 +164,14 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
     table = experiments_table()
     if table.empty:
-        print(table.attrs.get("message", "no experiments"))
+        if table.attrs.get("failed"):  # DVC missing, not a DVC repository, or DVC failed
+            print(f"error: {table.attrs['message']}", file=sys.stderr)
+            return 1
+        print(table.attrs.get("message", "no experiments"))  # no experiment yet: how to run one
         return 0
     shown = table.drop(columns=[c for c in ("kind", "rev", "baseline", "created") if c in table.columns])
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.float_format", "{:.4g}".format):
-        print(shown.to_string(index=False))
+        print(shown.to_string(index=False, na_rep=""))  # a queued experiment has no metrics yet
     print(table.attrs.get("message", ""))
     return 0
 
@@ -409,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "experiments",
-        help="DVC experiments side by side: the params that differ and the headline metrics, short column names",
+        help="DVC experiments side by side, queued, running, finished and failed (dvc exp show, dvc queue status): "
+        "the state, the params that differ and the headline metrics, short column names",
     )
     p.set_defaults(func=_cmd_experiments)
 

@@ -64,23 +64,98 @@ def test_no_experiment_gives_an_empty_table_that_says_how_to_run_one():
     assert table.empty and "dvc exp run" in table.attrs["message"]
 
 
-def test_experiments_table_runs_this_environments_dvc(tmp_path, monkeypatch):
+def _executor(state):
+    """The ``executor`` of an experiment range of ``dvc exp show --json`` (DVC 3)."""
+    return {"state": state, "name": "dvc-task", "local": {"task_id": "f" * 40, "returncode": None}}
+
+
+def _queue_records():
+    """Four experiments from one baseline, one in each state DVC gives them."""
+    records = _records()
+    base = records[1]
+    base["experiments"] = [
+        {"revs": [_state("d" * 40, "lr-a", 3e-3, 20, auc=0.83)], "executor": _executor("running"), "name": "lr-a"},
+        {"revs": [_state("b" * 40, "lr-b", 3e-4, 20, auc=0.84)], "executor": _executor("success"), "name": "lr-b"},
+        {"revs": [_state("c" * 40, "lr-c", 1e-2, 20)], "executor": _executor("queued"), "name": "lr-c"},
+        {"revs": [{**_state("e" * 40, "lr-d", 3e-2, 20), "error": {"msg": "Experiment run failed", "type": ""}}],
+         "executor": _executor("failed"), "name": "lr-d"},
+    ]  # fmt: skip
+    return records
+
+
+def test_each_experiment_has_its_state_and_the_message_counts_them():
+    table = explore.experiments_frame(_queue_records())
+    assert table["experiment"].tolist() == ["workspace", "main", "lr-a", "lr-b", "lr-c", "lr-d"]
+    assert table["state"].tolist() == ["", "", "running", "success", "queued", "failed"]
+    assert table["error"].tolist()[-1] == "Experiment run failed"
+    assert np.isnan(table.loc[4, "eval.roc_auc"]) and table.loc[3, "eval.roc_auc"] == 0.84  # queued: not run yet
+    assert "4 experiment(s) (1 queued, 1 running, 1 success, 1 failed)" in table.attrs["message"]
+    # an experiment run in the workspace has no executor: DVC keeps it once it finished
+    assert explore.experiments_frame(_records())["state"].tolist() == ["", "", "success", "success"]
+
+
+def _fake_dvc(monkeypatch, records, workers="Worker status: 0 active, 0 idle"):
     calls = []
 
     def fake_run(cmd, **kwargs):
         calls.append((cmd, kwargs["cwd"]))
-        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(_records()), stderr="")
+        out = json.dumps(records) if cmd[3:5] == ["exp", "show"] else f"Task  Name\n\n{workers}\n"
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
 
     monkeypatch.setattr(explore.subprocess, "run", fake_run)
+    return calls
+
+
+def test_experiments_table_runs_this_environments_dvc(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    calls = _fake_dvc(monkeypatch, _records(), "Worker status: 2 active, 0 idle")
     table = explore.experiments_table(tmp_path)
-    assert calls == [([sys.executable, "-m", "dvc", "exp", "show", "--json"], tmp_path)]
-    assert len(table) == 4
+    dvc = [sys.executable, "-m", "dvc"]
+    assert calls == [([*dvc, "exp", "show", "--json"], tmp_path), ([*dvc, "queue", "status"], tmp_path)]
+    assert len(table) == 4 and table.attrs["message"].endswith("queue workers: 2 active, 0 idle")
+    assert not table.attrs["failed"]
 
 
-def test_experiments_table_outside_a_dvc_repository_says_dvc_failed(tmp_path):
+def test_the_listing_says_why_a_run_failed_and_how_queued_ones_start(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    _fake_dvc(monkeypatch, _queue_records())
+    monkeypatch.setattr(explore.shutil, "which", lambda name: f"/env/bin/{name}")
+    message = explore.experiments_table(tmp_path).attrs["message"]
+    assert "dvc queue logs lr-d" in message and "no queue worker runs: start them with dvc queue start" in message
+    # DVC's workers start `dvc` by name: without it on PATH a queued run would wait for ever
+    monkeypatch.setattr(explore.shutil, "which", lambda name: None)
+    message = explore.experiments_table(tmp_path).attrs["message"]
+    assert "start `dvc` from PATH, where there is none: activate the environment" in message
+
+
+def test_experiments_table_outside_a_dvc_repository_says_so(tmp_path):
     table = explore.experiments_table(tmp_path)
     message = table.attrs["message"]
-    assert table.empty and "`dvc exp show` failed" in message and "not inside of a DVC repository" in message
+    assert table.empty and table.attrs["failed"] and f"{tmp_path} is not inside a DVC repository" in message
+
+
+def test_experiments_table_without_dvc_installed_says_so(tmp_path, monkeypatch):
+    real = explore.importlib.util.find_spec
+    monkeypatch.setattr(explore.importlib.util, "find_spec", lambda name: None if name == "dvc" else real(name))
+    table = explore.experiments_table(tmp_path)
+    assert table.empty and table.attrs["failed"] and "DVC is not installed" in table.attrs["message"]
+
+
+def test_a_failing_dvc_is_reported_with_its_last_line(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    failing = subprocess.CompletedProcess([], 255, stdout="", stderr="ERROR: this is not a git repository\n")
+    monkeypatch.setattr(explore.subprocess, "run", lambda cmd, **kwargs: failing)
+    message = explore.experiments_table(tmp_path).attrs["message"]
+    assert "`dvc exp show` failed" in message and "(exit 255): ERROR: this is not a git repository" in message
+
+
+def test_the_command_exits_1_when_dvc_cannot_answer_and_0_without_experiments(tmp_path, monkeypatch, capsys):
+    from deepfake.__main__ import main
+
+    monkeypatch.setattr(explore, "experiments_table", lambda: explore._empty("not a DVC repository", failed=True))
+    assert main(["experiments"]) == 1 and capsys.readouterr().err == "error: not a DVC repository\n"
+    monkeypatch.setattr(explore, "experiments_table", lambda: explore.experiments_frame(_records()[:1]))
+    assert main(["experiments"]) == 0 and "No DVC experiments yet" in capsys.readouterr().out
 
 
 def _preds(n=60, seed=0):

@@ -173,3 +173,36 @@ def test_the_command_names_a_dataset_that_is_not_there(tmp_path):
         [sys.executable, "-m", "deepfake", "inventory"], cwd=root, env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+@pytest.mark.slow  # three runs of the command: a few seconds of imports each
+def test_in_a_dvc_experiments_copy_the_command_reads_the_queuing_workspaces_dataset(folders, tmp_path):
+    """DVC runs a queued experiment in a copy of the repository that has no dataset (git-ignored) and no
+    stat record, with ``DVC_ROOT`` naming the workspace that queued it: the copy lists that workspace's
+    dataset, starts from its stat record (no file read again) and writes only its own files."""
+    workspace, copy = tmp_path / "workspace", tmp_path / "copy"
+    for root in (workspace, copy):
+        root.mkdir()
+        write_params(root / "params.yaml", {"data": {"raw_dir": "data/raw"}})
+    shutil.move(folders, workspace / "data" / "raw")
+    cmd = [sys.executable, "-m", "deepfake", "inventory", "--no-progress"]
+
+    def run(root: Path, **extra: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DEEPFAKE_ROOT": str(root), "PYTHONPATH": str(paths.ROOT), **extra}
+        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+    assert run(workspace, DVC_ROOT=str(workspace)).returncode == 0  # dvc repro in the workspace itself
+    record = workspace / "cache" / "inventory" / "raw.json"
+    before = record.stat().st_mtime_ns
+    queued = run(copy, DVC_ROOT=str(workspace))
+    assert queued.returncode == 0, queued.stderr
+    assert f"{workspace / 'data' / 'raw'} (folders): 48 image(s)" in queued.stderr
+    assert "read 0 new or changed file(s), 48 unchanged" in queued.stderr
+    inventory = "reports/inventory/inventory.csv"
+    assert (copy / inventory).read_bytes() == (workspace / inventory).read_bytes()
+    assert (copy / "cache" / "inventory" / "raw.json").is_file() and record.stat().st_mtime_ns == before
+    shutil.rmtree(workspace / "data" / "raw")
+    nowhere = run(copy, DVC_ROOT=str(workspace))
+    assert nowhere.returncode == 1
+    assert f"nor in the workspace that queued it ({workspace})" in nowhere.stderr
+    assert "dvc exp run --queue --copy-paths data/raw" in nowhere.stderr and "absolute path" in nowhere.stderr

@@ -111,6 +111,24 @@ def test_each_stage_passes_paths_not_settings(stage):
     assert set(passed) <= {"params_file", "quick", "name"}, f"{stage} passes settings one by one: {sorted(passed)}"
 
 
+def test_bin_python_in_an_experiments_copy_runs_the_queuing_workspaces_environment_on_the_copy(tmp_path):
+    """DVC runs a queued experiment's commands in a copy of the repository (no .venv: git-ignored) with
+    ``DVC_ROOT`` naming the workspace that queued it: bin/python takes that workspace's .venv, and the
+    package's root is the copy whatever ``DEEPFAKE_ROOT`` the caller had."""
+    copy, workspace = tmp_path / "copy", tmp_path / "workspace"
+    shutil.copytree(paths.ROOT / "bin", copy / "bin")
+    fake = workspace / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\necho "$0 $DEEPFAKE_ROOT $*"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DEEPFAKE_PYTHON", "VIRTUAL_ENV")}
+    env.update(DVC_ROOT=str(workspace), DEEPFAKE_ROOT=str(tmp_path / "elsewhere"))
+    out = subprocess.run(
+        ["bin/python", "-m", "deepfake"], cwd=copy, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.split() == [str(fake), str(copy.resolve()), "-m", "deepfake"]
+
+
 def test_no_stage_depends_on_a_dataset_folder():
     """DVC would hash every byte of a dataset folder before any stage runs, and hang on a FIFO in it: the
     stages depend on the dataset's inventory, which an always-changed stage rewrites only when it changes."""

@@ -30,6 +30,38 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
+def experiment_origin() -> Path | None:
+    """The workspace that queued the DVC experiment running here, or None outside one.
+
+    DVC runs a queued experiment (``dvc exp run --queue``, then ``dvc queue start``) and a
+    ``dvc exp run --temp`` in a temporary copy of the repository under ``.dvc/tmp/exps/``, which
+    holds what git and DVC track and nothing else (not the dataset), and gives its stage commands
+    ``DVC_ROOT``: the repository that queued it (in the workspace itself, the workspace).
+    """
+    origin = os.environ.get("DVC_ROOT", "")
+    if not origin or not os.path.isdir(origin):
+        return None
+    try:
+        if os.path.samefile(origin, ROOT):
+            return None
+    except OSError:
+        return None
+    return Path(origin)
+
+
+def resolve_data(path: str | os.PathLike) -> Path:
+    """A dataset of params.yaml (``data.raw_dir``, a ``cross_dataset`` folder) as absolute: ``resolve``,
+    except that in a DVC experiment's temporary copy (``experiment_origin``) a relative path that is
+    absent there is taken from the workspace that queued the experiment, where it lies (git-ignored,
+    so never copied). A path copied in (``dvc exp run --copy-paths``) or absolute is used as it is."""
+    here = resolve(path)
+    origin = experiment_origin()
+    if origin is None or Path(path).expanduser().is_absolute() or os.path.lexists(here):
+        return here
+    there = origin / path
+    return there if os.path.lexists(there) else here
+
+
 def shown(path: str | os.PathLike) -> str:
     """``path`` as messages and records name it: relative to the project root when inside it (short and
     the same in every clone), else absolute. Symbolic links are kept, not resolved."""
@@ -42,7 +74,7 @@ def shown(path: str | os.PathLike) -> str:
 class Layout:
     """Where every stage reads and writes: the pipeline's (``reports/``, ``models/``) or a quick check's."""
 
-    raw: Path  # the dataset the preprocess stage reads (data.raw_dir)
+    raw: Path  # the dataset the preprocess stage reads (data.raw_dir, by resolve_data)
     faces: Path  # the face-crop cache (data.faces_dir)
     models: Path
     reports: Path
@@ -109,5 +141,9 @@ def layout(raw_dir: str | os.PathLike, faces_dir: str | os.PathLike, quick: bool
             raw=q / "raw", faces=q / "faces", models=q / "models", reports=q / "reports", cross_caches=q / "cross_faces"
         )
     return Layout(
-        raw=resolve(raw_dir), faces=resolve(faces_dir), models=MODELS_DIR, reports=REPORTS_DIR, cross_caches=CROSS_DIR
+        raw=resolve_data(raw_dir),
+        faces=resolve(faces_dir),
+        models=MODELS_DIR,
+        reports=REPORTS_DIR,
+        cross_caches=CROSS_DIR,
     )

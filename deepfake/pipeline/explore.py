@@ -1,4 +1,5 @@
-"""Exploring a run by hand (``notebooks/06_explore.ipynb``): DVC experiments side by side, the
+"""Exploring a run by hand (``notebooks/06_explore.ipynb``): DVC experiments side by side (queued,
+running, finished and failed ones, from DVC's own records: ``python -m deepfake experiments``), the
 test metrics sliced by group, kind of fake and image size, and the most confident mistakes with
 their Grad-CAM.
 
@@ -10,10 +11,13 @@ scored exactly as the evaluation scored it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,10 +74,12 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _empty(message: str) -> pd.DataFrame:
-    """An empty table whose ``attrs["message"]`` says why it is empty."""
+def _empty(message: str, failed: bool = False) -> pd.DataFrame:
+    """An empty table whose ``attrs["message"]`` says why it is empty; ``attrs["failed"]``: DVC could not
+    be asked (not installed, not a DVC repository, an error), as opposed to no experiment yet."""
     frame = pd.DataFrame()
     frame.attrs["message"] = message
+    frame.attrs["failed"] = failed
     return frame
 
 
@@ -83,12 +89,13 @@ def _metric_prefix(file: str) -> str:
     return parent.removeprefix("reports/") if parent not in ("", ".") else Path(file).stem
 
 
-def _state_row(state: dict, kind: str, baseline: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _state_row(state: dict, kind: str, baseline: str, status: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
     """The identity and metrics of one ``dvc exp show`` entry, and its flattened params."""
     data = state.get("data") or {}
     rev = str(state.get("rev") or "")
     row: dict[str, Any] = {
         "experiment": state.get("name") or (rev if rev == "workspace" else rev[:7]),
+        "state": status,
         "kind": kind,
         "rev": rev if rev == "workspace" else rev[:7],
         "baseline": baseline,
@@ -107,13 +114,21 @@ def _state_row(state: dict, kind: str, baseline: str) -> tuple[dict[str, Any], d
     return row, params
 
 
+#: States of an experiment as ``dvc exp show --json`` gives them (its executor's), in the order listed.
+STATES = ("queued", "running", "success", "failed")
+
+
 def experiments_frame(records: list[dict]) -> pd.DataFrame:
     """The parsed output of ``dvc exp show --json``: one row per revision, with the headline metrics
     (``eval.roc_auc``, ``eval.roc_auc_low``, ``train.best_val_auc``...) and the params whose values
     differ between rows.
 
-    Rows are the workspace, each baseline commit and the experiments derived from it. With no
-    experiment at all the table is empty and ``attrs["message"]`` says how to run one.
+    Rows are the workspace, each baseline commit and the experiments derived from it, each with its
+    ``state`` as DVC records it: ``queued`` (``dvc exp run --queue``, not started), ``running``,
+    ``success`` or ``failed`` (an experiment run in the workspace, which DVC keeps only when it
+    finished, is ``success``). A queued experiment shows the params it will run with, and metrics only
+    once it has run. With no experiment at all the table is empty and ``attrs["message"]`` says how to
+    run one.
     """
     rows, params = [], []
     for record in records:
@@ -123,16 +138,18 @@ def experiments_frame(records: list[dict]) -> pd.DataFrame:
         rows.append(row)
         params.append(p)
         for exp_range in record.get("experiments") or []:
+            status = str((exp_range.get("executor") or {}).get("state") or "success")
             for state in exp_range.get("revs") or []:
                 state = {**state, "name": state.get("name") or exp_range.get("name")}
-                row, p = _state_row(state, "experiment", baseline)
+                row, p = _state_row(state, "experiment", baseline, status)
                 rows.append(row)
                 params.append(p)
     n_exp = sum(r["kind"] == "experiment" for r in rows)
     if not n_exp:
         return _empty(
-            "No DVC experiments yet: run one with e.g. `dvc exp run -S train.lr=0.0003`, "
-            "then `dvc exp show` lists it here beside its baseline."
+            "No DVC experiments yet: run one with e.g. `dvc exp run -S train.lr=0.0003`, or queue several "
+            "(`dvc exp run --queue -S ...`, then `dvc queue start`); `dvc exp show` then lists them here "
+            "beside their baseline."
         )
     table = pd.DataFrame(rows)
     settings = pd.DataFrame(params)
@@ -140,33 +157,95 @@ def experiments_frame(records: list[dict]) -> pd.DataFrame:
     table = pd.concat([table, settings[changed]], axis=1)
     if not table["error"].astype(bool).any():
         table = table.drop(columns="error")
+    counts = table.loc[table["kind"] == "experiment", "state"].value_counts()
+    states = ", ".join(f"{counts[s]} {s}" for s in (*STATES, *sorted(set(counts.index) - set(STATES))) if s in counts)
     table.attrs["message"] = (
-        f"{n_exp} experiment(s) beside {len(records)} baseline row(s); "
+        f"{n_exp} experiment(s) ({states}) beside {len(records)} baseline row(s); "
         f"params that differ: {', '.join(changed) if changed else 'none'}"
     )
+    table.attrs["failed"] = False
     return table
 
 
-def experiments_table(repo_dir: str | os.PathLike = paths.ROOT, timeout: float = 300) -> pd.DataFrame:
-    """``dvc exp show --json`` of ``repo_dir`` as a table (see ``experiments_frame``).
+def _dvc(args: list[str], repo: Path, timeout: float) -> subprocess.CompletedProcess | str:
+    """``dvc ARGS`` in ``repo`` as ``python -m dvc`` of this environment; a message when it could not run."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    try:
+        return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`dvc {' '.join(args)}` could not run in {repo}: {type(e).__name__}: {e}"
 
-    DVC runs as ``python -m dvc`` of this Python environment. When it fails, or there is no
-    experiment, the table is empty and ``attrs["message"]`` says why.
+
+def queue_workers(repo_dir: str | os.PathLike = paths.ROOT, timeout: float = 120) -> str:
+    """The worker line of ``dvc queue status`` (``Worker status: 2 active, 0 idle``), or "" when it gives none."""
+    proc = _dvc(["queue", "status"], paths.resolve(repo_dir), timeout)
+    if isinstance(proc, str) or proc.returncode != 0:
+        return ""
+    return next((line.strip() for line in proc.stdout.splitlines() if line.startswith("Worker status:")), "")
+
+
+def _queue_hints(table: pd.DataFrame, workers: str) -> list[str]:
+    """What a person needs to know about the queue: why a run failed, whether queued runs will start."""
+    hints = []
+    exps = table[table["kind"] == "experiment"]
+    failed = exps.loc[exps["state"] == "failed", "experiment"].tolist()
+    if failed:
+        hints.append(f"why a run failed: {'; '.join(f'dvc queue logs {name}' for name in failed)}")
+    if (exps["state"] == "queued").any():
+        active = re.match(r"Worker status: (\d+) active, (\d+) idle", workers)
+        if shutil.which("dvc") is None:
+            hints.append(
+                "DVC's queue workers start `dvc` from PATH, where there is none: activate the environment "
+                "(source .venv/bin/activate), then dvc queue start -j 2"
+            )
+        elif active and active.group(1) == active.group(2) == "0":
+            hints.append("no queue worker runs: start them with dvc queue start -j 2 (two experiments at a time)")
+    return hints
+
+
+def experiments_table(repo_dir: str | os.PathLike = paths.ROOT, timeout: float = 300) -> pd.DataFrame:
+    """``dvc exp show --json`` of ``repo_dir`` as a table (see ``experiments_frame``), its message ending
+    with the queue's workers (``dvc queue status``) and what to run next when a queued experiment waits
+    for a worker or one failed.
+
+    DVC runs as ``python -m dvc`` of this Python environment. When DVC is not installed, ``repo_dir``
+    is not in a DVC repository or DVC fails, the table is empty, ``attrs["failed"]`` is true and
+    ``attrs["message"]`` says why; with no experiment it is empty and says how to run one.
     """
     repo = paths.resolve(repo_dir)
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
-    try:
-        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return _empty(f"`dvc exp show` could not run in {repo}: {type(e).__name__}: {e}")
+    if importlib.util.find_spec("dvc") is None:
+        return _empty(
+            f"DVC is not installed in this Python environment ({sys.executable}): `make install` installs it "
+            "with the project (or pip install dvc)",
+            failed=True,
+        )
+    if not any((folder / ".dvc").is_dir() for folder in (repo, *repo.parents)):
+        return _empty(
+            f"{repo} is not inside a DVC repository (no .dvc folder there or above): run this in the project's clone",
+            failed=True,
+        )
+    proc = _dvc(["exp", "show", "--json"], repo, timeout)
+    if isinstance(proc, str):
+        return _empty(proc, failed=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        return _empty(f"`dvc exp show` failed in {repo} (exit {proc.returncode}): {last}")
+        return _empty(f"`dvc exp show` failed in {repo} (exit {proc.returncode}): {last}", failed=True)
     try:
         records = json.loads(proc.stdout)
     except json.JSONDecodeError as e:
-        return _empty(f"`dvc exp show --json` in {repo} printed no JSON ({e}); run it in a terminal to see why")
-    return experiments_frame(records)
+        return _empty(
+            f"`dvc exp show --json` in {repo} printed no JSON ({e}); run it in a terminal to see why", failed=True
+        )
+    table = experiments_frame(records)
+    if table.empty:
+        return table
+    workers = queue_workers(repo, timeout)
+    notes = [
+        f"queue workers: {workers.removeprefix('Worker status: ')}" if workers else "",
+        *_queue_hints(table, workers),
+    ]
+    table.attrs["message"] = "; ".join([table.attrs["message"], *filter(None, notes)])
+    return table
 
 
 # --------------------------------------------------------------------------------------------

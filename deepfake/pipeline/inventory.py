@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,8 +36,8 @@ import pandas as pd
 
 from ..core import paths
 from ..core.progress import progress as progress_bar
-from ..core.utils import write_if_changed
-from ..data.ingest import IngestConfig, Source
+from ..core.utils import atomic_path, write_if_changed
+from ..data.ingest import DatasetLayoutError, IngestConfig, Source
 from ..data.layouts import LayoutConfig, scan_dataset
 from ..data.media import BadInputError, kind_of, sha256_regular_file
 from .params import Params
@@ -197,6 +198,35 @@ def take_inventory(
     return DatasetInventory(inv.root, Path(out_file), inv.layout, table, len(todo), reused, written)
 
 
+def _check_found_in_experiment(data: Path, dataset: str, origin: Path, setting: str) -> None:
+    """Stop with what to do when a DVC experiment's temporary copy finds the dataset nowhere."""
+    if os.path.lexists(data):
+        return
+    where = (
+        f"{data}"
+        if Path(dataset).expanduser().is_absolute()
+        else f"this experiment's copy of the repository ({paths.ROOT}) nor in the workspace that queued it ({origin})"
+    )
+    raise DatasetLayoutError(
+        f"dataset {dataset} ({setting}) is not in {where}: DVC runs a queued (or --temp) experiment in a copy "
+        "that holds only what git and DVC track. Queue it from the workspace that holds the dataset, copy the "
+        f"dataset in (dvc exp run --queue --copy-paths {dataset} ...), or set {setting} to an absolute path "
+        "(docs/pipeline.md, Queued experiments)"
+    )
+
+
+def _seed_stats(own: Path, origin: Path) -> None:
+    """Start a DVC experiment's empty stat record (``cache/inventory/``, git-ignored, so not in its copy)
+    from the record of the workspace that queued it, so that unchanged files are not read again.
+
+    The copy is the experiment's own: it never writes the workspace's record, which other experiments
+    running at the same time read too (each record is written whole and atomically: a copy is complete)."""
+    if own.exists() or not origin.is_file():
+        return
+    with atomic_path(own) as tmp:
+        shutil.copyfile(origin, tmp)
+
+
 def run_inventory(params: Params, cross: str = "", progress: bool = True) -> DatasetInventory:
     """The inventory stage: the inventory of ``data.raw_dir`` (``reports/inventory/inventory.csv``), or with
     ``cross`` of that cross-dataset test set (``reports/inventory/cross_<name>.csv``), listed as the
@@ -204,7 +234,9 @@ def run_inventory(params: Params, cross: str = "", progress: bool = True) -> Dat
 
     ``dvc.yaml``'s preprocess, split and cross stages depend on this file instead of the dataset
     folder. Each file's stat and hash are kept in ``cache/inventory/``, so only new or changed files
-    are read.
+    are read. In a DVC experiment's temporary copy (queued, or ``--temp``) a relative dataset path is
+    found in the workspace that queued it (``paths.resolve_data``), and that workspace's record starts
+    the copy's own.
     """
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
     cfg = params.preprocess
@@ -218,7 +250,11 @@ def run_inventory(params: Params, cross: str = "", progress: bool = True) -> Dat
         cfg, layout = replace(cfg, keep_splits=False), LayoutConfig(layout="auto")
     else:
         dataset, out, stat, layout = params.data.raw_dir, where.inventory, "raw.json", LayoutConfig.of(params.data)
-    data = paths.resolve(dataset)
+    data = paths.resolve_data(dataset)
+    origin = paths.experiment_origin()
+    if origin is not None:  # a DVC experiment's temporary copy (queued, or dvc exp run --temp)
+        _check_found_in_experiment(data, dataset, origin, "data.raw_dir" if not cross else f"cross_dataset.{cross}")
+        _seed_stats(paths.INVENTORY_STATS / stat, origin / paths.INVENTORY_STATS.relative_to(paths.ROOT) / stat)
     inv = take_inventory(data, out, layout, cfg.ingest, cfg.max_bytes, paths.INVENTORY_STATS / stat, progress)
     n = inv.counts()
     reasons = ", ".join(f"{k} {v}" for k, v in inv.reasons().items())

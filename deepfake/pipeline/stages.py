@@ -167,7 +167,7 @@ def run_split(
     manifests = write_splits(frame, paths.resolve(splits_dir))
     shortcuts = None
     if sources_dir is not None and "source" in frame.columns:
-        shortcuts = audit_shortcuts(*sources_of(frame, paths.resolve(sources_dir)))
+        shortcuts = audit_shortcuts(*sources_of(frame, paths.resolve_data(sources_dir)))
         shortcuts.table.to_csv(out / "shortcuts.csv", index=False)
     warnings = small_validation_warnings(frame, cfg) + (shortcuts.warnings if shortcuts else [])
     write_json(
@@ -250,14 +250,13 @@ def run_preprocess(
     out = prepare_output_dir(paths.resolve(reports_dir))  # before the long work, not after it
     layout = LayoutConfig.of(data) if data is not None else LayoutConfig()
     shard = Shard.parse(cfg.shard)
+    raw = paths.resolve_data(raw_dir)
     if shard is not None:
-        preprocess(paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout)
+        preprocess(raw, paths.resolve(out_dir), cfg, progress=progress, layout=layout)
         log.info(f"shard {shard} finished; merging the {shard.count} shards if every one has")
         cfg = replace(cfg, shard="")
     merge = shard.count if shard is not None else 0
-    result = preprocess(
-        paths.resolve(raw_dir), paths.resolve(out_dir), cfg, progress=progress, layout=layout, merge_shards=merge
-    )
+    result = preprocess(raw, paths.resolve(out_dir), cfg, progress=progress, layout=layout, merge_shards=merge)
     details, timings = tracking.split_timings(result.summary, PREPROCESS_RUN_KEYS)
     tracking.write_stage_reports(out, details, timings, tracking.headline_preprocess(result.summary))
     if result.up_to_date:
@@ -275,7 +274,7 @@ def run_preprocess(
         log.info(f"files that are neither images nor videos, by extension: {exts}")
     result.skipped.to_csv(out / "skipped.csv", index=False)
     if len(result.manifest) or len(result.skipped):
-        raw = paths.resolve(raw_dir)
+        raw = paths.resolve_data(raw_dir)
         fig = plots.face_check(result.manifest, result.out_dir, result.skipped, raw if raw.is_dir() else raw.parent)
         plots.save(fig, out / FACE_CHECK_FIGURE)
     return result
@@ -398,7 +397,11 @@ def run_cross_evaluate(
     cfg = replace(
         cfg.without_robustness(), latency_images=0
     )  # this dataset's clean scores; latency is the evaluate stage's
-    ckpt_path, calib_path, data = paths.resolve(checkpoint), paths.resolve(calibration_file), paths.resolve(data_dir)
+    ckpt_path, calib_path, data = (
+        paths.resolve(checkpoint),
+        paths.resolve(calibration_file),
+        paths.resolve_data(data_dir),
+    )
     prep = preprocessing_of(read_checkpoint(ckpt_path), ckpt_path)
     if prep.crop == "none":
         log.warning(

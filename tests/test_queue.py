@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_user_path import DVC, VENV, _copy_repository, run
+from test_user_path import DVC, VENV, run
 
-from deepfake.pipeline import explore
+from deepfake.pipeline import explore, quick
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def workspace(tmp_path):
         pytest.skip(f"{VENV} was not installed by make install")
     root = tmp_path / "deepfake"
     root.mkdir()
-    _copy_repository(root)
+    quick.copy_repository(root, quick.TINY_PROJECT)
     (root / ".venv").symlink_to(VENV)  # where make install puts it; git-ignored: not in the experiments' copies
     tools = tmp_path / "tools"
     tools.mkdir()

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_user_path import run
 
 from deepfake.pipeline import quick, remote
 
@@ -93,23 +94,6 @@ def test_remote_add_names_the_extra_when_the_plugin_is_missing(monkeypatch, caps
 # ------------------------------------------------------------------------------------------------
 # The user's commands against moto's S3 server
 # ------------------------------------------------------------------------------------------------
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = COMMAND_SECONDS, ok: bool = True) -> str:
-    """Run ``cmd``, its output and errors together; with ``ok``, fail the test when it exits non-zero,
-    and always when it is still running after ``timeout`` seconds."""
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.output.decode() if isinstance(e.output, bytes) else e.output or ""
-        pytest.fail(f"{' '.join(cmd)} still running after {timeout:.0f} s (a hang); its output:\n{out[-3000:]}")
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-4000:]}"
-    else:
-        assert proc.returncode != 0, f"{' '.join(cmd)} exited 0:\n{proc.stdout[-4000:]}"
-    return proc.stdout
 
 
 def clone_env(root: Path, home: Path) -> dict[str, str]:

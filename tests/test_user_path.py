@@ -51,8 +51,9 @@ def _add_special_files(raw: Path) -> None:
     pd.concat([manifest, rows], ignore_index=True).fillna("").to_csv(raw / "manifest.csv", index=False)
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = COMMAND_SECONDS) -> str:
-    """Run ``cmd``; fail the test when it exits non-zero or is still running after ``timeout`` seconds."""
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = COMMAND_SECONDS, ok: bool = True) -> str:
+    """Run ``cmd``, its output and errors together; with ``ok``, fail the test when it exits non-zero,
+    and always when it is still running after ``timeout`` seconds."""
     try:
         proc = subprocess.run(
             cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
@@ -60,7 +61,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = COMMAND
     except subprocess.TimeoutExpired as e:
         out = e.output.decode() if isinstance(e.output, bytes) else e.output or ""
         pytest.fail(f"{' '.join(cmd)} still running after {timeout:.0f} s (a hang); its output:\n{out[-3000:]}")
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-4000:]}"
+    if ok:
+        assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-4000:]}"
+    else:
+        assert proc.returncode != 0, f"{' '.join(cmd)} exited 0:\n{proc.stdout[-4000:]}"
     return proc.stdout
 
 

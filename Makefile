@@ -16,22 +16,33 @@ PYTEST_ARGS ?=
 # environment is 6.8 GB with their CUDA libraries; both run on a CPU):
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # Empty (the default, and what CI uses: CI reaches PyPI only): torch and torchvision come from PyPI.
+# Either way at the versions constraints.txt names (the CPU index's build of the same release).
 TORCH_INDEX ?=
+# The tested set of versions every install takes (pip -c); make lock renews it.
+CONSTRAINTS := constraints.txt
+LOCK_ARGS ?=
 
-.PHONY: install data repro test lint cross screenshot clean-quick remote-s3 remote-ssh remote-dir push pull
+.PHONY: install lock data repro test lint cross screenshot clean-quick remote-s3 remote-ssh remote-dir push pull
 
 install: $(VENV)/.deepfake-installed
 
-$(VENV)/.deepfake-installed: pyproject.toml
+$(VENV)/.deepfake-installed: pyproject.toml $(CONSTRAINTS)
 	@echo "==> [1/3] Python environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --progress-bar on --index-url $(TORCH_INDEX) torch torchvision)
-	@echo "==> [2/3] the package and its dependencies (PyTorch is large: a few minutes; pip lists each package)"
-	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --progress-bar on --index-url $(TORCH_INDEX) $$(grep -E '^(torch|torchvision)==' $(CONSTRAINTS)))
+	@echo "==> [2/3] the package and its dependencies at the versions of $(CONSTRAINTS) (PyTorch is large: a few minutes; pip lists each package)"
+	$(BIN)/python -m pip install --progress-bar on -c $(CONSTRAINTS) -e ".[dev]"
 	@echo "==> [3/3] check: the package and its main dependencies import"
 	$(BIN)/python -c "import deepfake, torch, torchvision, cv2, dlib, dvclive; print('deepfake', deepfake.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| opencv', cv2.__version__)"
 	touch $@
+
+# Renews constraints.txt: pip resolves pyproject.toml's ".[dev]" afresh (newest versions allowed, the
+# installed ones ignored) for this Python and platform and the file is written only when that succeeds.
+# LOCK_ARGS adds requirements to the resolution, e.g. make lock LOCK_ARGS='"boto3<1.44"' where two
+# upstream packages disagree. Then make test, and commit constraints.txt with what it changed.
+lock: install
+	$(BIN)/python .ci/lock.py $(CONSTRAINTS) $(LOCK_ARGS)
 
 # Renders the embedded dataset when data/raw is absent, then takes the inventory of data.raw_dir (each file's
 # SHA-256, read once; reports/inventory/inventory.csv) and says whether it is the dataset of the committed
@@ -92,12 +103,12 @@ DIR ?=
 
 remote-s3: install
 	@test -n "$(URL)" || { echo "set URL=s3://BUCKET/PATH (and ENDPOINT=http://HOST:PORT for MinIO or Ceph)"; exit 2; }
-	$(BIN)/python -c "import dvc_s3" 2>/dev/null || $(BIN)/python -m pip install -e ".[s3]"
+	$(BIN)/python -c "import dvc_s3" 2>/dev/null || $(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[s3]"
 	$(BIN)/python -m deepfake remote add "$(URL)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)")
 
 remote-ssh: install
 	@test -n "$(URL)" || { echo "set URL=ssh://USER@HOST/PATH"; exit 2; }
-	$(BIN)/python -c "import dvc_ssh" 2>/dev/null || $(BIN)/python -m pip install -e ".[ssh]"
+	$(BIN)/python -c "import dvc_ssh" 2>/dev/null || $(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[ssh]"
 	$(BIN)/python -m deepfake remote add "$(URL)"
 
 remote-dir: install

@@ -315,10 +315,58 @@ def test_make_install_takes_a_cpu_wheel_index():
 
     index = "https://example.invalid/whl/cpu"
     lines = recipe(f"TORCH_INDEX={index}")
-    torch_line = next(i for i, line in enumerate(lines) if f"--index-url {index} torch torchvision" in line)
-    package_line = next(i for i, line in enumerate(lines) if '-e ".[dev]"' in line)
+    pinned = "$(grep -E '^(torch|torchvision)==' constraints.txt)"
+    torch_line = next(i for i, line in enumerate(lines) if f"--index-url {index} {pinned}" in line)
+    package_line = next(i for i, line in enumerate(lines) if '-c constraints.txt -e ".[dev]"' in line)
     assert torch_line < package_line
     assert not any("--index-url" in line for line in recipe())
+    picked = subprocess.run(
+        ["bash", "-c", pinned.removeprefix("$(").removesuffix(")")], cwd=paths.ROOT, capture_output=True, text=True
+    )
+    assert sorted(line.split("==")[0] for line in picked.stdout.split()) == ["torch", "torchvision"]
+
+
+def _constraints() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}; every line a comment or ``name==version``, once."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for number, line in enumerate((paths.ROOT / "constraints.txt").read_text().splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and name and version and " " not in line, f"constraints.txt:{number}: not name==version: {line!r}"
+        key = canonicalize_name(name)
+        assert key not in pins, f"constraints.txt:{number}: {name} pinned twice"
+        pins[key] = version
+    return pins
+
+
+def test_constraints_pin_every_requirement_within_its_range():
+    """``make install`` takes constraints.txt: each requirement of the package, its dev and s3 extras
+    is pinned there at a version its range in pyproject.toml allows (a requirement added without
+    ``make lock`` or a range moved past the pin fails here, not in a fresh clone's install)."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    pins = _constraints()
+    checked = 0
+    for spec in project["dependencies"] + extras["dev"] + extras["s3"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        if name == "deepfake":
+            continue
+        assert name in pins, f"{req.name} ({spec}) is not in constraints.txt: run make lock"
+        assert req.specifier.contains(Version(pins[name]), prereleases=True), (
+            f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject.toml's {spec}: run make lock"
+        )
+        checked += 1
+    assert checked >= 20  # the lists were read
+    assert "pip" not in pins and "deepfake" not in pins
 
 
 # The real `dvc repro` on a tiny project: a faulty setting never costs an output

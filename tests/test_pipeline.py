@@ -19,7 +19,7 @@ import yaml
 from deepfake.__main__ import main
 from deepfake.core import config, paths
 from deepfake.data.split import SplitConfig
-from deepfake.pipeline import stages
+from deepfake.pipeline import quick, stages
 from deepfake.pipeline.quick import write_params
 
 RAW = config.read_yaml(paths.PARAMS_FILE)
@@ -324,6 +324,19 @@ def test_make_install_takes_a_cpu_wheel_index():
         ["bash", "-c", pinned.removeprefix("$(").removesuffix(")")], cwd=paths.ROOT, capture_output=True, text=True
     )
     assert sorted(line.split("==")[0] for line in picked.stdout.split()) == ["torch", "torchvision"]
+
+
+def test_make_in_a_copy_keeps_the_shared_environment(tmp_path):
+    """The tests' copies and clones run ``make ... VENV=<this checkout's .venv>``: none of the install
+    recipe's inputs may look newer than that environment, or make would reinstall it and point the
+    editable package at the copy (removed after the test)."""
+    venv = paths.ROOT / ".venv"
+    if not (venv / ".deepfake-installed").is_file():
+        pytest.skip(f"{venv} was not installed by make install")
+    root = quick.copy_repository(tmp_path / "copy")
+    out = subprocess.run(["make", "-n", "install", f"VENV={venv}"], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "pip install" not in out.stdout, out.stdout
 
 
 def _constraints() -> dict[str, str]:

@@ -443,10 +443,21 @@ TINY_PROJECT: dict[str, dict[str, Any]] = {
 }
 
 
+#: what ``make install`` reinstalls the environment after (its recipe's prerequisites, Makefile)
+INSTALL_INPUTS = ("pyproject.toml", "constraints.txt")
+
+
+def _age_install_inputs(root: Path) -> None:
+    """Old time stamps on :data:`INSTALL_INPUTS` in a copy or clone: ``make`` there must not reinstall
+    the environment the tests share (``pip install -e`` would point the package at the copy)."""
+    for name in INSTALL_INPUTS:
+        os.utime(root / name, (1, 1))
+
+
 def copy_repository(dest: str | os.PathLike, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
     """The checkout's files as they are (committed or not, git-ignored ones left out) in ``dest``, a
     new git repository with one commit, its ``params.yaml`` changed by ``overrides`` (section-wise).
-    ``pyproject.toml`` gets an old time stamp: ``make`` must not reinstall the environment."""
+    Its install inputs get old time stamps (:func:`_age_install_inputs`)."""
     import yaml
 
     root = Path(dest)
@@ -462,7 +473,7 @@ def copy_repository(dest: str | os.PathLike, overrides: dict[str, dict[str, Any]
         if src.is_file() and not src.is_symlink() and rel != ".venv":
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    os.utime(root / "pyproject.toml", (1, 1))
+    _age_install_inputs(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     for section, changes in (overrides or {}).items():
         params[section].update(changes)
@@ -472,10 +483,10 @@ def copy_repository(dest: str | os.PathLike, overrides: dict[str, dict[str, Any]
 
 
 def clone_repository(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """``git clone`` of ``source`` into ``dest``, as a newcomer makes one; ``pyproject.toml`` gets an
-    old time stamp (``make`` must not reinstall the environment the tests share)."""
+    """``git clone`` of ``source`` into ``dest``, as a newcomer makes one; its install inputs get old
+    time stamps (:func:`_age_install_inputs`)."""
     subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
-    os.utime(Path(dest) / "pyproject.toml", (1, 1))
+    _age_install_inputs(Path(dest))
     return Path(dest)
 
 

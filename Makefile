@@ -39,7 +39,7 @@ $(VENV)/.deepfake-installed: pyproject.toml $(CONSTRAINTS)
 
 # Renews constraints.txt: pip resolves pyproject.toml's ".[dev]" afresh (newest versions allowed, the
 # installed ones ignored) for this Python and platform and the file is written only when that succeeds.
-# LOCK_ARGS adds requirements to the resolution, e.g. make lock LOCK_ARGS='"boto3<1.44"' where two
+# LOCK_ARGS adds requirements to the resolution, e.g. make lock LOCK_ARGS='"boto3<1.43.118"' where two
 # upstream packages disagree. Then make test, and commit constraints.txt with what it changed.
 lock: install
 	$(BIN)/python .ci/lock.py $(CONSTRAINTS) $(LOCK_ARGS)

@@ -1,6 +1,6 @@
 """Renew the constraints file `make install` takes: resolve ``.[dev]`` afresh and pin what pip chose.
 
-    python .ci/lock.py constraints.txt ["boto3<1.44" ...]
+    python .ci/lock.py constraints.txt ["boto3<1.43.118" ...]
 
 pip resolves the package with its dev extras as a fresh environment would (``--ignore-installed``,
 ``--dry-run``: nothing is installed), for this interpreter and platform; extra arguments are added
@@ -51,8 +51,12 @@ def main(argv: list[str]) -> int:
             header.append(line)
     lines = [f"{name}=={version}" for name, version in sorted(pins.items(), key=lambda kv: kv[0].lower())]
     lines = [line for line in lines if line.split("==")[0].lower() not in NOT_PINNED]
+    text = "\n".join(header + lines) + "\n"
+    if target.exists() and target.read_text() == text:  # untouched: make does not reinstall for nothing
+        print(f"lock: {target} already holds these {len(lines)} versions")
+        return 0
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(header + lines) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, target)
     print(f"lock: {len(lines)} versions written to {target}")
     return 0

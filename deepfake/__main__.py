@@ -250,6 +250,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             video_frames=args.frames,
             calibration_file=str(_user_path(args.calibration)) if args.calibration else "",
             int8_calibration=tuple(args.int8_calibration or ()),
+            **({} if args.int8_max_change is None else {"int8_max_change": args.int8_max_change}),
         )
         predictor = get_predictor(_user_path(args.checkpoint), args.device, cfg)
     except (ValueError, FileNotFoundError) as e:  # checkpoint (CheckpointError), calibration file, settings
@@ -502,6 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--int8-calibration", nargs="+", dest="int8_calibration", metavar="PATH", help="images to calibrate int8 on"
+    )
+    p.add_argument(
+        "--int8-max-change",
+        type=float,
+        dest="int8_max_change",
+        metavar="P",
+        help="run the exact model instead of int8 when int8 moves a calibration image's probability by more "
+        "than P (default: PredictConfig's, docs/inference.md; 1: never)",
     )
     p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     p.add_argument(

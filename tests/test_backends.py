@@ -60,3 +60,26 @@ def test_a_timm_model_runs_on_every_backend():
             rt = make_runtime(model, backend, x[:1], lambda: [x])
             assert rt.backend == backend and rt.note == ""
             assert (rt.run(x) - want).abs().max() <= tol * max(1.0, float(want.abs().max())), backend
+
+
+def test_int8_that_moves_probabilities_too_far_falls_back_to_the_exact_model():
+    """``max_change``: int8 is kept only while no calibration image's probability moves by more; the
+    measured change is the real one (between the two bounds it is refused above and kept below)."""
+    torch.manual_seed(0)
+    model, _ = build_model("test_resnet", "none")
+    model.eval()
+    x = torch.randn(6, 3, 32, 32)
+    kept = make_runtime(model, "int8", x[:1], lambda: [x[:3], x[3:]], max_change=1.0)
+    assert kept.backend == "int8" and kept.note == ""
+    with torch.no_grad():
+        change = float((torch.sigmoid(model(x)) - torch.sigmoid(kept.run(x))).abs().max())
+    assert 0 < change < 1
+    refused = make_runtime(model, "int8", x[:1], lambda: [x[:3], x[3:]], max_change=change / 2)
+    assert (refused.backend, refused.asked, refused.run) == ("eager", "int8", model)
+    assert "int8 moves the probability of the 6 calibration images by up to" in refused.note
+    assert f"more than the {change / 2:g} allowed (int8_max_change)" in refused.note
+    assert make_runtime(model, "int8", x[:1], lambda: [x], max_change=change * 2).backend == "int8"
+    with pytest.raises(BackendUnavailableError, match="int8_max_change"):
+        make_runtime(model, "int8", x[:1], lambda: [x], max_change=change / 2, fallback=False)
+    # the check is int8's: the exact and TorchScript runtimes are not measured against it
+    assert make_runtime(model, "jit", x[:1], max_change=1e-9).backend == "jit"

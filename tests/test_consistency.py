@@ -164,7 +164,11 @@ def test_a_timm_detector_scores_the_same_on_every_path(tmp_path):
     assert pred.probability == pytest.approx(scores.loc[source, "evaluate"], abs=TOL)
     assert cam.layer in {d["module"] for d in predictor.model.feature_info} and min(cam.map_size) >= 6
     fast = Predictor(
-        ckpt, "cpu", PredictConfig(calibration_file=str(calibration), backend="int8", int8_calibration=(str(raw),))
+        ckpt,
+        "cpu",
+        PredictConfig(
+            calibration_file=str(calibration), backend="int8", int8_calibration=(str(raw),), int8_max_change=None
+        ),
     )
     assert fast.describe()["backend"] == "int8"
     assert fast.predict(raw / source).probability == pytest.approx(pred.probability, abs=0.25)

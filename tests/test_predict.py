@@ -321,7 +321,10 @@ def test_predictor_is_cached_per_checkpoint_device_and_settings(ckpt, images, tm
 def test_faster_backends_agree_with_the_eager_model(ckpt, tiny_dataset, images, backend, tol):
     eager = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file=""))
     calib = (str(tiny_dataset / "real"),) if backend == "int8" else ()
-    fast = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file="", backend=backend, int8_calibration=calib))
+    # int8's own error is measured here, not bounded (int8_max_change=None)
+    cfg = P.PredictConfig(calibration_file="", backend=backend, int8_calibration=calib, int8_max_change=None)
+    fast = P.Predictor(ckpt, "cpu", cfg)
+    assert fast.describe()["backend"] == backend
     a = np.array([r.logit for r in eager.predict(list(images))])
     b = np.array([r.logit for r in fast.predict(list(images))])
     spread = a.max() - a.min()
@@ -330,11 +333,43 @@ def test_faster_backends_agree_with_the_eager_model(ckpt, tiny_dataset, images, 
     assert np.corrcoef(a, b)[0, 1] > 0.95
 
 
+def test_int8_that_moves_a_calibration_probability_too_far_is_not_served(ckpt, tiny_dataset, caplog):
+    """The predictor measures int8 against the exact model on its calibration images and runs the
+    exact model, saying so, when a probability moves by more than ``int8_max_change``."""
+    calib = (str(tiny_dataset / "real"),)
+    strict = P.Predictor(
+        ckpt, "cpu", P.PredictConfig(calibration_file="", backend="int8", int8_calibration=calib, int8_max_change=1e-6)
+    )
+    info = strict.describe()
+    assert info["backend"] == "eager" and "more than the 1e-06 allowed (int8_max_change)" in info["backend_note"]
+    image = next((tiny_dataset / "fake").glob("*.jpg"))
+    eager = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file=""))
+    assert strict.predict(image).logit == eager.predict(image).logit
+    # this tiny model moves them by 0.15: above the default bound (0.1), below a looser one
+    default = P.Predictor(ckpt, "cpu", P.PredictConfig(calibration_file="", backend="int8", int8_calibration=calib))
+    assert (
+        default.describe()["backend"] == "eager" and "more than the 0.1 allowed" in default.describe()["backend_note"]
+    )
+    loose = P.PredictConfig(calibration_file="", backend="int8", int8_calibration=calib, int8_max_change=0.5)
+    assert P.Predictor(ckpt, "cpu", loose).describe()["backend"] == "int8"
+    # the command line: --int8-max-change reaches the predictor
+    args = ["predict", str(image), "--checkpoint", str(ckpt), "--calibration", "", "--no-progress", "--json"]
+    args += ["--backend", "int8", "--int8-calibration", *calib, "--int8-max-change", "1e-6"]
+    P.clear_cache()
+    caplog.clear()
+    assert main(args) == 0
+    assert "running the exact (eager) model" in caplog.text and "1e-06 allowed (int8_max_change)" in caplog.text
+    P.clear_cache()
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="face"):
         P.PredictConfig(face="maybe")
     with pytest.raises(ValueError, match="int8_calibration"):
         P.PredictConfig(backend="int8")
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="int8_max_change"):
+            P.PredictConfig(int8_max_change=bad)
 
 
 def test_cli_predict_json_csv_and_errors(ckpt, tiny_dataset, tmp_path, capsys):

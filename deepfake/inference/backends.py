@@ -47,17 +47,46 @@ def make_runtime(
     example: torch.Tensor,
     calibration_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
     fallback: bool = True,
+    max_change: float | None = None,
 ) -> Runtime:
     """``build_runner``, falling back to the exact model (with a warning and a recorded note) when
-    ``backend`` cannot compile this model; ``fallback=False`` raises ``BackendUnavailableError`` instead."""
+    ``backend`` cannot compile this model; ``fallback=False`` raises ``BackendUnavailableError`` instead.
+
+    ``max_change``: the int8 runtime is also refused (the same way) when it moves the probability
+    (the sigmoid of the logit) of any calibration image by more than this against the exact model:
+    int8 suits some networks and not others (EfficientNet-B0's probabilities moved by up to 0.44 on
+    the default test set, ResNet18's by 0.04; BENCHMARKS.md)."""
     try:
-        return Runtime(build_runner(model, backend, example, calibration_batches), backend, backend)
+        runner = build_runner(model, backend, example, calibration_batches)
+        if backend == "int8" and max_change is not None and calibration_batches is not None:
+            change, count = largest_change(model, runner, calibration_batches())
+            if change > max_change:
+                raise BackendUnavailableError(
+                    f"int8 moves the probability of the {count} calibration images by up to {change:.3f} against "
+                    f"the exact model, more than the {max_change:g} allowed (int8_max_change)"
+                )
+        return Runtime(runner, backend, backend)
     except BackendUnavailableError as e:
         if not fallback:
             raise
         note = f"backend {backend} is unavailable for this model, running the exact (eager) model: {e}"
         log.warning(note)
         return Runtime(model, "eager", backend, note)
+
+
+def largest_change(
+    model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor]
+) -> tuple[float, int]:
+    """The largest change of a probability (sigmoid of the one logit) from ``model`` to ``runner``
+    over ``batches``, and how many images were compared."""
+    change, count = 0.0, 0
+    with torch.inference_mode():
+        for x in batches:
+            exact = torch.sigmoid(model(x).float().reshape(-1))
+            fast = torch.sigmoid(runner(x).float().reshape(-1))
+            change = max(change, float((exact - fast).abs().max()))
+            count += len(exact)
+    return change, count
 
 
 def _failure(what: str, model: nn.Module, e: Exception) -> BackendUnavailableError:

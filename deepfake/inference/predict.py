@@ -132,7 +132,9 @@ class Predictor:
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
         example = torch.zeros(1, 3, self.image_size, self.image_size).contiguous(memory_format=torch.channels_last)
         # a backend that cannot compile this network falls back to the exact model, recorded in backend_note
-        self.runtime = make_runtime(self.model, cfg.backend, example, self._calibration_batches)
+        self.runtime = make_runtime(
+            self.model, cfg.backend, example, self._calibration_batches, max_change=cfg.int8_max_change
+        )
         self._runner: Callable[[torch.Tensor], torch.Tensor] = self.runtime.run
 
     def _applied_preprocessing(self, trained: Preprocessing) -> Preprocessing:

@@ -59,6 +59,9 @@ class PredictConfig:
         backend: ``eager`` | ``jit`` | ``int8`` (``deepfake.inference.backends``; CPU only for the last two).
         int8_calibration: images (files or folders) the ``int8`` backend calibrates its
             activation ranges on; a few dozen from the training distribution.
+        int8_max_change: the ``int8`` backend is refused (the exact model runs, and ``describe``
+            says why) when it moves the probability of a calibration image by more than this
+            against the exact model. None: not checked.
         batch_size: images per forward pass for lists, folders and video frames.
         workers: threads decoding and cropping images ahead of the model (0: in the caller).
         video_frames: frames sampled evenly from each video (None: as many as training sampled).
@@ -71,6 +74,7 @@ class PredictConfig:
     margin: float | None = None
     backend: str = "eager"
     int8_calibration: tuple[str, ...] = ()
+    int8_max_change: float | None = 0.1
     batch_size: int = 32
     workers: int = 2
     video_frames: int | None = None
@@ -86,6 +90,8 @@ class PredictConfig:
             raise ValueError(
                 "backend='int8' needs int8_calibration: a few dozen images (files or folders) to calibrate on"
             )
+        if self.int8_max_change is not None and not 0 < self.int8_max_change <= 1:
+            raise ValueError(f"int8_max_change must be in (0, 1] (a change of probability), got {self.int8_max_change}")
         if self.margin is not None and self.margin < 1:
             raise ValueError(f"margin must be at least 1, got {self.margin}")
         if self.batch_size < 1 or (self.video_frames is not None and self.video_frames < 1):

@@ -384,22 +384,6 @@ def test_constraints_pin_every_requirement_within_its_range():
 
 # The real `dvc repro` on a tiny project: a faulty setting never costs an output
 
-#: A run of seconds per stage: the tiny dataset, one epoch, few bootstrap draws, one robustness level.
-TINY_RUN = {
-    "base": {"device": "cpu"},
-    "preprocess": {"size": 48, "workers": 1},
-    "split": {"val_frac": 0.25, "test_frac": 0.25},
-    "train": {"weights": "none", "epochs": 1, "min_epochs": 1, "patience": 0, "image_size": 48, "batch_size": 8},
-    "evaluate": {
-        "bootstrap": 20,
-        "latency_images": 2,
-        "robust_jpeg": "50",
-        "robust_blur": "",
-        "robust_downscale": "",
-        "robust_resize": "",
-    },
-}
-
 
 def _tiny_dvc_project(root: Path, raw: Path) -> dict[str, str]:
     """A git + DVC repository at ``root`` with this checkout's pipeline, package and notebooks and the
@@ -411,7 +395,7 @@ def _tiny_dvc_project(root: Path, raw: Path) -> dict[str, str]:
     shutil.copytree(paths.ROOT / "deepfake", root / "deepfake", ignore=ignore)
     shutil.copytree(paths.NOTEBOOKS_DIR, root / "notebooks", ignore=ignore)
     shutil.copytree(raw, root / "data" / "raw")
-    write_params(root / "params.yaml", {**TINY_RUN, "cross_dataset": {"other": "data/raw"}})
+    write_params(root / "params.yaml", {**quick.TINY_PROJECT, "cross_dataset": {"other": "data/raw"}})
     env = {
         **os.environ,
         "DEEPFAKE_ROOT": str(root),

@@ -60,12 +60,16 @@ def write_params(path: str | os.PathLike, overrides: dict[str, dict[str, Any]] |
 
     from ..core.config import read_yaml
 
-    values = read_yaml(paths.PARAMS_FILE)
+    out = Path(path)
+    out.write_text(yaml.safe_dump(_overridden(read_yaml(paths.PARAMS_FILE), overrides), sort_keys=False))
+    return out
+
+
+def _overridden(values: dict[str, Any], overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """``values`` (a params file's sections) with each section of ``overrides`` merged key-wise into it."""
     for sec, changes in (overrides or {}).items():
         values[sec] = {**(values.get(sec) or {}), **changes}
-    out = Path(path)
-    out.write_text(yaml.safe_dump(values, sort_keys=False))
-    return out
+    return values
 
 
 def ensure_quick_dataset(raw_dir: str | os.PathLike, cfg: SynthConfig | None = None) -> Path:
@@ -425,13 +429,15 @@ def add_special_files(folder: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-#: A tiny but complete ``dvc repro`` (a minute or two on 2 CPU cores): the tests of the user's own
-#: commands run the repository's pipeline with these changes to ``params.yaml``.
+#: A tiny but complete ``dvc repro`` (a minute or two on 2 CPU cores, seconds a stage): the tests of
+#: the user's own commands and of ``dvc repro`` run the repository's pipeline with these changes to
+#: ``params.yaml`` (the tiny dataset, one epoch, few bootstrap draws, one robustness level).
 TINY_PROJECT: dict[str, dict[str, Any]] = {
+    "base": {"device": "cpu"},
     "synth": {"n_identities": 24, "images_per_identity": 1, "image_size": 48, "family_size": 2},
     "preprocess": {"size": 48, "workers": 1},
     "split": {"val_frac": 0.25, "test_frac": 0.25},
-    "train": {"epochs": 1, "min_epochs": 1, "image_size": 48, "batch_size": 8, "weights": "none"},
+    "train": {"weights": "none", "epochs": 1, "min_epochs": 1, "patience": 0, "image_size": 48, "batch_size": 8},
     "evaluate": {
         "bootstrap": 20,
         "latency_images": 2,
@@ -474,9 +480,7 @@ def copy_repository(dest: str | os.PathLike, overrides: dict[str, dict[str, Any]
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
     _age_install_inputs(root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, changes in (overrides or {}).items():
-        params[section].update(changes)
+    params = _overridden(yaml.safe_load((root / "params.yaml").read_text()), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_commit(root, "copy", init=True)
     return root

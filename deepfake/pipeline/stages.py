@@ -274,7 +274,6 @@ def run_preprocess(
         log.info(f"files that are neither images nor videos, by extension: {exts}")
     result.skipped.to_csv(out / "skipped.csv", index=False)
     if len(result.manifest) or len(result.skipped):
-        raw = paths.resolve_data(raw_dir)
         fig = plots.face_check(result.manifest, result.out_dir, result.skipped, raw if raw.is_dir() else raw.parent)
         plots.save(fig, out / FACE_CHECK_FIGURE)
     return result

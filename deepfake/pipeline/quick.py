@@ -61,15 +61,8 @@ def write_params(path: str | os.PathLike, overrides: dict[str, dict[str, Any]] |
     from ..core.config import read_yaml
 
     out = Path(path)
-    out.write_text(yaml.safe_dump(_overridden(read_yaml(paths.PARAMS_FILE), overrides), sort_keys=False))
+    out.write_text(yaml.safe_dump(merge_overrides(read_yaml(paths.PARAMS_FILE), overrides), sort_keys=False))
     return out
-
-
-def _overridden(values: dict[str, Any], overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
-    """``values`` (a params file's sections) with each section of ``overrides`` merged key-wise into it."""
-    for sec, changes in (overrides or {}).items():
-        values[sec] = {**(values.get(sec) or {}), **changes}
-    return values
 
 
 def ensure_quick_dataset(raw_dir: str | os.PathLike, cfg: SynthConfig | None = None) -> Path:
@@ -480,7 +473,7 @@ def copy_repository(dest: str | os.PathLike, overrides: dict[str, dict[str, Any]
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
     _age_install_inputs(root)
-    params = _overridden(yaml.safe_load((root / "params.yaml").read_text()), overrides)
+    params = merge_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_commit(root, "copy", init=True)
     return root

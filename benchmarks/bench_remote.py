@@ -4,9 +4,9 @@ One command measures both side by side on this machine and prints the table (mar
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_remote.py
 
-1. moto's S3 server on 127.0.0.1 (``deepfake.pipeline.quick.local_s3_server``, credentials
+1. moto's S3 server on 127.0.0.1 (``deepfake.pipeline.sandbox.local_s3_server``, credentials
    checked), the S3 API a lab's MinIO, Ceph or AWS bucket offers.
-2. A copy of this checkout (``quick.copy_repository``: a git repository, as a clone is) runs
+2. A copy of this checkout (``sandbox.copy_repository``: a git repository, as a clone is) runs
    ``make repro`` with the environment installed: the default dataset rendered, its inventory,
    every stage. Then ``make remote-s3``, the credentials and ``make push``.
 3. A ``git clone`` of that copy, as a newcomer makes it, with the credentials: ``dvc pull``
@@ -16,7 +16,7 @@ One command measures both side by side on this machine and prints the table (mar
    rendered and its inventory) and ``dvc repro``, which must run the inventory only: the time to a
    clone whose pipeline is up to date.
 
-``--tiny`` runs the same on the tests' tiny configuration (``quick.TINY_PROJECT``): a quick check of
+``--tiny`` runs the same on the tests' tiny configuration (``sandbox.TINY_PROJECT``): a quick check of
 the script, not a measurement. ``--keep`` keeps the copies (printed).
 """
 
@@ -39,7 +39,7 @@ from _machine import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepfake.pipeline import quick, remote  # noqa: E402
+from deepfake.pipeline import remote, sandbox  # noqa: E402
 
 VENV = Path(sys.executable).parent.parent
 
@@ -71,12 +71,12 @@ def clone_env(root: Path, home: Path) -> dict[str, str]:
     }
 
 
-def credentials(root: Path, env: dict[str, str], server: quick.S3Server) -> None:
+def credentials(root: Path, env: dict[str, str], server: sandbox.S3Server) -> None:
     for key, value in (("access_key_id", server.access_key_id), ("secret_access_key", server.secret_access_key)):
         run([sys.executable, "-m", "dvc", "remote", "modify", "--local", remote.REMOTE, key, value], root, env)
 
 
-def stored(server: quick.S3Server, bucket: str) -> tuple[int, int]:
+def stored(server: sandbox.S3Server, bucket: str) -> tuple[int, int]:
     """Objects and bytes in ``bucket``."""
     import boto3
 
@@ -112,22 +112,22 @@ def main() -> int:
     load_start = os.getloadavg()
     t_all = time.perf_counter()
     try:
-        with quick.local_s3_server(buckets=("lab",)) as server:
-            source = quick.copy_repository(work / "source", quick.TINY_PROJECT if args.tiny else None)
+        with sandbox.local_s3_server(buckets=("lab",)) as server:
+            source = sandbox.copy_repository(work / "source", sandbox.TINY_PROJECT if args.tiny else None)
             env = clone_env(source, work)
             seconds, out = run([*make, "repro"], source, env)
             ran = re.findall(r"Running stage '([^']+)'", out)
             rows.append(("make repro (a fresh copy, environment installed)", seconds, f"stages run: {', '.join(ran)}"))
             run([*make, "remote-s3", "URL=s3://lab/deepfake", f"ENDPOINT={server.endpoint}"], source, env)
             credentials(source, env, server)
-            quick.git_commit(source, "results and the shared remote")
+            sandbox.git_commit(source, "results and the shared remote")
             seconds, _ = run([*make, "push"], source, env)
             n, size = stored(server, "lab")
             rows.append(("make push", seconds, f"{n} files, {size / 1e6:.1f} MB on the remote"))
 
             photo = sorted((source / "data" / "raw" / "fake").glob("*.jpg"))[0]
             t0 = time.perf_counter()
-            clone = quick.clone_repository(source, work / "newcomer")
+            clone = sandbox.clone_repository(source, work / "newcomer")
             cenv = clone_env(clone, work)
             credentials(clone, cenv, server)
             clone_s = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import yaml
 from deepfake.__main__ import main
 from deepfake.core import config, paths
 from deepfake.data.split import SplitConfig
-from deepfake.pipeline import quick, stages
+from deepfake.pipeline import sandbox, stages
 from deepfake.pipeline.quick import write_params
 
 RAW = config.read_yaml(paths.PARAMS_FILE)
@@ -333,7 +333,7 @@ def test_make_in_a_copy_keeps_the_shared_environment(tmp_path):
     venv = paths.ROOT / ".venv"
     if not (venv / ".deepfake-installed").is_file():
         pytest.skip(f"{venv} was not installed by make install")
-    root = quick.copy_repository(tmp_path / "copy")
+    root = sandbox.copy_repository(tmp_path / "copy")
     out = subprocess.run(["make", "-n", "install", f"VENV={venv}"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "pip install" not in out.stdout, out.stdout
@@ -395,7 +395,7 @@ def _tiny_dvc_project(root: Path, raw: Path) -> dict[str, str]:
     shutil.copytree(paths.ROOT / "deepfake", root / "deepfake", ignore=ignore)
     shutil.copytree(paths.NOTEBOOKS_DIR, root / "notebooks", ignore=ignore)
     shutil.copytree(raw, root / "data" / "raw")
-    write_params(root / "params.yaml", {**quick.TINY_PROJECT, "cross_dataset": {"other": "data/raw"}})
+    write_params(root / "params.yaml", {**sandbox.TINY_PROJECT, "cross_dataset": {"other": "data/raw"}})
     env = {
         **os.environ,
         "DEEPFAKE_ROOT": str(root),

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from test_user_path import DVC, VENV, run
 
-from deepfake.pipeline import explore, quick
+from deepfake.pipeline import explore, sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def workspace(tmp_path):
         pytest.skip(f"{VENV} was not installed by make install")
     root = tmp_path / "deepfake"
     root.mkdir()
-    quick.copy_repository(root, quick.TINY_PROJECT)
+    sandbox.copy_repository(root, sandbox.TINY_PROJECT)
     (root / ".venv").symlink_to(VENV)  # where make install puts it; git-ignored: not in the experiments' copies
     tools = tmp_path / "tools"
     tools.mkdir()

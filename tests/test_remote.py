@@ -2,7 +2,7 @@
 
 The fast tests check the line that follows DVC's error, and what ``remote add`` refuses. The slow
 ones run the user's commands against a real S3 API server on 127.0.0.1 (moto's server mode,
-``quick.local_s3_server``, credentials checked): ``make repro`` and ``make push`` in one copy of the
+``sandbox.local_s3_server``, credentials checked): ``make repro`` and ``make push`` in one copy of the
 repository, then in a ``git clone`` of it ``make pull``, ``dvc status``, ``dvc repro`` (only the
 inventory runs) and the predictor with the pulled model; then an unreachable endpoint, wrong
 credentials and a missing bucket, each giving DVC's error, our line and a non-zero exit, with
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_user_path import run
 
-from deepfake.pipeline import quick, remote
+from deepfake.pipeline import remote, sandbox
 
 VENV = Path(sys.executable).parent.parent
 #: A command still running after this long is a hang: the test fails with its output.
@@ -147,14 +147,14 @@ def pushed(tmp_path_factory):
         pytest.skip(f"{VENV} was not installed by make install: make would install it")
     pytest.importorskip("moto.server", reason="moto[server] (the dev extra) runs the S3 API server")
     work = tmp_path_factory.mktemp("remote")
-    with quick.local_s3_server(buckets=("lab",)) as server:
-        first = quick.copy_repository(work / "first", quick.TINY_PROJECT)
+    with sandbox.local_s3_server(buckets=("lab",)) as server:
+        first = sandbox.copy_repository(work / "first", sandbox.TINY_PROJECT)
         env = clone_env(first, work)
         make = ["make", f"VENV={VENV}"]
         run([*make, "repro"], first, env, timeout=MAKE_REPRO_SECONDS)
         run([*make, "remote-s3", "URL=s3://lab/deepfake", f"ENDPOINT={server.endpoint}"], first, env)
         set_credentials(first, env, server.access_key_id, server.secret_access_key)
-        quick.git_commit(first, "results and the shared remote")  # dvc.lock, reports, .dvc/config
+        sandbox.git_commit(first, "results and the shared remote")  # dvc.lock, reports, .dvc/config
         out = run([*make, "push"], first, env)
         yield server, first, env, out, work
 
@@ -174,7 +174,7 @@ def test_the_remote_is_committed_without_its_credentials(pushed):
 @pytest.mark.slow
 def test_a_fresh_clone_pulls_and_has_the_model_and_a_repro_that_runs_nothing(pushed):
     server, first, first_env, _, work = pushed
-    second = quick.clone_repository(first, work / "second")
+    second = sandbox.clone_repository(first, work / "second")
     env = clone_env(second, work)
     set_credentials(second, env, server.access_key_id, server.secret_access_key)
     out = run(["make", f"VENV={VENV}", "pull"], second, env)
@@ -212,7 +212,7 @@ def test_a_fresh_clone_pulls_and_has_the_model_and_a_repro_that_runs_nothing(pus
 def test_a_wrong_setting_gives_dvcs_error_our_line_and_deletes_nothing(pushed, setting, value, dvc_says, ours):
     server, first, env, _, _ = pushed
     before = snapshot(first)
-    dvc(first, env, "remote", "modify", "--local", remote.REMOTE, setting, value.format(free_port=quick.free_port()))
+    dvc(first, env, "remote", "modify", "--local", remote.REMOTE, setting, value.format(free_port=sandbox.free_port()))
     try:
         out = run([sys.executable, "-m", "deepfake", "remote", "push"], first, env, ok=False)
     finally:
@@ -228,7 +228,7 @@ def test_a_wrong_setting_gives_dvcs_error_our_line_and_deletes_nothing(pushed, s
 @pytest.mark.slow
 def test_a_failed_pull_in_a_fresh_clone_stops_before_anything_else(pushed):
     server, _, _, _, work = pushed
-    third = quick.clone_repository(work / "first", work / "third")
+    third = sandbox.clone_repository(work / "first", work / "third")
     env = clone_env(third, work)
     set_credentials(third, env, "AKIAWRONGWRONGWRONG", server.secret_access_key)
     out = run(["make", f"VENV={VENV}", "pull"], third, env, ok=False)
@@ -251,7 +251,7 @@ def test_a_shared_folder_remote_pushes_and_pulls_and_a_missing_one_is_named(tmp_
     dvc(first, env, "add", "-q", "models")
     cli = [sys.executable, "-m", "deepfake", "remote"]
     run([*cli, "add", str(store)], first, env)
-    quick.git_commit(first, "a model and the shared folder")
+    sandbox.git_commit(first, "a model and the shared folder")
     assert re.search(r"\d+ files? pushed", run([*cli, "push"], first, env))
 
     second = tmp_path / "second"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfake.pipeline import quick
+from deepfake.pipeline import quick, sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def project(tmp_path_factory):
         pytest.skip(f"{VENV} was not installed by make install: make repro would install it")
     root = tmp_path_factory.mktemp("user") / "deepfake"
     root.mkdir()
-    quick.copy_repository(root, quick.TINY_PROJECT)
+    sandbox.copy_repository(root, sandbox.TINY_PROJECT)
     env = {
         **os.environ,
         "PYTHONPATH": str(root),  # this copy's package, also in the commands DVC starts

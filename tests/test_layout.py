@@ -34,8 +34,11 @@ LAYERS: dict[str, list[str]] = {
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget
     "inference": ["backends", "gradcam", "prediction", "predict", "cli_output", "widgets"],
     # the params file, the dataset's inventory (what DVC depends on), tracking, quick-check fixtures,
-    # stage functions, comparing detectors, the runner, exploring, the shared DVC remote
-    "pipeline": ["params", "inventory", "tracking", "quick", "stages", "compare", "runner", "explore", "remote"],
+    # repository copies for the user-command tests, stage functions, comparing detectors, the runner,
+    # exploring, the shared DVC remote
+    "pipeline": [
+        "params", "inventory", "tracking", "quick", "sandbox", "stages", "compare", "runner", "explore", "remote",
+    ],
 }  # fmt: skip
 #: At most this many modules in one sub-package: past it, the room wants dividing.
 MAX_MODULES = 12

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core import paths
+from .core import lifetime, paths
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -89,14 +89,17 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     cfg = params.preprocess
     where = paths.layout(params.data.raw_dir, params.data.faces_dir)
     try:
-        result = preprocess(
-            where.raw,
-            where.faces,
-            cfg,
-            progress=not args.no_progress,
-            layout=LayoutConfig.of(params.data),
-            merge_shards=args.merge or 0,
-        )
+        # a scheduler ending the job (scancel, a time limit, a deleted pod) sends SIGTERM first: what
+        # was finished is recorded before the exit, and the next run of the same shard goes on from it
+        with lifetime.sigterm_exits("recording what this run finished"):
+            result = preprocess(
+                where.raw,
+                where.faces,
+                cfg,
+                progress=not args.no_progress,
+                layout=LayoutConfig.of(params.data),
+                merge_shards=args.merge or 0,
+            )
     except (ShardsIncomplete, DatasetLayoutError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake.core import paths
+from deepfake.core import lifetime, paths
 from deepfake.pipeline.quick import write_params
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="scans /proc (Linux)")
@@ -161,6 +162,35 @@ def test_a_parent_gone_before_the_call_ends_the_caller_at_once():
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], env=_tree_env(uuid.uuid4().hex), timeout=30)
     assert proc.returncode == -signal.SIGTERM and time.monotonic() - t0 < 5
+
+
+def test_sigterm_exits_raises_in_the_block_once_then_restores_the_handler(caplog):
+    before, called = signal.getsignal(signal.SIGTERM), []
+    with pytest.raises(SystemExit) as e, lifetime.sigterm_exits("cleaning up", on_signal=lambda: called.append(1)):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises here
+        finally:
+            during = signal.getsignal(signal.SIGTERM)
+    assert e.value.code == 143 and called == [1] and "stopped by SIGTERM: cleaning up" in caplog.text
+    assert during == signal.SIG_DFL  # a second SIGTERM ends the process, for a clean-up that hangs
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_exits_outside_the_main_thread_changes_nothing():
+    before, errors = signal.getsignal(signal.SIGTERM), []
+
+    def enter() -> None:
+        try:
+            with lifetime.sigterm_exits("x"):
+                assert signal.getsignal(signal.SIGTERM) is before
+        except BaseException as e:  # noqa: BLE001 - reported to the main thread
+            errors.append(e)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join(10)
+    assert errors == [] and signal.getsignal(signal.SIGTERM) is before
 
 
 # --------------------------------------------------------------------------------------------

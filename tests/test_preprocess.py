@@ -668,7 +668,10 @@ sys.exit(__main__.main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_a_killed_shard_leaves_no_manifest_and_running_it_again_finishes_the_job(tmp_path, capsys):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_shard_leaves_no_manifest_and_running_it_again_finishes_the_job(tmp_path, capsys, sig):
+    """SIGKILL loses the run's work; SIGTERM (a scheduler's scancel, time limit or pod deletion, sent
+    before its SIGKILL) records the two inputs it finished, and running the shard again reuses them."""
     raw = small_dataset(tmp_path / "raw", n=10)
     faces = tmp_path / "faces"
     params = _cli_params(tmp_path, raw, faces)
@@ -680,21 +683,33 @@ def test_a_killed_shard_leaves_no_manifest_and_running_it_again_finishes_the_job
         cwd=tmp_path,
         text=True,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     watchdog = threading.Timer(60, proc.kill)  # a child that never gets midway fails the test, never hangs it
     watchdog.start()
     try:
         assert proc.stdout.readline().strip() == "midway"
         assert list((faces / "real").glob("*.png")) or list((faces / "fake").glob("*.png"))  # it wrote crops
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
     finally:
         watchdog.cancel()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    assert not (faces / "manifest.csv").exists() and not (faces / SHARDS_DIR / "1-of-2.json").exists()
+        proc.kill()
+    assert not (faces / "manifest.csv").exists()
+    record = faces / SHARDS_DIR / "1-of-2.json"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and not record.exists()
+        unfinished, reused = "(no record", "0 reused"
+    else:
+        assert proc.returncode == 143 and "stopped by SIGTERM: recording what this run finished" in err
+        assert json.loads(record.read_text())["finished"] is False
+        unfinished, reused = "(2 of its", "2 reused"
     capsys.readouterr()
     assert main(args) == 1  # the merge refuses, naming the shard
-    assert "shard 1/2 has not finished" in capsys.readouterr().err and not (faces / "manifest.csv").exists()
+    err = capsys.readouterr().err
+    assert f"shard 1/2 has not finished {unfinished}" in err and not (faces / "manifest.csv").exists(), err
     assert main([*args, "--shard", "1/2"]) == 0
+    assert f"decoded now, {reused})" in capsys.readouterr().out
     assert main([*args, "--merge", "2"]) == 0
     assert main(["preprocess", "--params", str(_cli_params(tmp_path, raw, tmp_path / "one")), "--no-progress"]) == 0
     assert cache_files(faces) == cache_files(tmp_path / "one")

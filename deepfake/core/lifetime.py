@@ -15,19 +15,28 @@ gone (every one of them holds its "alive" pipe open).
 
 On Linux the operating system delivers the signal (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon
 thread checks the parent every half second.
+
+``sigterm_exits()`` is the handler for a process that must clean up first: inside it, ``SIGTERM``
+(from a dying parent, ``kill``, or a cluster scheduler ending a job: SLURM's ``scancel`` and time
+limit, Kubernetes deleting a pod, each of which sends ``SIGKILL`` only after a grace period) raises
+``SystemExit(143)`` in the main thread, so that ``finally`` blocks and ``except`` handlers run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_SECONDS = 0.5
@@ -110,3 +119,33 @@ def end_with_parent(sig: int = signal.SIGTERM) -> None:
     if os.getppid() != parent:  # the parent died before the death signal was armed: it will never come
         _signal_self(sig)
     _end_with_starter(sig)
+
+
+@contextlib.contextmanager
+def sigterm_exits(what: str, on_signal: Callable[[], None] | None = None) -> Iterator[None]:
+    """Inside the block, ``SIGTERM`` raises ``SystemExit(143)`` in the main thread (elsewhere: no change).
+
+    The first ``SIGTERM`` logs ``stopped by SIGTERM: <what>`` and raises; a second one ends the
+    process at once (the default action), for a clean-up that hangs. The previous handler is back
+    after the block.
+
+    Args:
+        what: what the process does before it exits, for the message (e.g. "shutting the kernel down").
+        on_signal: called first when the signal arrives (in the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        log.warning(f"stopped by SIGTERM: {what}")
+        if on_signal is not None:
+            on_signal()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -21,13 +21,9 @@ runner even when the runner is killed outright, and preprocessing workers with t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,24 +78,8 @@ def scrub_times(nb: dict, input_path: str | None = None, output_path: str | None
     return nb
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the runner at once (the kernel still ends with it)
-    log.warning("stopped by SIGTERM: shutting the kernel down")
+def _quiet_asyncio() -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned cell's task: expected, not news
-    raise SystemExit(128 + signum)
-
-
-@contextlib.contextmanager
-def _sigterm_exits() -> Iterator[None]:
-    """Turn ``SIGTERM`` into ``SystemExit`` (main thread only), so that papermill shuts the kernel down."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stage(
@@ -143,7 +123,7 @@ def run_stage(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.notebook.tmp.ipynb")  # papermill wants the .ipynb suffix
     try:
         try:
-            with _sigterm_exits():
+            with lifetime.sigterm_exits("shutting the kernel down", on_signal=_quiet_asyncio):
                 lifetime.end_with_parent()  # after the handler: a parent already gone is a clean exit too
                 pm.execute_notebook(
                     str(notebook),

@@ -27,8 +27,9 @@ LAYERS: dict[str, list[str]] = {
     "metrics": ["calibration", "classification", "video_level"],
     # networks and checkpoints
     "models": ["backbones", "architectures", "checkpoint"],
-    # the loader, augmentation, self-blending, the scoring loop, the step, resume, train
-    "training": ["augment", "blend", "loading", "distributed", "scoring", "steps", "resume", "train"],
+    # augmentation, self-blending, the train section's config, the loader, the scoring loop, the step,
+    # resume, the run
+    "training": ["augment", "blend", "config", "loading", "distributed", "scoring", "steps", "resume", "train"],
     # the evaluate stage's measurements, robustness, tables, figures
     "evaluation": ["robustness", "evaluate", "tables", "plots", "benchmark", "comparison"],
     # the predictor, its runtimes, Grad-CAM, the CLI's output, the widget

@@ -26,7 +26,7 @@ from ..data.preprocess import PreprocessConfig
 from ..data.split import SplitConfig
 from ..data.synth import SynthConfig
 from ..evaluation.evaluate import EvalConfig
-from ..training.train import TrainConfig
+from ..training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from ..data.split import (
     write_splits,
 )
 from ..evaluation.evaluate import EvalConfig, EvalResult
+from ..training.config import TrainConfig
 from ..training.distributed import env_rank
-from ..training.train import TrainConfig, TrainResult
+from ..training.train import TrainResult
 from .params import Params, load_params
 from .quick import (
     QUICK_CROSS_NAME,

@@ -17,6 +17,7 @@ and writes files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -31,20 +32,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..core import paths
-from ..core.config import section, setting
 from ..core.utils import amp_dtype, cpu_bf16_supported, prepare_output_dir, resolve_device, seed_everything
 from ..data.detect import parse_points
 from ..data.inputs import Preprocessing, load_input, read_contract
 from ..data.split import read_split
 from ..metrics.classification import binary_metrics
 from ..models.architectures import (
-    UnknownArchError,
     apply_train_mode,
     build_model,
-    check_arch,
     convert_sync_batchnorm,
     count_parameters,
     input_config,
@@ -52,9 +51,8 @@ from ..models.architectures import (
 )
 from ..models.checkpoint import save_checkpoint
 from . import distributed as D
-from .augment import AugmentConfig
-from .blend import MODES as BLEND_MODES
 from .blend import BlendConfig, self_blend
+from .config import TrainConfig
 from .loading import DecodedCache, EpochBatchSampler, ImageDataset, class_weights, make_batch_loader
 from .resume import Progress, check_world_size, load_resume, restore, rng_state
 from .scoring import predict
@@ -72,150 +70,6 @@ HISTORY_COLUMNS = (
     "val_auc",
     "lr",
 )
-SCHEDULES = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adam", "sgd")
-CLASS_BALANCE = ("auto", "loss", "sampler", "none")
-
-
-@dataclass(frozen=True)
-@section("train", base_keys=("device", "seed"))
-class TrainConfig:
-    """Everything that defines a training run (recorded inside every checkpoint).
-
-    Defaults are ``params.yaml``'s ``train`` section (``device`` and ``seed``: ``base``).
-
-    Attributes:
-        arch: ``resnet18`` | ``dilated_cnn`` | any timm model name (``efficientnet_b4``,
-            ``legacy_xception``...; see ``deepfake.models.architectures``).
-        weights: ``auto`` | ``imagenet`` | ``none`` | path to weights (a state dict or checkpoint).
-        epochs: passes over the training split (at most; see ``patience``).
-        batch_size: images per optimisation step (all processes together under torchrun).
-        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
-        lr: learning rate (peak, after warm-up).
-        momentum: SGD's momentum (unused by Adam).
-        weight_decay: weight decay (L2, as both optimizers apply it).
-        schedule: ``constant``, ``cosine`` (decay to 0 at the end of the last epoch) or ``linear``
-            (constant, then down to 0 over the last quarter of the steps: SBI's), per step.
-        warmup_epochs: linear learning-rate warm-up from ~0, in epochs (fractions allowed).
-        freeze_backbone_epochs: train only the new head for this many first epochs, backbone
-            BatchNorm statistics frozen too; needs pretrained weights (ignored, with a
-            warning, when the backbone is randomly initialised).
-        patience: stop after this many epochs without a better validation AUC (0: never).
-        class_balance: ``auto`` (``loss`` when the train classes differ in size, else ``none``),
-            ``loss`` (BCE ``pos_weight`` = real / fake count), ``sampler`` (draw classes equally
-            often, with replacement) or ``none``.
-        image_size: side of the square network input.
-        hflip: horizontal-flip probability.
-        rotation: maximum random rotation in degrees.
-        color_jitter: ColorJitter strength (brightness, contrast, saturation; hue a quarter).
-        jpeg_prob: probability of JPEG re-compression.
-        jpeg_quality_min, jpeg_quality_max: re-compression quality range (inclusive).
-        blur_prob: probability of Gaussian blur.
-        blur_sigma_min, blur_sigma_max: blur standard-deviation range in pixels.
-        num_workers: DataLoader worker processes (per process under torchrun).
-        decode_cache: decode and resize every image once into ``build/cache/`` (uint8, memory
-            mapped) and read it in every epoch: worth it for photos much larger than
-            ``image_size`` (see ``deepfake.training.loading.DecodedCache``); pixels are identical.
-        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler).
-        cpu_bf16: on a CPU, bf16 autocast and channels-last when the CPU has native bf16
-            instructions (AVX512-BF16 or AMX; a warning and float32 otherwise). About 2x
-            faster ResNet18 training steps on such CPUs (BENCHMARKS.md); the numerics differ
-            from float32, so runs on CPUs with and without it are not comparable bit for bit.
-        channels_last: NHWC memory format on CUDA.
-        compile_model: ``torch.compile`` the training model.
-        sync_bn: under torchrun on CUDA, synchronise BatchNorm statistics across GPUs.
-        seed: seed of initialisation, shuffling and augmentation.
-        deterministic: ask torch for deterministic kernels.
-        max_batches: stop each epoch after this many batches (0: all); for quick checks.
-        resume: continue from ``out_dir/last.pt`` when it exists.
-        checkpoint_every: also write ``last.pt`` every this many batches (0: at epoch ends only).
-        self_blend: ``off`` | ``add`` | ``only``: self-blended pseudo-fakes made from the real
-            training crops (``deepfake.training.blend``); ``only`` drops the split's fakes from training.
-        blend_share: with ``add``, pseudo-fakes per real training image and epoch.
-        blend_ratio_min: lowest blend ratio of a pseudo-fake (the highest is 1).
-        min_epochs: epochs always trained before early stopping may stop the run.
-    """
-
-    arch: str = setting()  # ARCHS or a timm model name: checked by check_arch
-    weights: str = setting()
-    epochs: int = setting(min=1)
-    batch_size: int = setting(min=1)
-    optimizer: str = setting(choices=OPTIMIZERS)
-    lr: float = setting(gt=0)
-    momentum: float = setting(min=0, lt=1)
-    weight_decay: float = setting(min=0)
-    schedule: str = setting(choices=SCHEDULES)
-    warmup_epochs: float = setting(min=0)
-    freeze_backbone_epochs: int = setting(min=0)
-    patience: int = setting(min=0)
-    class_balance: str = setting(choices=CLASS_BALANCE)
-    image_size: int = setting(min=16, max=2048)
-    hflip: float = setting(min=0, max=1)
-    rotation: float = setting(min=0, max=180)
-    color_jitter: float = setting(min=0, max=1)
-    jpeg_prob: float = setting(min=0, max=1)
-    jpeg_quality_min: int = setting(min=1, max=100)
-    jpeg_quality_max: int = setting(min=1, max=100)
-    blur_prob: float = setting(min=0, max=1)
-    blur_sigma_min: float = setting(gt=0)
-    blur_sigma_max: float = setting(gt=0)
-    num_workers: int = setting(min=0)
-    decode_cache: bool = setting()
-    device: str = setting()
-    amp: bool = setting()
-    cpu_bf16: bool = setting()
-    channels_last: bool = setting()
-    compile_model: bool = setting()
-    sync_bn: bool = setting()
-    seed: int = setting(min=0)
-    deterministic: bool = setting()
-    resume: bool = setting()
-    checkpoint_every: int = setting(min=0)
-    self_blend: str | bool = setting(choices=(*BLEND_MODES, False))  # YAML reads a bare off as false
-    blend_share: float = setting(gt=0, max=1)
-    blend_ratio_min: float = setting(gt=0, max=1)
-    min_epochs: int = setting(min=1)
-    max_batches: int = 0  # not a pipeline setting: quick checks stop each epoch early
-
-    def __post_init__(self) -> None:
-        try:
-            check_arch(self.arch)
-        except UnknownArchError as e:
-            raise ValueError(f"train.arch = {e}") from None
-        if self.jpeg_quality_min > self.jpeg_quality_max:
-            raise ValueError(
-                f"train.jpeg_quality_min ({self.jpeg_quality_min}) must not exceed train.jpeg_quality_max "
-                f"({self.jpeg_quality_max})"
-            )
-        if self.blur_sigma_min > self.blur_sigma_max:
-            raise ValueError(
-                f"train.blur_sigma_min ({self.blur_sigma_min}) must not exceed train.blur_sigma_max "
-                f"({self.blur_sigma_max})"
-            )
-        if self.max_batches < 0:
-            raise ValueError(f"max_batches must be >= 0, got {self.max_batches}")
-        _ = self.augment  # validates the augmentation ranges
-
-    def blend(self, margin: float = 1.3) -> BlendConfig:
-        """The self-blending settings (``margin``: the crops' margin around the face box)."""
-        mode = "off" if self.self_blend is False else str(self.self_blend)
-        return BlendConfig(mode=mode, share=self.blend_share, ratio_min=self.blend_ratio_min, margin=margin)
-
-    @property
-    def augment(self) -> AugmentConfig | None:
-        """The training augmentation, or None when every augmentation is switched off."""
-        aug = AugmentConfig(
-            hflip=self.hflip,
-            rotation=self.rotation,
-            color_jitter=self.color_jitter,
-            jpeg_prob=self.jpeg_prob,
-            jpeg_quality=(self.jpeg_quality_min, self.jpeg_quality_max),
-            blur_prob=self.blur_prob,
-            blur_sigma=(self.blur_sigma_min, self.blur_sigma_max),
-        )
-        active = aug.hflip or aug.rotation or aug.color_jitter or aug.jpeg_prob or aug.blur_prob
-        return aug if active else None
 
 
 @dataclass
@@ -303,13 +157,25 @@ def train(
         D.teardown(info)
 
 
-def _train(
-    cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, on_epoch, info: D.DistInfo
-) -> TrainResult:
-    if info.is_main:  # writable before an epoch of work; leftovers of a killed checkpoint write removed
-        prepare_output_dir(out)
-    seed_everything(cfg.seed, cfg.deterministic)
-    device = _device_for(cfg, info)
+@dataclass
+class _Data:
+    """What a run reads: the splits, the crops' preprocessing contract, datasets, samplers and loaders."""
+
+    train_df: pd.DataFrame
+    val_df: pd.DataFrame
+    model_inputs: dict  # normalisation and native size: timm's pretrained_cfg for timm models
+    contract: Preprocessing
+    train_set: ImageDataset
+    balance: str  # the class-balance method used
+    pos_weight: float | None
+    blend_counts: dict
+    train_sampler: EpochBatchSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def _precision(cfg: TrainConfig, device: torch.device, info: D.DistInfo) -> tuple[bool, bool]:
+    """``(autocast, channels-last)`` on ``device``: AMP on CUDA, bf16 on a CPU with native bf16."""
     cuda = device.type == "cuda"
     cpu_bf16 = cfg.cpu_bf16 and not cuda
     if cpu_bf16 and not cpu_bf16_supported():
@@ -317,18 +183,17 @@ def _train(
             warnings.warn(
                 "cpu_bf16=true ignored: this CPU has no native bf16 instructions (AVX512-BF16 or AMX); "
                 "training in float32",
-                stacklevel=2,
+                stacklevel=4,  # the caller of train()
             )
         cpu_bf16 = False
-    channels_last = cfg.channels_last and cuda or cpu_bf16
-    use_amp = cfg.amp and cuda or cpu_bf16
-    if cuda and not cfg.deterministic:
-        torch.backends.cudnn.benchmark = True
-    show = info.is_main
+    return cfg.amp and cuda or cpu_bf16, cfg.channels_last and cuda or cpu_bf16
 
-    # Data
+
+def _data(cfg: TrainConfig, splits_dir: Path, data_root: Path, info: D.DistInfo, cuda: bool) -> _Data:
+    """Read the splits and build the training and validation loaders (this rank's share of each batch)."""
+    show = info.is_main
     train_df, val_df = read_split(splits_dir, "train"), read_split(splits_dir, "val")
-    model_inputs = input_config(cfg.arch)  # normalisation and native size: timm's pretrained_cfg for timm models
+    model_inputs = input_config(cfg.arch)
     contract = replace(
         read_contract(data_root, cfg.image_size), mean=tuple(model_inputs["mean"]), std=tuple(model_inputs["std"])
     )
@@ -384,36 +249,38 @@ def _train(
         world_size=info.world_size,
         max_batches=cfg.max_batches,
     )
-    augment = cfg.augment
-    on_cpu = not cuda
-    train_loader = make_batch_loader(
-        train_set,
-        train_sampler,
-        cfg.num_workers,
+    loader = functools.partial(
+        make_batch_loader,
+        num_workers=cfg.num_workers,
         pin_memory=cuda,
-        finish_in_workers=on_cpu,
+        finish_in_workers=not cuda,
         seed=cfg.seed + info.rank,
         mean=contract.mean,
         std=contract.std,
     )
-    val_loader = make_batch_loader(
-        ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]),
-        val_sampler,
-        cfg.num_workers,
-        pin_memory=cuda,
-        finish_in_workers=on_cpu,
-        seed=cfg.seed + info.rank,
-        mean=contract.mean,
-        std=contract.std,
+    return _Data(
+        train_df,
+        val_df,
+        model_inputs,
+        contract,
+        train_set,
+        balance,
+        pos_weight,
+        blend_counts,
+        train_sampler,
+        loader(train_set, train_sampler),
+        loader(ImageDataset(val_df, data_root, cfg.image_size, cache=caches[1]), val_sampler),
     )
 
-    # Model and optimisation
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    resume_ckpt = load_resume(cfg, last_path)
-    if resume_ckpt is not None:
-        check_world_size(resume_ckpt, last_path, info.world_size, train_sampler.steps_per_epoch)
-    model_weights = "none" if resume_ckpt is not None else cfg.weights
-    net, weights_used = build_model(cfg.arch, model_weights, image_size=cfg.image_size)
+
+def _model(
+    cfg: TrainConfig, info: D.DistInfo, device: torch.device, channels_last: bool, resume_ckpt: dict | None
+) -> tuple[nn.Module, str, int]:
+    """The network on ``device`` (fresh weights when resuming: the checkpoint's come later), the weights
+    it started from, and the epochs its backbone stays frozen."""
+    net, weights_used = build_model(
+        cfg.arch, "none" if resume_ckpt is not None else cfg.weights, image_size=cfg.image_size
+    )
     if resume_ckpt is not None:
         weights_used = resume_ckpt["weights_used"]
     if info.enabled:
@@ -424,24 +291,62 @@ def _train(
             warnings.warn(
                 f"freeze_backbone_epochs={freeze_epochs} ignored: the backbone is randomly initialised (weights: "
                 f"{weights_used})",
-                stacklevel=2,
+                stacklevel=4,  # the caller of train()
             )
         freeze_epochs = 0
-    if info.enabled and cuda and cfg.sync_bn:
+    if info.enabled and device.type == "cuda" and cfg.sync_bn:
         net = convert_sync_batchnorm(net, cfg.arch)
     elif info.enabled and info.is_main and freeze_epochs < cfg.epochs:
         warnings.warn(
             "BatchNorm statistics are computed per process (SyncBatchNorm needs CUDA and sync_bn=true): "
             "results differ slightly from one process with the same global batch",
-            stacklevel=2,
+            stacklevel=4,  # the caller of train()
         )
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+    return net, weights_used, freeze_epochs
+
+
+def _record_epoch(prog: Progress, row: dict, cfg: TrainConfig) -> bool:
+    """Add the epoch's ``row`` to ``prog``, with the best epoch and early stopping; True when it is the best yet."""
+    epoch = row["epoch"]
+    prog.rows.append(row)
+    prog.epoch, prog.step, prog.partial = epoch, 0, None
+    improved = selection_score(row) > prog.best_score
+    if improved:
+        prog.best_score, prog.best_epoch, prog.bad_epochs = selection_score(row), epoch, 0
+    else:
+        prog.bad_epochs += 1
+    prog.stopped_early = bool(cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs)
+    return improved
+
+
+def _train(
+    cfg: TrainConfig, splits_dir: Path, data_root: Path, out: Path, callback, on_epoch, info: D.DistInfo
+) -> TrainResult:
+    if info.is_main:  # writable before an epoch of work; leftovers of a killed checkpoint write removed
+        prepare_output_dir(out)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = _device_for(cfg, info)
+    cuda = device.type == "cuda"
+    use_amp, channels_last = _precision(cfg, device, info)
+    if cuda and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True
+    show = info.is_main
+    data = _data(cfg, splits_dir, data_root, info, cuda)
+    contract, train_sampler, train_loader = data.contract, data.train_sampler, data.train_loader
+
+    # Model and optimisation
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    resume_ckpt = load_resume(cfg, last_path)
+    if resume_ckpt is not None:
+        check_world_size(resume_ckpt, last_path, info.world_size, train_sampler.steps_per_epoch)
+    net, weights_used, freeze_epochs = _model(cfg, info, device, channels_last, resume_ckpt)
     optimizer = make_optimizer(net, cfg)
     steps_per_epoch = len(train_sampler)
     scheduler = make_scheduler(optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.schedule)
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(device) == torch.float16 else None
     loss_fn = nn.BCEWithLogitsLoss(
-        reduction="sum", pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
+        reduction="sum", pos_weight=None if data.pos_weight is None else torch.tensor(data.pos_weight, device=device)
     )
 
     meta = {
@@ -450,7 +355,7 @@ def _train(
         "weights_used": weights_used,
         "image_size": cfg.image_size,
         "preprocessing": contract.to_dict(),
-        "backbone": model_inputs,
+        "backbone": data.model_inputs,
         "package_version": __version__,
         "world_size": info.world_size,
     }
@@ -527,7 +432,7 @@ def _train(
             scaler,
             use_amp,
             channels_last,
-            augment is not None,
+            cfg.augment is not None,
             info.world_size,
             show,
             f"epoch {epoch}/{cfg.epochs}",
@@ -545,7 +450,7 @@ def _train(
         tr = (loss_sum / max(len(y), 1), y, p)
         va_loss, va_y, va_z = predict(
             net,
-            val_loader,
+            data.val_loader,
             device,
             use_amp,
             channels_last,
@@ -562,16 +467,7 @@ def _train(
             **_epoch_stats("val", *va),
             "lr": float(optimizer.param_groups[0]["lr"]),
         }
-        prog.rows.append(row)
-        prog.epoch, prog.step, prog.partial = epoch, 0, None
-        improved = selection_score(row) > prog.best_score
-        if improved:
-            prog.best_score, prog.best_epoch, prog.bad_epochs = selection_score(row), epoch, 0
-        else:
-            prog.bad_epochs += 1
-        prog.stopped_early = bool(
-            cfg.patience and prog.bad_epochs >= cfg.patience and cfg.min_epochs <= epoch < cfg.epochs
-        )
+        improved = _record_epoch(prog, row, cfg)
         if improved and info.is_main:  # before last.pt: a run stopped between the two redoes this epoch
             save_checkpoint(best_path, **model_record(prog), **meta)
         checkpoint(last_path, prog)
@@ -596,11 +492,11 @@ def _train(
         "world_size": info.world_size,
         "precision": str(amp_dtype(device)).removeprefix("torch.") + " autocast" if use_amp else "float32",
         "parameters": count_parameters(net),
-        "backbone": model_inputs,
-        "n_train": len(train_df),
-        "n_train_items": len(train_set),
-        **blend_counts,
-        "n_val": len(val_df),
+        "backbone": data.model_inputs,
+        "n_train": len(data.train_df),
+        "n_train_items": len(data.train_set),
+        **data.blend_counts,
+        "n_val": len(data.val_df),
         "epochs": cfg.epochs,
         "epochs_run": len(history),
         "stopped_early": prog.stopped_early,
@@ -608,8 +504,8 @@ def _train(
         "best_val_auc": float(best["val_auc"]),
         "best_val_accuracy": float(best["val_accuracy"]),
         "best_val_loss": float(best["val_loss"]),
-        "class_balance": balance,
-        "pos_weight": pos_weight,
+        "class_balance": data.balance,
+        "pos_weight": data.pos_weight,
         "frozen_epochs": freeze_epochs,
     }
     step_seconds = sum(train_seconds.values())

@@ -1,6 +1,6 @@
 # The two commands of the README (make repro, make test):
 #   make repro   install, create the default dataset when absent, rebuild every result (dvc repro)
-#   make test    install, run the unit tests and the notebooks (nbval)
+#   make test    install, lint, run the unit tests and the notebooks (nbval); make test-slow: the slow tests
 # VENV=... points at an existing environment instead of ./.venv (e.g. VENV=$CONDA_PREFIX).
 
 PYTHON ?= python3
@@ -22,7 +22,7 @@ TORCH_INDEX ?=
 CONSTRAINTS := constraints.txt
 LOCK_ARGS ?=
 
-.PHONY: install lock data repro test lint cross screenshot clean-quick remote-s3 remote-ssh remote-dir push pull
+.PHONY: install lock data repro test test-slow test-all lint cross screenshot clean-quick remote-s3 remote-ssh remote-dir push pull
 
 install: $(VENV)/.deepfake-installed
 
@@ -66,8 +66,20 @@ lint: install
 	$(BIN)/ruff format --check deepfake tests benchmarks .ci
 	$(BIN)/mypy
 
+# make test: lint, then every test but the slow ones, and the notebooks (about 5 minutes on 2 cores).
+# make test-slow: the slow ones, the user's commands end to end (dvc repro, the CLI, torchrun on two
+# "nodes", queued experiments, the S3 remote, the demo in a browser; about 25 minutes). CI runs both;
+# make test-all runs everything in one pytest session. TESTS: a pytest -m expression (empty: all).
+TESTS ?= not slow
 test: install clean-quick lint
-	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg $(if $(TESTS),-m "$(TESTS)") \
+		tests notebooks $(PYTEST_ARGS)
+
+test-slow: install clean-quick
+	$(BIN)/python -m pytest -m slow tests $(PYTEST_ARGS)
+
+test-all:
+	$(MAKE) test TESTS=
 
 # The browser test of the demo notebook, keeping its screenshot of the widget for the README (needs
 # Chromium); docs/, not reports/: it pictures the demo, not a result of the pipeline

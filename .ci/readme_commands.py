@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Lines not run, with the reason (printed).
 SKIP = {
+    "make test-slow": "the slow tests, which CI runs itself (.ci/run)",
+    "make test-all": "make test and make test-slow in one session, which CI runs itself (.ci/run)",
     "make test": "the command CI runs itself (.ci/run)",
     "make lint": "part of make test, which CI runs itself (.ci/run)",
     "make install TORCH_INDEX=": "CI cannot reach PyTorch's wheel index; it installs PyPI's wheels (plain make)",

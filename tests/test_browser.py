@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import pytest
 from deepfake.core import paths
 from deepfake.data.synth import SynthConfig, make_image
 from deepfake.metrics.calibration import checkpoint_record, save_calibration
-from deepfake.pipeline import stages
+from deepfake.pipeline import sandbox, stages
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -59,12 +58,6 @@ CHROMIUM_ARGS = [
 ]
 # the notebook's quick-check defaults
 QUICK = paths.layout("", "", quick=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -99,7 +92,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def _jupyterlab(root: Path, env: dict[str, str]):
     """A JupyterLab server serving a copy of the demo notebook in ``root`` (so autosave never touches the repo)."""
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = sandbox.free_port(), secrets.token_hex(16)
     env = {
         **env,
         "PYTHONPATH": os.pathsep.join([str(paths.ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),

@@ -1,7 +1,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepfake.pipeline import sandbox
 from deepfake.pipeline.quick import write_params
 from deepfake.pipeline.tracking import read_history
 from deepfake.training import distributed as D
@@ -135,12 +135,6 @@ def test_torchrun_with_two_gloo_processes_matches_single_process_training(tiny_d
 # ---------------------------------------------------------------- two nodes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stop_nodes(procs: list[subprocess.Popen]) -> None:
     """End the torchrun agents still running: SIGTERM, on which an agent stops its workers (they
     run in process groups of their own), then SIGKILL for any that did not end within 30 s."""
@@ -159,7 +153,7 @@ def run_two_nodes(args: list, folders: list[Path], timeout: float = 300) -> list
     """``args`` under torchrun as two "nodes" of one process each, on 127.0.0.1, each started in its
     own folder; ``(exit status, stdout, stderr)`` per node. The nodes meet through a c10d rendezvous
     (a free port, a fresh id), which numbers them: either may get rank 0."""
-    endpoint, rdzv_id = f"127.0.0.1:{free_port()}", uuid.uuid4().hex
+    endpoint, rdzv_id = f"127.0.0.1:{sandbox.free_port()}", uuid.uuid4().hex
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
     torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={rdzv_id}"]
     torchrun += ["--local-addr=127.0.0.1", "--max-restarts=0"]

@@ -313,7 +313,6 @@ def make_dfdc_tree(root: str | os.PathLike, frames: int = 6, size: int = 96, see
     public test set, ``test/`` with ``labels.csv`` (``filename,label``, 1 = fake), as ``DFDC_QUICK_PARTS``
     and ``DFDC_QUICK_TEST`` list.
     A fake shows its original's scene with another person's face."""
-
     base = Path(root)
     person: dict[str, int] = {}
     for part, entries in DFDC_QUICK_PARTS.items():
@@ -339,7 +338,6 @@ def make_dfdcp_tree(root: str | os.PathLike, frames: int = 6, size: int = 96, se
     per person, and ``dataset.json`` mapping each video's path to ``{"label": "real"|"fake",
     "set": "train"|"test"}``, as ``DFDCP_QUICK`` lists. (Only the top folders and the index's
     ``label`` and ``set`` follow the public description; the file names are illustrative.)"""
-
     base = Path(root)
     index = {}
     for key, subset in DFDCP_QUICK.items():
@@ -396,7 +394,6 @@ def pan_zoom_frames(
 def add_special_files(folder: str | os.PathLike) -> None:
     """A FIFO, a link to /dev/zero, a UNIX socket, a broken link and a link loop in ``folder``/real:
     the paths a dataset listing must name and never open (the tests of the user's own commands)."""
-
     root = Path(folder)
     real = root / "real"
     os.mkfifo(real / "fifo.jpg")
